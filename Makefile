@@ -1,0 +1,53 @@
+# Quick start on a fresh Debian 12 machine:  make demo   |   make test
+# As root, missing Debian packages (python3-venv; for tests dcmtk dicom3tools socat) are installed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PEER_PACKAGES := dcmtk dicom3tools socat
+PEER_PROGRAMS := storescp storescu echoscu findscu dciodvfy socat
+IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+
+.PHONY: all venv peers lint test demo bench docs clean
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  if [ "$(IS_ROOT)" = yes ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  else echo "python3-venv is missing: run 'sudo apt-get install python3-venv'" >&2; exit 1; fi; fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+peers:
+	@missing=""; for p in $(PEER_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$(IS_ROOT)" = yes ]; then \
+	    echo "installing test peers ($(PEER_PACKAGES)): missing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PEER_PACKAGES) >/dev/null; \
+	  else echo "test peers missing:$$missing (apt-get install $(PEER_PACKAGES)); their tests will skip" >&2; fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/mypy gateway
+
+test: venv peers lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/dicom-gateway demo $(DEMO_ARGS)
+
+bench: venv peers
+	$(BIN)/python -m bench.forward $(BENCH_ARGS)
+
+docs: venv
+	$(BIN)/python -m gateway.configdoc > docs/configuration-reference.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,438 @@
+"""The gateway's configuration: one strict pydantic tree loaded from TOML.
+
+Every model forbids unknown keys and every field carries a description; the
+configuration reference in docs/configuration.md is generated from these models
+(``python -m gateway.configdoc``) so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+AE_TITLE_RE = re.compile(
+    r"^[\x20-\x5b\x5d-\x7e]{1,16}$"
+)  # DICOM AE: no backslash, no control chars
+UID_ROOT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists each one, naming key, file and line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ae(value: str) -> str:
+    if not AE_TITLE_RE.match(value) or not value.strip():
+        raise ValueError(
+            "an AE title is 1 to 16 printable ASCII characters, not all spaces, no '\\'"
+        )
+    return value.strip()
+
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class GatewaySection(_Strict):
+    """[gateway]: who the box is and where it keeps its state."""
+
+    ae_title: AETitle = Field(
+        "EDGE_GW", description="Our AE title (calling AE title towards the PACS)."
+    )
+    state_dir: Path = Field(
+        Path("/var/lib/dicom-gateway"),
+        description="Queue, database and quarantine live here; local, persistent storage.",
+    )
+    uid_root: str | None = Field(
+        None,
+        description="Organisation UID root for created UIDs; unset: 2.25 UUID-derived UIDs.",
+    )
+    institution_name: str = Field("", max_length=64, description="(0008,0080) of created objects.")
+    station_name: str = Field("", max_length=16, description="(0008,1010) of created objects.")
+    max_queue_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Queue size limit in bytes; unset: 50 % of the state_dir filesystem. "
+        "When full, ingest pauses (files stay in the drop folder); "
+        "queued data is never deleted to make room.",
+    )
+    study_window_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="Files of one patient from one source whose times lie within this many minutes "
+        "of the previous one form one study (and one series).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level written to the log."
+    )
+
+    _ae = field_validator("ae_title")(_check_ae)
+
+    @field_validator("uid_root")
+    @classmethod
+    def _uid_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) > 40 or not UID_ROOT_RE.match(value):
+            raise ValueError("must be a dotted-decimal UID root of at most 40 characters")
+        return value
+
+
+class ModalitySection(_Strict):
+    """[modality]: the legacy device beside the box, as written into the objects it produces."""
+
+    modality: str = Field(
+        "OT",
+        pattern=r"^[A-Z0-9 _]{1,16}$",
+        description="(0008,0060) Modality of converted objects.",
+    )
+    manufacturer: str = Field("", max_length=64, description="(0008,0070) of converted objects.")
+    model_name: str = Field("", max_length=64, description="(0008,1090) of converted objects.")
+    device_serial_number: str = Field("", max_length=64, description="(0018,1000), optional.")
+    software_versions: str = Field("", max_length=64, description="(0018,1020), optional.")
+
+
+class FolderIngest(_Strict):
+    """[[ingest.folder]]: a folder the legacy device drops files into."""
+
+    name: str = Field(description="Short name of this source, used in logs and the queue.")
+    path: Path = Field(description="The drop folder (relative paths: relative to the config file).")
+    filename_pattern: str | None = Field(
+        None,
+        description="Regular expression searched in the file name; named groups patient_id, "
+        "patient_name, accession_number give the patient identity.",
+    )
+    settle_seconds: float = Field(
+        1.0, ge=0, description="A file must be closed and unchanged this long before it is read."
+    )
+    poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Interval of the safety rescan (and of the whole watch where inotify is off).",
+    )
+    use_inotify: bool = Field(True, description="Follow kernel events; false: polling only.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
+        return value
+
+    @field_validator("filename_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        unknown = set(compiled.groupindex) - {"patient_id", "patient_name", "accession_number"}
+        if unknown:
+            raise ValueError(f"unknown named group(s): {', '.join(sorted(unknown))}")
+        return value
+
+
+class IngestSection(_Strict):
+    """[ingest]: the sources the gateway takes data from."""
+
+    folder: list[FolderIngest] = Field(default_factory=list, description="Watched drop folders.")
+
+
+class TlsSettings(_Strict):
+    """[destination.tls]: mutual TLS towards a peer (DICOM Part 15 BCP 195 profile)."""
+
+    ca: Path = Field(description="PEM bundle of CAs that may sign the peer's certificate.")
+    cert: Path = Field(description="Our certificate chain (PEM).")
+    key: Path = Field(
+        description="Our private key (PEM). A bare file name is also looked up in "
+        "$CREDENTIALS_DIRECTORY (systemd credentials) when not found next to the config."
+    )
+    verify_hostname: bool = Field(True, description="Check the peer's certificate names the host.")
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="Lowest TLS version accepted.")
+
+
+class RetrySettings(_Strict):
+    """[destination.retry]: exponential backoff with jitter between delivery attempts."""
+
+    initial_seconds: float = Field(5.0, gt=0, description="Wait after the first failure.")
+    max_seconds: float = Field(600.0, gt=0, description="Longest wait between attempts.")
+    multiplier: float = Field(2.0, ge=1, description="Growth of the wait per failure.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random spread, as a fraction of the wait.")
+
+
+class Destination(_Strict):
+    """[[destination]]: a storage SCP (PACS) that receives every object."""
+
+    name: str = Field(description="Short name; one queue lane per destination.")
+    ae_title: AETitle = Field(description="Called AE title of the PACS.")
+    host: str = Field(min_length=1, description="Host name or address of the PACS.")
+    port: int = Field(ge=1, le=65535, description="TCP port of the PACS.")
+    tls: TlsSettings | None = Field(None, description="Absent: plain TCP.")
+    connect_timeout: float = Field(
+        10.0, gt=0, description="TCP connect and TLS handshake, seconds."
+    )
+    acse_timeout: float = Field(30.0, gt=0, description="Association negotiation, seconds.")
+    dimse_timeout: float = Field(
+        120.0, gt=0, description="Waiting for a C-STORE response, seconds."
+    )
+    network_timeout: float = Field(
+        60.0, gt=0, description="Silence on an open association, seconds."
+    )
+    idle_release_seconds: float = Field(
+        5.0, ge=0, description="An association idle this long is released gracefully (A-RELEASE)."
+    )
+    max_pdu: int = Field(
+        262144, ge=4096, le=4 * 1024 * 1024, description="Maximum PDU size we receive, bytes."
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings, description="Backoff policy.")
+
+    _ae = field_validator("ae_title")(_check_ae)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
+        return value
+
+
+class GatewayConfig(_Strict):
+    """The whole configuration file."""
+
+    gateway: GatewaySection = Field(default_factory=GatewaySection, description="[gateway]")
+    modality: ModalitySection = Field(default_factory=ModalitySection, description="[modality]")
+    ingest: IngestSection = Field(default_factory=IngestSection, description="[ingest]")
+    destination: list[Destination] = Field(default_factory=list, description="[[destination]]")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GatewayConfig:
+        for label, names in (
+            ("destination", [d.name for d in self.destination]),
+            ("ingest.folder", [f.name for f in self.ingest.folder]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{label} name {name!r} is used twice")
+                seen.add(name)
+        folders = [f.path.resolve() for f in self.ingest.folder]
+        state = self.gateway.state_dir.resolve()
+        for folder in folders:
+            if folder == state or state in folder.parents or folder in state.parents:
+                raise ValueError(f"drop folder {folder} overlaps state_dir {state}")
+        return self
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
+    """Make every relative path relative to the config file's folder."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    def fix_tls(tls: TlsSettings | None) -> TlsSettings | None:
+        if tls is None:
+            return None
+        return tls.model_copy(
+            update={"ca": fix(tls.ca), "cert": fix(tls.cert), "key": fix(tls.key)}
+        )
+
+    return config.model_copy(
+        update={
+            "gateway": config.gateway.model_copy(
+                update={"state_dir": fix(config.gateway.state_dir)}
+            ),
+            "ingest": config.ingest.model_copy(
+                update={
+                    "folder": [
+                        f.model_copy(update={"path": fix(f.path)}) for f in config.ingest.folder
+                    ]
+                }
+            ),
+            "destination": [
+                d.model_copy(update={"tls": fix_tls(d.tls)}) for d in config.destination
+            ],
+        }
+    )
+
+
+def _credential_fallback(path: Path, credentials_dir: str | None) -> Path:
+    if path.exists() or not credentials_dir:
+        return path
+    candidate = Path(credentials_dir) / path.name
+    return candidate if candidate.exists() else path
+
+
+def _file_problems(
+    config: GatewayConfig, credentials_dir: str | None
+) -> list[tuple[tuple[Any, ...], str]]:
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for i, folder in enumerate(config.ingest.folder):
+        if folder.path.exists() and not folder.path.is_dir():
+            problems.append((("ingest", "folder", i, "path"), f"{folder.path} is not a folder"))
+    for i, dest in enumerate(config.destination):
+        if dest.tls is None:
+            continue
+        for key in ("ca", "cert", "key"):
+            p: Path = getattr(dest.tls, key)
+            if key == "key":
+                p = _credential_fallback(p, credentials_dir)
+            if not p.is_file():
+                problems.append((("destination", i, "tls", key), f"file not found: {p}"))
+    return problems
+
+
+class _LineFinder:
+    """Finds the line of a key in the TOML text, following [table] and [[array]] headers."""
+
+    HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+    KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def find(self, loc: tuple[Any, ...]) -> int | None:
+        """Line of ("destination", 1, "tls", "ca"): key ca under the 2nd [[destination]]'s tls."""
+        names = [p for p in loc if isinstance(p, str)]
+        index = next((p for p in loc if isinstance(p, int)), None)
+        table, key = names[:-1], names[-1] if names else ""
+        counters: dict[str, int] = {}
+        current: list[str] = []
+        current_index: int | None = None
+        fallback: int | None = None
+        for number, line in enumerate(self.lines, start=1):
+            header = self.HEADER.match(line)
+            if header:
+                current = header.group(2).replace('"', "").replace(" ", "").split(".")
+                if header.group(1) == "[[":
+                    counters[current[0]] = counters.get(current[0], -1) + 1
+                current_index = counters.get(current[0])
+                if fallback is None and current_index == index and current == names[: len(current)]:
+                    fallback = number
+                continue
+            match = self.KEY.match(line)
+            if (
+                match
+                and current == table
+                and current_index == index
+                and match.group(1).strip('"') == key
+            ):
+                return number
+        return fallback
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def load_config(path: Path, credentials_dir: str | None = None) -> GatewayConfig:
+    """Read, validate and resolve a config file; raise ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    return parse_config(data, text=text, source=path, credentials_dir=credentials_dir)
+
+
+def parse_config(
+    data: dict[str, Any],
+    *,
+    text: str = "",
+    source: Path | None = None,
+    credentials_dir: str | None = None,
+) -> GatewayConfig:
+    """Validate an already parsed TOML document; relative paths resolve against ``source``."""
+    finder = _LineFinder(text)
+    label = source.name if source else "config"
+
+    def where(loc: tuple[Any, ...]) -> str:
+        line = finder.find(loc) if text else None
+        return f"{label} line {line}" if line else label
+
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            msg = msg.removeprefix("Value error, ")
+            problems.append(f"{_format_loc(loc)} ({where(loc)}): {msg}")
+        raise ConfigError(problems) from None
+    base = source.resolve().parent if source else Path.cwd()
+    config = _resolve_paths(config, base)
+    if credentials_dir is not None or source is not None:
+        problems = [
+            f"{_format_loc(loc)} ({where(loc)}): {msg}"
+            for loc, msg in _file_problems(config, credentials_dir)
+        ]
+        if problems:
+            raise ConfigError(problems)
+    return config
+
+
+def resolve_key_path(path: Path, credentials_dir: str | None) -> Path:
+    """Where a TLS private key really is: next to the config, else in systemd's credentials."""
+    return _credential_fallback(path, credentials_dir)
+
+
+def default_max_queue_bytes(state_dir: Path) -> int:
+    """Half of the filesystem that holds state_dir (or its nearest existing parent)."""
+    probe = state_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).total // 2
+
+
+def summary(config: GatewayConfig) -> str:
+    """A short human summary for check-config."""
+    lines = [
+        f"ae_title {config.gateway.ae_title}, state_dir {config.gateway.state_dir}",
+        f"modality {config.modality.modality} ({config.modality.manufacturer} "
+        f"{config.modality.model_name})".rstrip(),
+    ]
+    for folder in config.ingest.folder:
+        lines.append(f"ingest folder {folder.name}: {folder.path}")
+    for dest in config.destination:
+        mode = "TLS" if dest.tls else "plain TCP"
+        lines.append(f"destination {dest.name}: {dest.ae_title}@{dest.host}:{dest.port} ({mode})")
+    if not config.destination:
+        lines.append("no destination: objects are queued but not sent")
+    return "\n".join(lines)

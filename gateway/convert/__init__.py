@@ -1,0 +1,1 @@
+"""Conversion of ingested files into conformant DICOM objects."""

@@ -1,0 +1,1 @@
+"""DIMSE senders: C-STORE and C-ECHO over plain TCP or TLS."""

@@ -1,0 +1,1 @@
+"""Ingest sources: folder watcher, serial reader, device profiles."""

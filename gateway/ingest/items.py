@@ -1,0 +1,19 @@
+"""What an ingest source hands on: one complete file with what is known about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.identity import PatientIdentity
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """A complete, settled file taken from an ingest source, ready to convert."""
+
+    path: Path  # where the file is now (inside the drop folder)
+    source: str  # name of the ingest source, e.g. the [[ingest.folder]] name
+    size: int
+    mtime: float  # seconds since the epoch, from stat(); used as acquisition time
+    identity: PatientIdentity

@@ -1,0 +1,54 @@
+"""Structured logging: one JSON event a line on stdout, for journald.
+
+Log spool ids and UIDs, never patient names or IDs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import IO, Any
+
+_RESERVED = set(vars(logging.makeLogRecord({})))
+
+
+class JsonLineFormatter(logging.Formatter):
+    """Formats a record as one JSON object: ts, level, logger, event and the extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = (
+                    value if isinstance(value, str | int | float | bool | None) else str(value)
+                )
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
+    """Route every logger to one JSON-lines handler; quiet pynetdicom's per-PDU chatter."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pynetdicom logs identifiers and dataset contents at INFO/DEBUG; keep them out of the journal.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
+
+
+def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
+    """Log one structured event: ``name`` plus key=value fields (no patient data)."""
+    logger.log(level, name, extra=fields)

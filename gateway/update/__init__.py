@@ -1,0 +1,1 @@
+"""Signed fleet updates (issue 6)."""

@@ -1,0 +1,1 @@
+"""Web panel (issue 5)."""

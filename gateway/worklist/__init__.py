@@ -1,0 +1,1 @@
+"""Modality Worklist cache, MWL SCP and patient binding (issue 3)."""

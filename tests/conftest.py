@@ -1,0 +1,48 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.pki import CertFiles, TestAuthority
+from tests.peers import StoreSCP
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A test CA with a certificate for the PACS and one for the gateway."""
+
+    ca: Path
+    pacs: CertFiles
+    gateway: CertFiles
+    authority: TestAuthority
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    authority = TestAuthority(tmp_path / "pki")
+    return Pki(
+        ca=authority.ca_file,
+        pacs=authority.issue("pacs", "PACS"),
+        gateway=authority.issue("gateway", "EDGE_GW"),
+        authority=authority,
+    )
+
+
+@pytest.fixture
+def storescp_factory(tmp_path: Path) -> Iterator[type[StoreSCP]]:
+    """Build StoreSCP peers that are all stopped when the test ends."""
+    started: list[StoreSCP] = []
+
+    class Tracked(StoreSCP):
+        def start(self) -> StoreSCP:
+            started.append(self)
+            return super().start()
+
+    yield Tracked
+    for peer in started:
+        peer.stop()
