@@ -31,7 +31,8 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "104" is not a port and "yes" is not a boolean; paths still come from strings.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _check_ae(value: str) -> str:
@@ -53,6 +54,7 @@ class GatewaySection(_Strict):
     )
     state_dir: Path = Field(
         Path("/var/lib/dicom-gateway"),
+        strict=False,
         description="Queue, database and quarantine live here; local, persistent storage.",
     )
     uid_root: str | None = Field(
@@ -108,7 +110,9 @@ class FolderIngest(_Strict):
     """[[ingest.folder]]: a folder the legacy device drops files into."""
 
     name: str = Field(description="Short name of this source, used in logs and the queue.")
-    path: Path = Field(description="The drop folder (relative paths: relative to the config file).")
+    path: Path = Field(
+        strict=False, description="The drop folder (relative paths: relative to the config file)."
+    )
     filename_pattern: str | None = Field(
         None,
         description="Regular expression searched in the file name; named groups patient_id, "
@@ -155,11 +159,14 @@ class IngestSection(_Strict):
 class TlsSettings(_Strict):
     """[destination.tls]: mutual TLS towards a peer (DICOM Part 15 BCP 195 profile)."""
 
-    ca: Path = Field(description="PEM bundle of CAs that may sign the peer's certificate.")
-    cert: Path = Field(description="Our certificate chain (PEM).")
+    ca: Path = Field(
+        strict=False, description="PEM bundle of CAs that may sign the peer's certificate."
+    )
+    cert: Path = Field(strict=False, description="Our certificate chain (PEM).")
     key: Path = Field(
+        strict=False,
         description="Our private key (PEM). A bare file name is also looked up in "
-        "$CREDENTIALS_DIRECTORY (systemd credentials) when not found next to the config."
+        "$CREDENTIALS_DIRECTORY (systemd credentials) when not found next to the config.",
     )
     verify_hostname: bool = Field(True, description="Check the peer's certificate names the host.")
     min_version: Literal["1.2", "1.3"] = Field("1.2", description="Lowest TLS version accepted.")

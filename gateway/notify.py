@@ -1,0 +1,43 @@
+"""systemd's notify protocol (READY, STATUS, WATCHDOG, STOPPING) through sdnotify."""
+
+from __future__ import annotations
+
+import os
+
+import sdnotify
+
+
+class SystemdNotifier:
+    """Sends sd_notify messages when NOTIFY_SOCKET is set; does nothing otherwise."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
+        self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        ours = not pid or pid == str(os.getpid())
+        # systemd expects pings at least twice per interval; we ping at a quarter for slack.
+        self.watchdog_interval: float | None = (
+            int(usec) / 1_000_000 / 4 if usec.isdigit() and int(usec) > 0 and ours else None
+        )
+
+    def _send(self, message: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(message)
+
+    def ready(self, status: str) -> None:
+        """The queue is open and ingest and forwarders run."""
+        self._send(f"READY=1\nSTATUS={status}")
+
+    def status(self, text: str) -> None:
+        """A one-line summary for `systemctl status`."""
+        self._send(f"STATUS={text}")
+
+    def watchdog(self) -> None:
+        """The main loop is alive."""
+        self._send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        """Shutdown has begun."""
+        self._send("STOPPING=1")
