@@ -8,7 +8,11 @@ import sdnotify
 
 
 class SystemdNotifier:
-    """Sends sd_notify messages when NOTIFY_SOCKET is set; does nothing otherwise."""
+    """Sends sd_notify messages when NOTIFY_SOCKET is set; does nothing otherwise.
+
+    ``environ`` decides whether to notify and the watchdog interval; sdnotify itself always
+    connects to the process's own $NOTIFY_SOCKET.
+    """
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
@@ -41,3 +45,9 @@ class SystemdNotifier:
     def stopping(self) -> None:
         """Shutdown has begun."""
         self._send("STOPPING=1")
+
+    def close(self) -> None:
+        """Close the datagram socket."""
+        sock = getattr(self._notifier, "socket", None)
+        if sock is not None:
+            sock.close()
