@@ -1,0 +1,169 @@
+"""The converter: one settled dropped file in, one DICOM Part 10 file out, or ConversionError."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+from gateway.convert import jpeg, pdf, raster
+from gateway.convert.dicomcheck import check_part10, copy_with_hash
+from gateway.convert.grouping import StudyGrouper
+from gateway.convert.modules import (
+    ObjectIds,
+    add_image_basics,
+    build_common,
+    check_identity,
+    write_part10,
+)
+from gateway.convert.result import ConversionError, ConvertedObject
+from gateway.convert.settings import ConvertSettings
+from gateway.convert.sniff import Kind, sniff_file
+from gateway.convert.uids import UidFactory
+from gateway.ingest.items import RawItem
+from gateway.logsetup import event
+
+log = logging.getLogger(__name__)
+
+HELD_NO_IDENTITY = "patient identity unknown"
+DOCUMENT_MODALITY = "DOC"  # Encapsulated Document Series: defined term for documents
+_HASH_CHUNK = 1024 * 1024
+
+
+class Converter:
+    """Turns a RawItem into a Part 10 file: created SC / Encapsulated PDF, or DICOM as it came.
+
+    A created object's SOP Instance UID is derived from the source bytes, the ingest source and
+    the patient identity, so converting the same drop again (a resend after a crash) yields the
+    same instance, while the same bytes filed for another patient never share a UID.
+    """
+
+    def __init__(self, settings: ConvertSettings, grouper: StudyGrouper, uids: UidFactory) -> None:
+        self.settings = settings
+        self.grouper = grouper
+        self.uids = uids
+
+    def convert(self, item: RawItem, out_path: Path) -> ConvertedObject:
+        """Write ``item`` as Part 10 to ``out_path`` (the caller fsyncs and renames it)."""
+        try:
+            before = _signature(item.path)
+            kind = sniff_file(item.path)
+            if kind == "dicom":
+                result = self._pass_through(item, out_path)
+            else:
+                result = self._create(item, kind, out_path)
+            if _signature(item.path) != before:
+                raise ConversionError("file changed while it was being converted")
+        except BaseException:
+            out_path.unlink(missing_ok=True)
+            raise
+        event(
+            log,
+            logging.DEBUG,
+            "converted",
+            file=item.path.name,
+            kind=kind,
+            sop_instance_uid=result.sop_instance_uid,
+        )
+        return result
+
+    def _pass_through(self, item: RawItem, out_path: Path) -> ConvertedObject:
+        # Copy first, then check the copy: what was checked is exactly what is forwarded.
+        sha256 = copy_with_hash(item.path, out_path)
+        facts = check_part10(out_path)
+        return ConvertedObject(
+            path=out_path,
+            sop_class_uid=facts.sop_class_uid,
+            sop_instance_uid=facts.sop_instance_uid,
+            transfer_syntax_uid=facts.transfer_syntax_uid,
+            study_instance_uid=facts.study_instance_uid,
+            source_sha256=sha256,
+            kind="dicom",
+            held_reason=None,
+        )
+
+    def _create(self, item: RawItem, kind: Kind, out_path: Path) -> ConvertedObject:
+        # Everything that can refuse the input runs before grouping, so a rejected file
+        # neither opens a study nor takes an instance number.
+        check_identity(item.identity)
+        if kind == "jpeg":
+            data = self._read_limited(item.path)
+            info = jpeg.parse_jpeg(data)
+            jpeg.check_decodes(data, info, self.settings.max_image_pixels)
+            ids = self._ids(item, hashlib.sha256(data).hexdigest(), SecondaryCaptureImageStorage)
+            ds = build_common(self.settings, item.identity, ids, self.settings.modality, item.mtime)
+            add_image_basics(ds)
+            jpeg.add_jpeg_image(ds, data, info)
+            syntax = info.transfer_syntax_uid
+            write_part10(ds, out_path, syntax, self.settings, self.uids)
+        elif kind == "pdf":
+            data = self._read_limited(item.path)
+            pdf.check_pdf(data)
+            ids = self._ids(item, hashlib.sha256(data).hexdigest(), EncapsulatedPDFStorage)
+            ds = build_common(self.settings, item.identity, ids, DOCUMENT_MODALITY, item.mtime)
+            pdf.add_pdf_document(ds, data)
+            syntax = ExplicitVRLittleEndian
+            write_part10(ds, out_path, syntax, self.settings, self.uids)
+        else:
+            sha256 = _hash_file(item.path)
+            scratch = out_path.parent
+            with raster.decode_raster(
+                item.path, kind, self.settings.max_image_pixels, scratch
+            ) as pixels:
+                ids = self._ids(item, sha256, raster.raster_sop_class(pixels))
+                ds = build_common(
+                    self.settings, item.identity, ids, self.settings.modality, item.mtime
+                )
+                add_image_basics(ds)
+                raster.add_raster_image(ds, pixels)
+                syntax = ExplicitVRLittleEndian
+                write_part10(ds, out_path, syntax, self.settings, self.uids)
+        return ConvertedObject(
+            path=out_path,
+            sop_class_uid=ids.sop_class_uid,
+            sop_instance_uid=ids.sop_instance_uid,
+            transfer_syntax_uid=str(syntax),
+            study_instance_uid=ids.assignment.study_instance_uid,
+            source_sha256=ids.source_sha256,
+            kind=kind,
+            held_reason=None if item.identity.known else HELD_NO_IDENTITY,
+        )
+
+    def _ids(self, item: RawItem, sha256: str, sop_class_uid: str) -> ObjectIds:
+        identity = item.identity
+        assignment = self.grouper.assign(item.source, identity, item.mtime, sha256)
+        sop_instance_uid = self.uids.derive(
+            "sop",
+            sha256,
+            item.source,
+            identity.patient_id or "",
+            identity.patient_name or "",
+            identity.accession_number or "",
+        )
+        return ObjectIds(str(sop_class_uid), sop_instance_uid, assignment, sha256)
+
+    def _read_limited(self, path: Path) -> bytes:
+        limit = self.settings.max_encapsulated_bytes
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ConversionError(f"file larger than the limit of {limit} bytes")
+        return data
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConversionError(f"cannot read file: {exc.strerror or exc}") from exc
+    return st.st_size, st.st_mtime_ns
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,198 @@
+"""Which study and series a created object belongs to, remembered across restarts.
+
+Rule: the key is (source, patient ID, accession number). With an accession number every file
+of the key is one study. Without one, a file joins the key's study whose acquisition times lie
+within ``window_seconds`` of its own, else it starts a new study. One study holds one series.
+The database holds a hash of the key, never the patient ID itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.convert.uids import UidFactory
+from gateway.identity import PatientIdentity
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    by_accession INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    instances INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_by_key ON studies (key_hash, last_at);
+CREATE TABLE IF NOT EXISTS files (
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    study_id INTEGER NOT NULL REFERENCES studies (id),
+    instance_number INTEGER NOT NULL,
+    PRIMARY KEY (source, sha256, key_hash)
+);
+"""
+
+
+@dataclass(frozen=True)
+class StudyAssignment:
+    """Where one object goes: its study, series and numbers within them."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    study_id: str  # (0020,0010), SH: the study's row number
+    series_number: int
+    instance_number: int
+    study_time: float  # epoch seconds of the study's first file
+
+
+class StudyGrouper:
+    """Assigns files to studies by the rule above; thread-safe, persisted in its own SQLite file."""
+
+    def __init__(self, db_path: Path, window_seconds: float, uids: UidFactory) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.db_path = db_path
+        self.window_seconds = window_seconds
+        self.uids = uids
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (creating if needed) the database."""
+        with self._lock:
+            if self._db is not None:
+                return
+            db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an assignment that was handed out must survive a power cut.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            self._db = db
+
+    def close(self) -> None:
+        """Close the database; open() may be called again."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def assign(
+        self, source: str, identity: PatientIdentity, acquired_at: float, source_sha256: str
+    ) -> StudyAssignment:
+        """The study for a file; the same (source, identity, sha256) always gets the same one."""
+        patient_id = identity.patient_id or ""
+        accession = identity.accession_number or ""
+        key_hash = _key_hash(source, patient_id, accession)
+        with self._lock:
+            db = self._require_open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = self._assign(
+                    db, key_hash, bool(accession), acquired_at, source, source_sha256
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+    def _assign(
+        self,
+        db: sqlite3.Connection,
+        key_hash: str,
+        by_accession: bool,
+        acquired_at: float,
+        source: str,
+        sha256: str,
+    ) -> StudyAssignment:
+        known = db.execute(
+            "SELECT study_id, instance_number FROM files"
+            " WHERE source = ? AND sha256 = ? AND key_hash = ?",
+            (source, sha256, key_hash),
+        ).fetchone()
+        if known is not None:
+            return self._assignment(db, int(known[0]), int(known[1]))
+        study = self._find_study(db, key_hash, by_accession, acquired_at)
+        if study is None:
+            study_uid = self.uids.derive("study", key_hash, sha256)
+            series_uid = self.uids.derive("series", key_hash, sha256)
+            cursor = db.execute(
+                "INSERT INTO studies (key_hash, by_accession, study_uid, series_uid,"
+                " started_at, first_at, last_at, instances) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    key_hash,
+                    int(by_accession),
+                    study_uid,
+                    series_uid,
+                    acquired_at,
+                    acquired_at,
+                    acquired_at,
+                ),
+            )
+            study = int(cursor.lastrowid or 0)
+        db.execute(
+            "UPDATE studies SET instances = instances + 1, first_at = min(first_at, ?),"
+            " last_at = max(last_at, ?) WHERE id = ?",
+            (acquired_at, acquired_at, study),
+        )
+        (instance_number,) = db.execute(
+            "SELECT instances FROM studies WHERE id = ?", (study,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO files (source, sha256, key_hash, study_id, instance_number)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (source, sha256, key_hash, study, instance_number),
+        )
+        return self._assignment(db, study, int(instance_number))
+
+    def _find_study(
+        self, db: sqlite3.Connection, key_hash: str, by_accession: bool, acquired_at: float
+    ) -> int | None:
+        if by_accession:
+            row = db.execute(
+                "SELECT id FROM studies WHERE key_hash = ? ORDER BY id LIMIT 1", (key_hash,)
+            ).fetchone()
+        else:
+            # Files may arrive out of order (a rescan after a restart), so a file also joins a
+            # study whose span it precedes by less than the window.
+            row = db.execute(
+                "SELECT id FROM studies WHERE key_hash = ?"
+                " AND ? BETWEEN first_at - ? AND last_at + ?"
+                " ORDER BY last_at DESC, id DESC LIMIT 1",
+                (key_hash, acquired_at, self.window_seconds, self.window_seconds),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _assignment(self, db: sqlite3.Connection, study: int, instance: int) -> StudyAssignment:
+        study_uid, series_uid, started_at = db.execute(
+            "SELECT study_uid, series_uid, started_at FROM studies WHERE id = ?", (study,)
+        ).fetchone()
+        return StudyAssignment(
+            study_instance_uid=str(study_uid),
+            series_instance_uid=str(series_uid),
+            study_id=str(study),
+            series_number=1,
+            instance_number=instance,
+            study_time=float(started_at),
+        )
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("StudyGrouper used before open()")
+        return self._db
+
+
+def _key_hash(source: str, patient_id: str, accession: str) -> str:
+    digest = hashlib.sha256()
+    for part in (source, patient_id, accession):
+        encoded = part.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "big") + encoded)
+    return digest.hexdigest()

@@ -1,0 +1,163 @@
+"""Rules every created object follows: identity, character set, equipment, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from gateway.convert.converter import HELD_NO_IDENTITY, Converter
+from gateway.convert.grouping import StudyGrouper
+from gateway.convert.result import ConversionError
+from gateway.identity import PatientIdentity
+from tests.convert.builders import (
+    NO_PATIENT_ID_WARNING,
+    assert_valid_dicom,
+    gray_image,
+    minimal_pdf,
+)
+from tests.convert.conftest import IDENTITY, MTIME, ItemFactory
+
+
+@pytest.fixture
+def png(tmp_path: Path) -> Path:
+    path = tmp_path / "screen.png"
+    gray_image().save(path)
+    return path
+
+
+def test_equipment_patient_and_study_attributes(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    out = out_dir / "out.dcm"
+    result = converter.convert(make_item(png), out)
+    ds = pydicom.dcmread(out)
+    assert (ds.PatientID, str(ds.PatientName), ds.AccessionNumber) == ("PID-0001", "Doe^Jane", "A1")
+    assert ds.Manufacturer == "Acme"
+    assert ds.InstitutionName == "Clinic"
+    assert ds.StationName == "US1"
+    assert ds.ManufacturerModelName == "Scope 9"
+    assert ds.DeviceSerialNumber == "SN-77"
+    assert ds.SoftwareVersions == "4.2"
+    assert ds.ConversionType == "DI"
+    assert ds.Modality == "OT"
+    assert ds.ReferringPhysicianName == ""
+    assert ds.BurnedInAnnotation == "YES"
+    assert ds.StudyInstanceUID == result.study_instance_uid
+    assert (ds.StudyID, ds.SeriesNumber, ds.InstanceNumber) == ("1", 1, 1)
+    assert ds.file_meta.ImplementationVersionName == "EDGEGW_0.1.0"
+    assert ds.file_meta.SourceApplicationEntityTitle == "EDGE_GW"
+    assert ds.file_meta.ImplementationClassUID.startswith("1.2.826.0.1.3680043.10.999.")
+    assert "SpecificCharacterSet" not in ds  # ASCII only: default repertoire
+    assert result.held_reason is None
+
+
+def test_dates_and_times_come_from_the_file_time(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    import time
+
+    converter.convert(make_item(png, mtime=MTIME), out_dir / "out.dcm")
+    ds = pydicom.dcmread(out_dir / "out.dcm")
+    local = time.localtime(MTIME)
+    assert ds.ContentDate == ds.StudyDate == time.strftime("%Y%m%d", local)
+    assert ds.ContentTime == time.strftime("%H%M%S", local)
+
+
+def test_same_input_converts_to_the_same_bytes(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    first = converter.convert(make_item(png), out_dir / "one.dcm")
+    second = converter.convert(make_item(png), out_dir / "two.dcm")
+    assert first.sop_instance_uid == second.sop_instance_uid
+    assert first.source_sha256 == second.source_sha256
+    assert (out_dir / "one.dcm").read_bytes() == (out_dir / "two.dcm").read_bytes()
+
+
+def test_same_bytes_for_another_patient_get_another_instance(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    first = converter.convert(make_item(png), out_dir / "one.dcm")
+    other = PatientIdentity(patient_id="PID-0002", patient_name="Roe^Rita")
+    second = converter.convert(make_item(png, identity=other), out_dir / "two.dcm")
+    assert first.sop_instance_uid != second.sop_instance_uid
+    assert first.study_instance_uid != second.study_instance_uid
+
+
+def test_files_of_one_visit_share_study_and_series(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    paths = []
+    for seed in range(2):
+        path = tmp_path / f"shot{seed}.png"
+        gray_image(seed=seed + 10).save(path)
+        paths.append(path)
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(minimal_pdf())
+    paths.append(pdf)
+    datasets = []
+    for i, path in enumerate(paths):
+        converter.convert(make_item(path, mtime=MTIME + 60 * i), out_dir / f"{i}.dcm")
+        datasets.append(pydicom.dcmread(out_dir / f"{i}.dcm"))
+    assert len({ds.StudyInstanceUID for ds in datasets}) == 1
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert [ds.InstanceNumber for ds in datasets] == [1, 2, 3]
+    assert len({ds.SOPInstanceUID for ds in datasets}) == 3
+
+
+def test_unknown_identity_converts_but_is_held(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    out = out_dir / "out.dcm"
+    result = converter.convert(make_item(png, identity=PatientIdentity()), out)
+    assert result.held_reason == HELD_NO_IDENTITY
+    assert_valid_dicom(out, also_unavoidable=(NO_PATIENT_ID_WARNING,))
+    ds = pydicom.dcmread(out)
+    assert ds.PatientID == "" and ds.PatientName == "" and ds.AccessionNumber == ""
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Müller^Jürgen", "山田^太郎=やまだ^たろう", "Ørsted^Åse"],
+    ids=["german", "japanese", "nordic"],
+)
+def test_non_ascii_names_are_written_as_utf8(
+    name: str, png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    out = out_dir / "out.dcm"
+    converter.convert(make_item(png, identity=PatientIdentity("P7", name)), out)
+    assert_valid_dicom(out)
+    raw = out.read_bytes()
+    assert name.encode("utf-8") in raw
+    ds = pydicom.dcmread(out)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert str(ds.PatientName) == name
+
+
+@pytest.mark.parametrize(
+    ("identity", "reason"),
+    [
+        (PatientIdentity(patient_id="12\\34"), "patient ID contains"),
+        (PatientIdentity(patient_id="X" * 65), "patient ID longer"),
+        (PatientIdentity(patient_id="PQ", patient_name="A^B^C^D^E^F"), "five components"),
+        (PatientIdentity(patient_id="PQ", accession_number="A" * 17), "accession number longer"),
+        (PatientIdentity(patient_id="1\n2"), "control characters"),
+    ],
+)
+def test_identity_that_dicom_cannot_carry_is_refused_without_echoing_it(
+    identity: PatientIdentity,
+    reason: str,
+    png: Path,
+    out_dir: Path,
+    converter: Converter,
+    grouper: StudyGrouper,
+    make_item: ItemFactory,
+) -> None:
+    with pytest.raises(ConversionError, match=reason) as caught:
+        converter.convert(make_item(png, identity=identity), out_dir / "out.dcm")
+    assert identity.patient_id
+    assert identity.patient_id not in caught.value.reason
+    # Refused before grouping: the next good file still starts study 1 at instance 1.
+    good = grouper.assign("scope", IDENTITY, MTIME, "other")
+    assert (good.study_id, good.instance_number) == ("1", 1)
