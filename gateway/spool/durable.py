@@ -1,0 +1,128 @@
+"""Crash-safe file operations: data reaches the flash before the name that points to it.
+
+A rename is atomic, but after a power cut only what was fsync'd is certain: the file's data
+must be synced before it is renamed into place, and the directory after, or the new name can
+come back pointing at an empty or half-written file (or not come back at all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+# fsync on a directory fd is refused with EINVAL by filesystems that cannot sync directories
+# (some FUSE and network mounts); there is nothing more we can do there.
+_DIR_SYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+# os.link fails with these where hard links do not exist (vfat, some FUSE mounts).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data and metadata to the storage device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory, so the names created, renamed or removed in it survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_SYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def temp_sibling(path: Path) -> Path:
+    """A fresh name beside ``path`` (same directory, so a rename to ``path`` is atomic)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def write_bytes_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``; readers and a power cut see the old or the whole new file."""
+    tmp = temp_sibling(path)
+    try:
+        with tmp.open("xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def durable_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` over ``dst`` (same filesystem) so that it survives a power cut.
+
+    ``src``'s data is synced before the rename, then both directories after it.
+    """
+    fsync_file(src)
+    src.replace(dst)
+    fsync_dir(dst.parent)
+    if src.parent.resolve() != dst.parent.resolve():
+        fsync_dir(src.parent)
+
+
+def durable_move(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` without overwriting it, durably, across filesystems if need be.
+
+    Raises FileExistsError when ``dst`` exists. Across filesystems the data is first copied to a
+    synced temporary file beside ``dst``; ``src`` is removed only once the new name is durable.
+    """
+    fsync_file(src)
+    try:
+        _place_without_replacing(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_then_remove(src, dst)
+        return
+    fsync_dir(dst.parent)  # the new name is durable before the old one goes
+    linked = src.exists() and src.samefile(dst)
+    if linked:
+        src.unlink()
+    if linked or src.parent.resolve() != dst.parent.resolve():
+        fsync_dir(src.parent)
+
+
+def _place_without_replacing(src: Path, dst: Path) -> None:
+    """Give ``src``'s file the name ``dst`` (a hard link, or a rename), never replacing ``dst``."""
+    try:
+        os.link(src, dst)  # fails with FileExistsError instead of replacing: atomic no-clobber
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links on this filesystem: check, then rename (a racing creator could still lose).
+        if dst.exists():
+            raise FileExistsError(errno.EEXIST, "destination exists", str(dst)) from None
+        src.rename(dst)
+
+
+def _copy_then_remove(src: Path, dst: Path) -> None:
+    if dst.exists():
+        raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
+    tmp = temp_sibling(dst)
+    try:
+        with src.open("rb") as fin, tmp.open("xb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        _place_without_replacing(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(dst.parent)
+    src.unlink()
+    fsync_dir(src.parent)

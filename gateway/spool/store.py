@@ -1,0 +1,591 @@
+"""The durable store-and-forward queue: payload files on flash, indexed in SQLite.
+
+Layout under ``state_dir/spool/``: ``staging/`` (the converter writes here), ``objects/`` (one
+payload file per queued object, named by a random id, never by a DICOM value) and
+``queue.sqlite`` (WAL). Durability order on enqueue: payload fsync'd, renamed into objects/,
+objects/ fsync'd, then the row committed with synchronous=FULL; only then may the caller remove
+the source. Recovery at open() repairs whatever a kill or a power cut left half done.
+
+One lane per destination: every object gets one delivery row per destination configured when it
+is enqueued, and each lane claims only its own, so a down PACS never holds up another one.
+A destination added to the config later gets the objects enqueued after it was added (and
+objects stored while no destination was configured, at the next open). A destination removed
+from the config keeps its deliveries in the index, unclaimed, and they keep their payloads until
+the operator purges them (``purge(states=...)``) - unsent data is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from gateway.clock import Clock
+from gateway.convert.result import ConvertedObject
+from gateway.logsetup import event
+from gateway.spool import durable, recovery, report, schema
+from gateway.spool.entries import (
+    DeliveryInfo,
+    DeliveryState,
+    DestinationStats,
+    EnqueueResult,
+    ObjectInfo,
+    SpoolEntry,
+)
+from gateway.spool.txn import transaction
+from gateway.spool.wakeup import LaneWakeups
+
+NO_DESTINATION = recovery.NO_DESTINATION
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+_PRUNE_EVERY = 3600.0  # seconds (monotonic) between history prunes while running
+_CHUNK = 500  # ids per IN (...) list, below SQLite's bound-parameter limit
+
+
+class SpoolClosedError(RuntimeError):
+    """The spool was used before open() or after close(): a lifecycle bug in the caller."""
+
+
+class Spool:
+    """The queue. Thread-safe: one SQLite connection behind a lock, short transactions."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        destinations: Sequence[str],
+        max_bytes: int,
+        clock: Clock,
+        *,
+        retention_seconds: float = DEFAULT_RETENTION,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.root = state_dir / "spool"
+        self.staging_dir = self.root / "staging"
+        self.objects_dir = self.root / "objects"
+        self.db_path = self.root / "queue.sqlite"
+        self.destinations = tuple(dict.fromkeys(destinations))
+        self.max_bytes = max_bytes
+        self.retention_seconds = retention_seconds
+        self._clock = clock
+        self._log = logger or logging.getLogger("gateway.spool")
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._wakeups = LaneWakeups(self.destinations)
+        self._last_prune = 0.0
+        self.last_recovery: recovery.RecoveryReport | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self, *, recover: bool = True) -> None:
+        """Create or open the queue; with ``recover`` (the daemon), repair it before serving.
+
+        ``recover=False`` is for operator tools that run beside the daemon: no repair, since
+        the daemon may be half-way through an enqueue or a send.
+        """
+        with self._lock:
+            if self._conn is not None:
+                return
+            for folder in (self.root, self.staging_dir, self.objects_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            conn = schema.connect(self.db_path)
+            try:
+                schema.migrate(conn)
+                if recover:
+                    # The folders and the database file must survive a power cut too.
+                    durable.fsync_dir(self.root)
+                    durable.fsync_dir(self.root.parent)
+                    self.last_recovery = recovery.recover(
+                        conn,
+                        objects_dir=self.objects_dir,
+                        staging_dir=self.staging_dir,
+                        destinations=self.destinations,
+                        now=self._clock.now(),
+                        retention=self.retention_seconds,
+                        log=self._log,
+                    )
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            self._last_prune = self._clock.monotonic()
+
+    def close(self) -> None:
+        """Close the index (waiting lanes are woken); open() may be called again."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        self._wakeups.notify_all()
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise SpoolClosedError("spool is not open")
+            yield self._conn
+
+    # -- ingest side -------------------------------------------------------------------------
+
+    def staging_path(self, suffix: str = ".dcm") -> Path:
+        """A fresh unique path in staging/ (same filesystem as objects/, so enqueue renames)."""
+        if "/" in suffix or "\\" in suffix:
+            raise ValueError(f"bad suffix {suffix!r}")
+        return self.staging_dir / f"{uuid.uuid4().hex}{suffix}"
+
+    def used_bytes(self) -> int:
+        """Bytes of payloads still on disk: queued, held or failed, not yet sent everywhere."""
+        with self._db() as conn:
+            return int(
+                conn.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM objects WHERE payload IS NOT NULL"
+                ).fetchone()[0]
+            )
+
+    def has_room(self, incoming_bytes: int) -> bool:
+        """Whether ``incoming_bytes`` more fit under max_bytes (ingest pauses when not)."""
+        return self.used_bytes() + incoming_bytes <= self.max_bytes
+
+    def enqueue(self, obj: ConvertedObject, source: str) -> EnqueueResult:
+        """Make the staged object durable and queue one delivery per destination.
+
+        When this returns, the object survives a power cut and the caller may remove the source.
+        An object with the same (SOP Instance UID, source hash) already known - whatever its
+        state, including sent and still within retention - is a duplicate: the staged file is
+        deleted and the existing id returned. With no destination configured the object is
+        stored with held_reason "no destination" and gets deliveries at the next open() that
+        has destinations.
+        """
+        known = self._find(obj)
+        if known is not None:
+            obj.path.unlink(missing_ok=True)
+            return EnqueueResult(known, duplicate=True)
+
+        size = obj.path.stat().st_size
+        name = f"{uuid.uuid4().hex}.dcm"
+        target = self.objects_dir / name
+        durable.fsync_file(obj.path)
+        obj.path.rename(target)  # never replaces: the name is fresh
+        try:
+            durable.fsync_dir(self.objects_dir)
+            object_id, states = self._insert(obj, source, name, size)
+        except sqlite3.IntegrityError:
+            # Another ingest thread queued the same object between our check and insert.
+            target.unlink(missing_ok=True)
+            known = self._find(obj)
+            if known is None:
+                raise
+            return EnqueueResult(known, duplicate=True)
+        except BaseException:
+            target.unlink(missing_ok=True)  # not committed: the caller keeps the source
+            raise
+        self._wakeups.notify(d for d, s in states.items() if s == DeliveryState.PENDING)
+        self._log.debug("enqueued object %d (%d bytes)", object_id, size)
+        return EnqueueResult(object_id, duplicate=False)
+
+    def _find(self, obj: ConvertedObject) -> int | None:
+        with self._db() as conn:
+            row = conn.execute(
+                "SELECT id FROM objects WHERE sop_instance_uid = ? AND source_sha256 = ?",
+                (obj.sop_instance_uid, obj.source_sha256),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _insert(
+        self, obj: ConvertedObject, source: str, name: str, size: int
+    ) -> tuple[int, dict[str, DeliveryState]]:
+        now = self._clock.now()
+        held_reason = obj.held_reason
+        if held_reason is None and not self.destinations:
+            held_reason = NO_DESTINATION
+        state = DeliveryState.HELD if obj.held_reason else DeliveryState.PENDING
+        with self._db() as conn, transaction(conn):
+            cur = conn.execute(
+                """
+                INSERT INTO objects (sop_instance_uid, sop_class_uid, transfer_syntax_uid,
+                    study_instance_uid, source_sha256, source, kind, size, payload, held_reason,
+                    enqueued_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    obj.sop_instance_uid,
+                    obj.sop_class_uid,
+                    obj.transfer_syntax_uid,
+                    obj.study_instance_uid,
+                    obj.source_sha256,
+                    source,
+                    obj.kind,
+                    size,
+                    name,
+                    held_reason,
+                    now,
+                ),
+            )
+            object_id = int(cur.lastrowid or 0)
+            conn.executemany(
+                "INSERT INTO deliveries (object_id, destination, state, next_attempt_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(object_id, dest, str(state), now) for dest in self.destinations],
+            )
+        return object_id, dict.fromkeys(self.destinations, state)
+
+    # -- lane side ---------------------------------------------------------------------------
+
+    def claim_next(self, destination: str) -> SpoolEntry | None:
+        """The delivery of ``destination`` that has been due longest, now marked 'sending'.
+
+        Due means 'pending' with next_attempt_at <= now; ties go in queue order. Deliveries
+        waiting for a retry or failed for good never hold up the ones behind them.
+        """
+        self._wakeups.looking(destination)
+        now = self._clock.now()
+        with self._db() as conn:
+            while True:
+                row = conn.execute(
+                    """
+                    SELECT d.id, d.object_id, d.attempts, o.payload, o.sop_class_uid,
+                           o.sop_instance_uid, o.transfer_syntax_uid, o.size
+                    FROM deliveries d JOIN objects o ON o.id = d.object_id
+                    WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
+                    ORDER BY d.next_attempt_at, d.id LIMIT 1
+                    """,
+                    (destination, now),
+                ).fetchone()
+                if row is None:
+                    return None
+                delivery_id, object_id, attempts, payload = row[0], row[1], row[2], row[3]
+                if payload is None:  # broken invariant; fail it loudly rather than loop on it
+                    event(
+                        self._log,
+                        logging.ERROR,
+                        "payload missing at claim",
+                        object_id=object_id,
+                        delivery_id=delivery_id,
+                    )
+                    self._set_failed(
+                        conn,
+                        delivery_id,
+                        "unreadable",
+                        recovery.PAYLOAD_MISSING,
+                        None,
+                        ("pending",),
+                    )
+                    continue
+                # Losing this commit to a power cut only loses 'sending' and one attempt count,
+                # which recovery resets anyway: spare the flash the sync.
+                with transaction(conn, synced=False):
+                    claimed = conn.execute(
+                        "UPDATE deliveries SET state = 'sending', attempts = attempts + 1"
+                        " WHERE id = ? AND state = 'pending'",
+                        (delivery_id,),
+                    ).rowcount
+                if claimed:  # else an operator tool changed it between our read and write
+                    return SpoolEntry(
+                        delivery_id=delivery_id,
+                        object_id=object_id,
+                        destination=destination,
+                        path=self.objects_dir / payload,
+                        sop_class_uid=row[4],
+                        sop_instance_uid=row[5],
+                        transfer_syntax_uid=row[6],
+                        size=row[7],
+                        attempts=attempts,
+                    )
+
+    def next_due(self, destination: str) -> float | None:
+        """The earliest next_attempt_at among the destination's pending deliveries, or None."""
+        with self._db() as conn:
+            value = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM deliveries"
+                " WHERE destination = ? AND state = 'pending'",
+                (destination,),
+            ).fetchone()[0]
+        return None if value is None else float(value)
+
+    def wait_for_work(self, destination: str, timeout: float) -> None:
+        """Sleep up to ``timeout`` s; returns early when work is added for ``destination``."""
+        self._wakeups.wait(destination, timeout)
+
+    def wake_all(self) -> None:
+        """Wake every waiting lane (shutdown)."""
+        self._wakeups.notify_all()
+
+    def mark_sent(self, delivery_id: int) -> None:
+        """Record a confirmed delivery; the payload goes once every destination has it.
+
+        The payload's removal is not fsync'd: if a power cut brings the file back, recovery
+        removes it (its row no longer names it), and one sync per sent object is spared.
+        """
+        now = self._clock.now()
+        released: list[str] = []
+        with self._db() as conn:
+            with transaction(conn):
+                row = conn.execute(
+                    "SELECT object_id, state FROM deliveries WHERE id = ?", (delivery_id,)
+                ).fetchone()
+                if row is None:
+                    event(
+                        self._log,
+                        logging.WARNING,
+                        "sent delivery no longer queued",
+                        delivery_id=delivery_id,
+                    )
+                    return
+                object_id, state = row
+                if state == DeliveryState.SENT:
+                    return
+                conn.execute(
+                    "UPDATE deliveries SET state = 'sent', sent_at = ? WHERE id = ?",
+                    (now, delivery_id),
+                )
+                released = self._release_if_done(conn, object_id)
+            self._maybe_prune(conn)
+        self._unlink_payloads(released)
+
+    def mark_retry(
+        self,
+        delivery_id: int,
+        failure_class: str,
+        reason: str,
+        next_attempt_at: float,
+        status: int | None = None,
+    ) -> None:
+        """A transient failure: back to pending, due again at ``next_attempt_at``."""
+        with self._db() as conn, transaction(conn):
+            changed = conn.execute(
+                """
+                UPDATE deliveries SET state = 'pending', next_attempt_at = ?, failure_class = ?,
+                    last_error = ?, last_error_at = ?, status = ?
+                WHERE id = ? AND state = 'sending'
+                """,
+                (
+                    next_attempt_at,
+                    str(failure_class),
+                    reason,
+                    self._clock.now(),
+                    status,
+                    delivery_id,
+                ),
+            ).rowcount
+        if not changed:
+            event(
+                self._log,
+                logging.WARNING,
+                "retry of a delivery not in flight ignored",
+                delivery_id=delivery_id,
+            )
+
+    def mark_failed(
+        self, delivery_id: int, failure_class: str, reason: str, status: int | None = None
+    ) -> None:
+        """A permanent refusal: 'failed' with its reason, class and DICOM status; payload kept."""
+        with self._db() as conn, transaction(conn):
+            changed = self._set_failed(
+                conn, delivery_id, str(failure_class), reason, status, ("sending",)
+            )
+        if not changed:
+            event(
+                self._log,
+                logging.WARNING,
+                "failure of a delivery not in flight ignored",
+                delivery_id=delivery_id,
+            )
+
+    def _set_failed(
+        self,
+        conn: sqlite3.Connection,
+        delivery_id: int,
+        failure_class: str,
+        reason: str,
+        status: int | None,
+        from_states: tuple[str, ...],
+    ) -> int:
+        marks = ", ".join("?" * len(from_states))
+        return conn.execute(
+            f"""
+            UPDATE deliveries SET state = 'failed', failure_class = ?, last_error = ?,
+                last_error_at = ?, status = ?
+            WHERE id = ? AND state IN ({marks})
+            """,  # noqa: S608 - only placeholders are interpolated
+            (failure_class, reason, self._clock.now(), status, delivery_id, *from_states),
+        ).rowcount
+
+    # -- operator side -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, DestinationStats]:
+        """Per destination: counts per state, oldest pending, bytes pending, last success/error."""
+        with self._db() as conn:
+            return report.stats(conn, self.destinations)
+
+    def list_deliveries(
+        self,
+        state: DeliveryState | None = None,
+        destination: str | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryInfo]:
+        """Deliveries in queue order, filtered by state and/or destination."""
+        with self._db() as conn:
+            return report.list_deliveries(conn, state, destination, limit)
+
+    def show(self, object_id: int) -> ObjectInfo | None:
+        """One object with all its deliveries (attempts, last error, class, status), or None."""
+        with self._db() as conn:
+            return report.show(conn, object_id, self.objects_dir)
+
+    def retry(self, object_ids: Sequence[int] | None = None, destination: str | None = None) -> int:
+        """Send again now: failed deliveries go back to pending, pending ones wait no longer.
+
+        ``object_ids=None`` retries every failed delivery (of ``destination`` if given); with
+        ids, their failed and pending deliveries are made due now. Deliveries whose payload is
+        gone cannot be sent and are left failed. Returns how many deliveries changed.
+        """
+        now = self._clock.now()
+        states = "('failed')" if object_ids is None else "('failed', 'pending')"
+        sql = f"""
+            UPDATE deliveries SET state = 'pending', next_attempt_at = ?
+            WHERE state IN {states}
+              AND (SELECT payload FROM objects o WHERE o.id = deliveries.object_id) IS NOT NULL
+        """  # noqa: S608 - fixed fragments only
+        touched: set[str] = set()
+        count = 0
+        with self._db() as conn, transaction(conn):
+            for ids in _chunks(object_ids):
+                where, args = _filters(ids, destination)
+                dests = conn.execute(
+                    f"SELECT DISTINCT destination FROM deliveries WHERE state IN {states}{where}",  # noqa: S608
+                    args,
+                ).fetchall()
+                touched.update(d[0] for d in dests)
+                count += conn.execute(sql + where, (now, *args)).rowcount
+        self._wakeups.notify(touched)
+        return count
+
+    def release(self, object_ids: Sequence[int], destination: str | None = None) -> int:
+        """Held deliveries of these objects become pending (their hold was resolved)."""
+        now = self._clock.now()
+        touched: set[str] = set()
+        count = 0
+        with self._db() as conn, transaction(conn):
+            for ids in _chunks(object_ids):
+                where, args = _filters(ids, destination)
+                dests = conn.execute(
+                    f"SELECT DISTINCT destination FROM deliveries WHERE state = 'held'{where}",  # noqa: S608
+                    args,
+                ).fetchall()
+                touched.update(d[0] for d in dests)
+                count += conn.execute(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"  # noqa: S608
+                    f" WHERE state = 'held'{where}",
+                    (now, *args),
+                ).rowcount
+        self._wakeups.notify(touched)
+        return count
+
+    def purge(
+        self,
+        object_ids: Sequence[int] | None = None,
+        *,
+        states: Sequence[DeliveryState] = (DeliveryState.FAILED,),
+    ) -> int:
+        """Remove deliveries in ``states`` (of these objects, or all), and what is left unneeded.
+
+        Pending, sending and held deliveries go only when their state is listed explicitly.
+        An object left with no delivery is removed with its payload; one whose remaining
+        deliveries are all sent loses its payload but keeps its row. Returns deliveries removed.
+        """
+        wanted = [str(DeliveryState(s)) for s in states]
+        if not wanted:
+            return 0
+        marks = ", ".join("?" * len(wanted))
+        released: list[str] = []
+        count = 0
+        with self._db() as conn, transaction(conn):
+            touched: set[int] = set()
+            for ids in _chunks(object_ids):
+                where, args = _filters(ids, None)
+                touched.update(
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT DISTINCT object_id FROM deliveries"  # noqa: S608
+                        f" WHERE state IN ({marks}){where}",
+                        (*wanted, *args),
+                    )
+                )
+                count += conn.execute(
+                    f"DELETE FROM deliveries WHERE state IN ({marks}){where}",  # noqa: S608
+                    (*wanted, *args),
+                ).rowcount
+                if ids is not None and str(DeliveryState.HELD) in wanted:
+                    touched.update(ids)  # objects held for want of a destination have none
+            for object_id in sorted(touched):
+                released += self._release_if_done(conn, object_id)
+                row = conn.execute(
+                    "SELECT payload FROM objects o WHERE id = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.object_id = o.id)",
+                    (object_id,),
+                ).fetchone()
+                if row is not None:
+                    conn.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+                    if row[0] is not None:
+                        released.append(row[0])
+        self._unlink_payloads(released)
+        return count
+
+    def prune(self) -> int:
+        """Forget objects sent everywhere longer ago than the retention; returns how many."""
+        with self._db() as conn, transaction(conn):
+            return recovery.prune(conn, self._clock.now() - self.retention_seconds)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _release_if_done(self, conn: sqlite3.Connection, object_id: int) -> list[str]:
+        row = conn.execute(
+            """
+            SELECT payload FROM objects o WHERE id = ? AND payload IS NOT NULL
+              AND EXISTS (SELECT 1 FROM deliveries d WHERE d.object_id = o.id)
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.object_id = o.id
+                              AND d.state != 'sent')
+            """,
+            (object_id,),
+        ).fetchone()
+        if row is None:
+            return []
+        conn.execute("UPDATE objects SET payload = NULL WHERE id = ?", (object_id,))
+        return [str(row[0])]
+
+    def _unlink_payloads(self, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                (self.objects_dir / name).unlink(missing_ok=True)
+            except OSError as exc:  # recovery removes it at the next open
+                event(self._log, logging.WARNING, "cannot remove sent payload", error=str(exc))
+
+    def _maybe_prune(self, conn: sqlite3.Connection) -> None:
+        if self._clock.monotonic() - self._last_prune < _PRUNE_EVERY:
+            return
+        self._last_prune = self._clock.monotonic()
+        with transaction(conn):
+            recovery.prune(conn, self._clock.now() - self.retention_seconds)
+
+
+def _chunks(ids: Sequence[int] | None) -> Iterator[list[int] | None]:
+    if ids is None:
+        yield None
+        return
+    unique = sorted(set(ids))
+    for start in range(0, len(unique), _CHUNK):
+        yield unique[start : start + _CHUNK]
+
+
+def _filters(ids: list[int] | None, destination: str | None) -> tuple[str, list[object]]:
+    where = ""
+    args: list[object] = []
+    if ids is not None:
+        where += f" AND object_id IN ({', '.join('?' * len(ids))})"
+        args += ids
+    if destination is not None:
+        where += " AND destination = ?"
+        args.append(destination)
+    return where, args

@@ -1,0 +1,107 @@
+"""Crash-safe file helpers."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.spool import durable
+
+
+def test_write_bytes_durably_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    target.write_bytes(b"old")
+    durable.write_bytes_durably(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_write_bytes_durably_keeps_the_old_file_when_writing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "state.json"
+    target.write_bytes(b"old")
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "no space left")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="no space"):
+        durable.write_bytes_durably(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_durable_replace_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    src, dst = tmp_path / "a" / "f", tmp_path / "g"
+    src.write_bytes(b"1")
+    dst.write_bytes(b"2")
+    durable.durable_replace(src, dst)
+    assert dst.read_bytes() == b"1" and not src.exists()
+
+
+def test_durable_move_never_overwrites(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"precious")
+    with pytest.raises(FileExistsError):
+        durable.durable_move(src, dst)
+    assert dst.read_bytes() == b"precious" and src.read_bytes() == b"new"
+
+
+def test_durable_move_between_folders(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    src, dst = tmp_path / "in" / "x", tmp_path / "out" / "x"
+    src.write_bytes(b"data")
+    durable.durable_move(src, dst)
+    assert dst.read_bytes() == b"data" and not src.exists()
+
+
+def test_durable_move_without_hard_links_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*_: object) -> None:
+        raise OSError(errno.EPERM, "vfat")
+
+    monkeypatch.setattr(os, "link", no_links)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"data")
+    durable.durable_move(src, dst)
+    assert dst.read_bytes() == b"data" and not src.exists()
+    src.write_bytes(b"again")
+    with pytest.raises(FileExistsError):
+        durable.durable_move(src, dst)
+
+
+def test_durable_move_across_filesystems_copies_then_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_link = os.link
+    src, dst = tmp_path / "src", tmp_path / "out" / "dst"
+    dst.parent.mkdir()
+    data = os.urandom(3 << 20)
+    src.write_bytes(data)
+
+    def cross_device(a: object, b: object, *args: object, **kw: object) -> None:
+        if Path(str(a)) == src:
+            raise OSError(errno.EXDEV, "cross-device link")
+        real_link(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", cross_device)
+    durable.durable_move(src, dst)
+    assert dst.read_bytes() == data and not src.exists()
+    assert [p.name for p in dst.parent.iterdir()] == ["dst"]
+
+
+def test_fsync_dir_and_file_work_on_real_paths(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    durable.fsync_file(f)
+    durable.fsync_dir(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        durable.fsync_file(tmp_path / "missing")
