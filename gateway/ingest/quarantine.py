@@ -1,0 +1,308 @@
+"""Files the gateway cannot take, moved aside with the reason, durably and never lost.
+
+Layout of the quarantine folder (created 0700 on first use), one pair per file::
+
+    20250102T030405Z-7-<original basename>     the file, bytes unchanged
+    20250102T030405Z-7.reason.json             why, from which source, size, sha256, when
+
+The id ``<UTC time>-<counter>`` is unique in the folder: a name already taken, including one
+left from an earlier run or a clock that went back, is skipped, never overwritten. The reason
+file's name holds digits only between its dashes, so no quarantined file can pose as one.
+
+Order of a move: the file is placed (hard link when the quarantine is on the same filesystem,
+else an exclusive copy), fsync'd with its directory, the reason file written and fsync'd, and
+only then is the original unlinked. A failure before that point removes our half of the work
+and raises, leaving the original where it was.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.clock import Clock
+
+REASON_SUFFIX = ".reason.json"
+REASON_RE = re.compile(r"^(\d{8}T\d{6}Z-\d+)\.reason\.json$")
+MAX_BASENAME_BYTES = 200  # the id and dash take the rest of NAME_MAX (255)
+CHUNK = 1 << 20
+MAX_REASON_BYTES = 64 * 1024
+INTERRUPTED = "interrupted before its reason was recorded"
+
+
+class SourceChangedError(OSError):
+    """The file changed while it was being copied aside; nothing was moved, try again later."""
+
+
+@dataclass(frozen=True)
+class QuarantinedFile:
+    """One file in quarantine, as the operator sees it."""
+
+    path: Path
+    reason: str
+    source: str
+    time: float  # seconds since the epoch
+    size: int
+    original: str = ""  # where it was dropped
+    sha256: str = ""
+
+
+class Quarantine:
+    """Moves rejected files into one folder with a JSON reason beside each; thread-safe."""
+
+    def __init__(self, folder: Path, clock: Clock) -> None:
+        self.folder = Path(folder)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def put(self, path: Path, source: str, reason: str) -> Path:
+        """Move ``path`` into quarantine with ``reason``; return where it is now."""
+        path = Path(path)
+        with self._lock:
+            before = path.lstat()
+            if not stat.S_ISREG(before.st_mode):
+                raise ValueError("only regular files are quarantined")
+            self._make_folder()
+            when = self.clock.now()
+            ident, target, size, digest = self._place(path, time.gmtime(when))
+            reason_file = self.folder / f"{ident}{REASON_SUFFIX}"
+            try:
+                _check_unchanged(path, before)
+                _fsync_dir(self.folder)
+                record = {
+                    "reason": reason,
+                    "source": source,
+                    "original_path": str(path),
+                    "file": target.name,
+                    "size": size,
+                    "sha256": digest,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+                    "epoch": when,
+                }
+                self._write_reason(ident, reason_file, record)
+            except BaseException:
+                self._undo(target, reason_file)
+                raise
+            self._remove_original(path, target, reason_file)
+            return target
+
+    def list(self) -> builtins.list[QuarantinedFile]:
+        """Everything in quarantine, oldest first, also files whose reason was never written."""
+        try:
+            names = sorted(p.name for p in self.folder.iterdir())
+        except FileNotFoundError:
+            return []
+        out: builtins.list[QuarantinedFile] = []
+        claimed: set[str] = set()
+        for name in names:
+            match = REASON_RE.match(name)
+            if match is None:
+                continue
+            item = self._read_reason(match.group(1), self.folder / name)
+            if item is not None:
+                claimed.add(item.path.name)
+                out.append(item)
+        for name in names:
+            if name in claimed or REASON_RE.match(name) or name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                st = (self.folder / name).lstat()
+                if stat.S_ISREG(st.st_mode):
+                    out.append(
+                        QuarantinedFile(
+                            self.folder / name, INTERRUPTED, "", st.st_mtime, st.st_size
+                        )
+                    )
+        return sorted(out, key=lambda q: (q.time, q.path.name))
+
+    # --- placing ------------------------------------------------------------------------------
+
+    def _make_folder(self) -> None:
+        if self.folder.is_dir():
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _fsync_dir(self.folder.parent)
+
+    def _place(self, path: Path, utc: time.struct_time) -> tuple[str, Path, int, str]:
+        """Put a copy of ``path`` under a new id; return id, target, size and sha256."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", utc)
+        basename = _bounded_name(path.name)
+        while True:
+            self._counter += 1
+            ident = f"{stamp}-{self._counter}"
+            if (self.folder / f"{ident}{REASON_SUFFIX}").exists():
+                continue
+            target = self.folder / f"{ident}-{basename}"
+            try:
+                size, digest = _link_or_copy(path, target)
+            except FileExistsError:
+                continue
+            return ident, target, size, digest
+
+    def _write_reason(self, ident: str, reason_file: Path, record: dict[str, Any]) -> None:
+        data = json.dumps(record, indent=2, ensure_ascii=True).encode("ascii") + b"\n"
+        temp = self.folder / f".{ident}.reason.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()  # a leftover of a crash at this very id
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            temp.rename(reason_file)  # the id loop made sure reason_file did not exist
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        _fsync_dir(self.folder)
+
+    def _remove_original(self, path: Path, target: Path, reason_file: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return  # someone else removed it: our copy is now the only one, so it stays
+        except BaseException:
+            self._undo(target, reason_file)  # the original is still there: one copy, not two
+            raise
+        # Not durable yet if this fails; after a power cut the file would then reappear and be
+        # quarantined a second time, which loses nothing, so this must not undo the move.
+        with contextlib.suppress(OSError):
+            _fsync_dir(path.parent)
+
+    def _undo(self, target: Path, reason_file: Path) -> None:
+        for leftover in (reason_file, target):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.folder)
+
+    def _read_reason(self, ident: str, reason_path: Path) -> QuarantinedFile | None:
+        try:
+            with reason_path.open("rb") as handle:
+                raw = handle.read(MAX_REASON_BYTES + 1)
+            record = json.loads(raw) if len(raw) <= MAX_REASON_BYTES else None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        name = record.get("file")
+        if not isinstance(name, str) or "/" in name or not name.startswith(f"{ident}-"):
+            return None
+        epoch = record.get("epoch")
+        size = record.get("size")
+        return QuarantinedFile(
+            path=self.folder / name,
+            reason=str(record.get("reason", "")),
+            source=str(record.get("source", "")),
+            time=float(epoch) if isinstance(epoch, int | float) else 0.0,
+            size=size if isinstance(size, int) else 0,
+            original=str(record.get("original_path", "")),
+            sha256=str(record.get("sha256", "")),
+        )
+
+
+def _bounded_name(name: str) -> str:
+    """The basename, shortened (extension kept) to fit a file name after the id."""
+    if len(os.fsencode(name)) <= MAX_BASENAME_BYTES:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(os.fsencode(ext)) > 16:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    while stem and len(os.fsencode(stem + suffix)) > MAX_BASENAME_BYTES:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def _link_or_copy(source: Path, target: Path) -> tuple[int, str]:
+    """Create ``target`` with the bytes of ``source``, fsync'd; never replace an existing file."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES):
+            raise
+        return _copy_exclusive(source, target)
+    try:
+        return _hash_and_fsync(target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise
+
+
+def _hash_and_fsync(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        while chunk := os.read(fd, CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size, digest.hexdigest()
+
+
+def _copy_exclusive(source: Path, target: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            while chunk := os.read(src, CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                _write_all(dst, chunk)
+            os.fsync(dst)
+        except BaseException:
+            os.close(dst)
+            with contextlib.suppress(OSError):
+                target.unlink()
+            raise
+        os.close(dst)
+    finally:
+        os.close(src)
+    return size, digest.hexdigest()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _check_unchanged(path: Path, before: os.stat_result) -> None:
+    after = path.lstat()
+    if (after.st_ino, after.st_size, after.st_mtime_ns) != (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    ):
+        raise SourceChangedError(errno.EAGAIN, "file changed while being quarantined")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

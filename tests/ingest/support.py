@@ -1,0 +1,57 @@
+"""Helpers for the folder watcher tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config import FolderIngest
+
+
+def folder_config(path: Path, **overrides: object) -> FolderIngest:
+    """A [[ingest.folder]] entry for ``path``; settings overridden by keyword."""
+    values: dict[str, object] = {
+        "name": "xray",
+        "path": path,
+        "settle_seconds": 1.0,
+        "poll_seconds": 2.0,
+        "use_inotify": False,
+    }
+    values.update(overrides)
+    return FolderIngest.model_validate(values)
+
+
+@dataclass
+class Taker:
+    """An on_ready callback that reads and removes each file it takes, like intake does."""
+
+    answers: list[bool | Exception] = field(default_factory=list)  # per call; then True
+    calls: list[Path] = field(default_factory=list)
+    taken: dict[Path, bytes] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, path: Path) -> bool:
+        with self.lock:
+            self.calls.append(path)
+            answer = self.answers.pop(0) if self.answers else True
+        if isinstance(answer, Exception):
+            raise answer
+        if answer:
+            data = path.read_bytes()
+            path.unlink()
+            with self.lock:
+                self.taken[path] = data
+        return answer
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
