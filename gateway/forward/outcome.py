@@ -17,6 +17,7 @@ class FailureClass(StrEnum):
     NO_PRESENTATION_CONTEXT = "no_presentation_context"  # SOP class / transfer syntax refused
     DIMSE_FAILURE = "dimse_failure"  # C-STORE response with a failure status
     UNREADABLE = "unreadable"  # the queued file itself could not be read or decoded
+    INTERNAL = "internal"  # the gateway itself failed (a bug): that object is retried after backoff
 
 
 class OutcomeKind(StrEnum):

@@ -1,0 +1,233 @@
+"""DeliveryLane: the loop that drains one destination's queue through a StoreSender.
+
+Connection-level failures (refused, timeout, TLS, association rejected or aborted) say the PACS
+is unreachable: the whole lane waits before the next attempt of any object, so a down PACS is
+not hammered with every queued object. Object-level failures (a DIMSE failure status, no
+presentation context, an unreadable file) concern only that object; the lane moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from gateway.clock import Clock
+from gateway.config import Destination
+from gateway.forward.backoff import Backoff
+from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
+from gateway.logsetup import event
+from gateway.spool.entries import SpoolEntry
+
+LANE_LEVEL = frozenset(
+    {
+        FailureClass.CONNECTION_REFUSED,
+        FailureClass.TIMEOUT,
+        FailureClass.TLS,
+        FailureClass.ASSOCIATION_REJECTED,
+        FailureClass.ASSOCIATION_ABORTED,
+    }
+)
+"""Failure classes that back off the whole lane rather than one object."""
+
+
+class QueueLike(Protocol):
+    """The part of the spool a lane uses."""
+
+    def claim_next(self, destination: str) -> SpoolEntry | None: ...
+
+    def mark_sent(self, delivery_id: int) -> None: ...
+
+    def mark_retry(
+        self,
+        delivery_id: int,
+        failure_class: str,
+        reason: str,
+        next_attempt_at: float,
+        status: int | None = None,
+    ) -> None: ...
+
+    def mark_failed(
+        self, delivery_id: int, failure_class: str, reason: str, status: int | None = None
+    ) -> None: ...
+
+    def next_due(self, destination: str) -> float | None: ...
+
+    def wait_for_work(self, destination: str, timeout: float) -> None: ...
+
+
+class SenderLike(Protocol):
+    """The part of StoreSender a lane uses."""
+
+    def send(self, entry: SpoolEntry) -> SendOutcome: ...
+
+    def release_if_idle(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _status_field(outcome: SendOutcome) -> str | None:
+    return None if outcome.status is None else f"0x{outcome.status:04X}"
+
+
+class DeliveryLane:
+    """Claims, sends and records objects for one destination until told to stop."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        queue: QueueLike,
+        sender: SenderLike,
+        backoff: Backoff,
+        clock: Clock,
+        logger: logging.Logger,
+        *,
+        wait_cap_seconds: float = 0.5,
+    ) -> None:
+        self._destination = destination
+        self._queue = queue
+        self._sender = sender
+        self._backoff = backoff
+        self._clock = clock
+        self._log = logger
+        self._wait_cap = wait_cap_seconds
+        self._blocked_until = 0.0
+        self._lane_failures = 0
+        self._down_since: float | None = None
+
+    @property
+    def down_since(self) -> float | None:
+        """Wall time of the first failure of the current outage; None while the PACS answers."""
+        return self._down_since
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set; then release the association gracefully."""
+        name = self._destination.name
+        try:
+            while not stop.is_set():
+                now = self._clock.now()
+                if now < self._blocked_until:
+                    self._queue.wait_for_work(name, min(self._blocked_until - now, self._wait_cap))
+                    continue
+                entry = self._queue.claim_next(name)
+                if entry is None:
+                    self._idle(now)
+                    continue
+                self._record(entry, self._send(entry))
+        finally:
+            self._sender.close()
+
+    def _send(self, entry: SpoolEntry) -> SendOutcome:
+        try:
+            return self._sender.send(entry)
+        except Exception as exc:  # noqa: BLE001 - one poison object must not stop the lane
+            self._log.error(
+                "sender failed unexpectedly",
+                exc_info=True,
+                extra={"destination": self._destination.name, "delivery_id": entry.delivery_id},
+            )
+            return SendOutcome(
+                OutcomeKind.RETRY,
+                f"internal error in the sender ({type(exc).__name__}); see the log",
+                FailureClass.INTERNAL,
+            )
+
+    def _idle(self, now: float) -> None:
+        self._sender.release_if_idle()
+        due = self._queue.next_due(self._destination.name)
+        # A floor keeps a retry that is due but not yet claimable from spinning the loop.
+        timeout = self._wait_cap if due is None else min(max(due - now, 0.01), self._wait_cap)
+        self._queue.wait_for_work(self._destination.name, timeout)
+
+    def _record(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
+        failure = outcome.failure_class
+        if failure in LANE_LEVEL:
+            self._lane_failed(entry, outcome)
+            return
+        self._lane_answered()
+        if outcome.kind is OutcomeKind.DELIVERED:
+            self._queue.mark_sent(entry.delivery_id)
+            event(
+                self._log,
+                logging.INFO,
+                "delivered",
+                destination=self._destination.name,
+                delivery_id=entry.delivery_id,
+                sop_instance_uid=entry.sop_instance_uid,
+                size=entry.size,
+                note=outcome.reason or None,
+            )
+            return
+        failure_class = str(failure or FailureClass.DIMSE_FAILURE)
+        if outcome.kind is OutcomeKind.REFUSED:
+            self._queue.mark_failed(
+                entry.delivery_id, failure_class, outcome.reason, outcome.status
+            )
+            event(
+                self._log,
+                logging.ERROR,
+                "delivery_refused",
+                destination=self._destination.name,
+                delivery_id=entry.delivery_id,
+                sop_instance_uid=entry.sop_instance_uid,
+                failure_class=failure_class,
+                status=_status_field(outcome),
+                reason=outcome.reason,
+            )
+            return
+        delay = self._backoff.delay(entry.attempts + 1)
+        self._queue.mark_retry(
+            entry.delivery_id,
+            failure_class,
+            outcome.reason,
+            self._clock.now() + delay,
+            outcome.status,
+        )
+        event(
+            self._log,
+            logging.WARNING if entry.attempts == 0 else logging.DEBUG,
+            "delivery_deferred",
+            destination=self._destination.name,
+            delivery_id=entry.delivery_id,
+            failure_class=failure_class,
+            status=_status_field(outcome),
+            reason=outcome.reason,
+            retry_in_seconds=round(delay, 1),
+        )
+
+    def _lane_failed(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
+        now = self._clock.now()
+        self._lane_failures += 1
+        delay = self._backoff.delay(self._lane_failures)
+        self._blocked_until = now + delay
+        failure_class = str(outcome.failure_class)
+        self._queue.mark_retry(
+            entry.delivery_id, failure_class, outcome.reason, self._blocked_until, outcome.status
+        )
+        first = self._down_since is None
+        if first:
+            self._down_since = now
+        event(
+            self._log,
+            logging.ERROR if first else logging.DEBUG,
+            "destination_unreachable" if first else "destination_still_unreachable",
+            destination=self._destination.name,
+            failure_class=failure_class,
+            reason=outcome.reason,
+            attempts=self._lane_failures,
+            retry_in_seconds=round(delay, 1),
+        )
+
+    def _lane_answered(self) -> None:
+        if self._down_since is not None:
+            event(
+                self._log,
+                logging.INFO,
+                "destination_recovered",
+                destination=self._destination.name,
+                outage_seconds=round(self._clock.now() - self._down_since, 1),
+                failed_attempts=self._lane_failures,
+            )
+        self._down_since = None
+        self._lane_failures = 0
+        self._blocked_until = 0.0
