@@ -127,6 +127,12 @@ class FolderIngest(_Strict):
         description="Interval of the safety rescan (and of the whole watch where inotify is off).",
     )
     use_inotify: bool = Field(True, description="Follow kernel events; false: polling only.")
+    empty_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="An empty file unchanged this long is taken (and quarantined as empty); "
+        "until then it is assumed to be about to be written.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -44,8 +44,9 @@ def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # pynetdicom logs identifiers and dataset contents at INFO/DEBUG; keep them out of the journal.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pynetdicom logs identifiers at INFO/DEBUG and every failed attempt with a traceback at
+    # ERROR; our outcomes carry the reasons, logged once per transition.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
 
 

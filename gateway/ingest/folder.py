@@ -140,7 +140,7 @@ class FolderWatcher:
         self._stall_after = max(300.0, 10 * config.settle_seconds)
 
         self._lock = threading.Lock()  # guards the tracker, _dirty and _rescan (observer thread)
-        self._tracker = SettleTracker(config.settle_seconds)
+        self._tracker = SettleTracker(config.settle_seconds, config.empty_grace_seconds)
         self._dirty: set[Path] = set()  # paths events named, to stat at the next tick
         self._rescan = False
 

@@ -14,8 +14,9 @@ The rules, per path:
 * a new inode at the same path (the file was replaced) counts as a change, so the settle time
   starts again; it does not clear a write mark, since the events of the new file may arrive
   before the stat that shows its inode;
-* an empty file is never ready: it has nothing to convert and is most often a file that was
-  just created and is about to be written.
+* an empty file is most often one that was just created and is about to be written, so it is
+  ready only after ``empty_grace_seconds`` (at least the settle time) without any change; then
+  it is handed on, and quarantined as empty, rather than left in the folder for ever.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ class _Record:
 class SettleTracker:
     """Decides which files of one folder are complete; bounded to one record per present file."""
 
-    def __init__(self, settle_seconds: float) -> None:
+    def __init__(self, settle_seconds: float, empty_grace_seconds: float = 60.0) -> None:
         if settle_seconds < 0:
             raise ValueError("settle_seconds must not be negative")
         self.settle_seconds = settle_seconds
+        self.empty_grace_seconds = max(settle_seconds, empty_grace_seconds)
         self._records: dict[Path, _Record] = {}
 
     def __len__(self) -> int:
@@ -125,9 +127,9 @@ class SettleTracker:
     def next_due(self) -> float | None:
         """The earliest time a file not being written could become ready, if any."""
         due = [
-            max(r.since + self.settle_seconds, r.not_before)
+            max(r.since + self._settle_for(r), r.not_before)
             for r in self._records.values()
-            if not r.writing and r.fingerprint is not None and r.fingerprint[0] > 0
+            if not r.writing and r.fingerprint is not None
         ]
         return min(due, default=None)
 
@@ -143,11 +145,14 @@ class SettleTracker:
     def _is_ready(self, record: _Record, now: float) -> bool:
         return (
             record.fingerprint is not None
-            and record.fingerprint[0] > 0
             and not record.writing
-            and now - record.since >= self.settle_seconds
+            and now - record.since >= self._settle_for(record)
             and now >= record.not_before
         )
+
+    def _settle_for(self, record: _Record) -> float:
+        empty = record.fingerprint is not None and record.fingerprint[0] == 0
+        return self.empty_grace_seconds if empty else self.settle_seconds
 
     def _event_record(self, path: Path, now: float) -> _Record:
         record = self._records.get(path)

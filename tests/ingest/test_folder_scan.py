@@ -169,14 +169,17 @@ def test_fifos_are_skipped_without_being_opened(drop: Path) -> None:
     assert (drop / "pipe.jpg").exists()
 
 
-def test_an_empty_file_is_not_handed_on(drop: Path) -> None:
+def test_an_empty_file_is_handed_on_only_after_the_empty_grace(drop: Path) -> None:
     (drop / "empty.jpg").touch()
     taker, clock = Taker(), FakeClock()
     watcher = _watcher(drop, taker, clock)
     watcher.scan_once()
-    clock.advance(60.0)
+    clock.advance(59.0)
     watcher.scan_once()
     assert taker.calls == []
+    clock.advance(2.0)
+    watcher.scan_once()
+    assert [p.name for p in taker.calls] == ["empty.jpg"]
 
 
 def test_a_file_refused_by_on_ready_stays_and_is_retried_at_the_next_poll_tick(

@@ -68,11 +68,19 @@ def test_a_file_known_only_from_events_is_never_ready_before_a_stat() -> None:
     assert tracker.ready(100.0) == [A]
 
 
-def test_an_empty_file_is_never_ready() -> None:
-    tracker = SettleTracker(1.0)
+def test_an_empty_file_is_ready_only_after_the_empty_grace() -> None:
+    tracker = SettleTracker(1.0, empty_grace_seconds=30.0)
     tracker.observe(A, 0, 5, 1, now=0.0)
-    assert tracker.ready(1000.0) == []
-    assert tracker.next_due() is None
+    assert tracker.ready(29.0) == []
+    assert tracker.next_due() == 30.0
+    assert tracker.ready(30.0) == [A]
+
+
+def test_an_empty_file_that_grows_settles_normally() -> None:
+    tracker = SettleTracker(1.0, empty_grace_seconds=30.0)
+    tracker.observe(A, 0, 5, 1, now=0.0)
+    tracker.observe(A, 10, 6, 1, now=2.0)
+    assert tracker.ready(3.0) == [A]
 
 
 def test_ready_files_come_oldest_first_by_mtime() -> None:

@@ -1,0 +1,232 @@
+"""The `dicom-gateway` command: run the daemon, check a config, operate the queue, test a PACS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from gateway import __version__
+from gateway.clock import SystemClock
+from gateway.config import ConfigError, GatewayConfig, load_config, summary
+from gateway.logsetup import setup_logging
+
+DEFAULT_CONFIG = Path("/etc/dicom-gateway/gateway.toml")
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("gateway.cli").info("signal received", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the gateway in the foreground until SIGTERM/SIGINT."""
+    from gateway.daemon import Gateway
+    from gateway.notify import SystemdNotifier
+
+    config = _load(args)
+    setup_logging(config.gateway.log_level)
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    gateway = Gateway(
+        config,
+        SystemClock(),
+        SystemdNotifier(),
+        credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY"),
+    )
+    return gateway.run(stop)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file: problems and exit 1, or a summary and exit 0."""
+    config = _load(args)
+    print(f"{args.config}: OK")
+    print(summary(config))
+    return 0
+
+
+def _open_spool(config: GatewayConfig):  # type: ignore[no-untyped-def]
+    from gateway.spool.store import Spool
+
+    spool = Spool(
+        config.gateway.state_dir,
+        [d.name for d in config.destination],
+        config.gateway.max_queue_bytes or 1,
+        SystemClock(),
+    )
+    if not (config.gateway.state_dir / "spool").exists():
+        raise ConfigError([f"no queue in {config.gateway.state_dir} (has the gateway run yet?)"])
+    spool.open(recover=False)
+    return spool
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """Operator access to the queue; safe while the daemon runs."""
+    from gateway.spool.entries import DeliveryState
+
+    config = _load(args)
+    spool = _open_spool(config)
+    try:
+        if args.queue_cmd == "list":
+            state = DeliveryState(args.state) if args.state else None
+            rows = spool.list_deliveries(state, args.destination, args.limit)
+            if args.json:
+                print(json.dumps([_jsonable(r) for r in rows], indent=2))
+                return 0
+            print(
+                f"{'object':>7}  {'destination':<12} {'state':<8} {'tries':>5}  "
+                f"{'size':>10}  reason"
+            )
+            for r in rows:
+                print(
+                    f"{r.object_id:>7}  {r.destination:<12} {r.state:<8} {r.attempts:>5}  "
+                    f"{r.size:>10}  {r.last_error or ''}"
+                )
+            return 0
+        if args.queue_cmd == "show":
+            info = spool.show(args.object_id)
+            if info is None:
+                print(f"no object {args.object_id}", file=sys.stderr)
+                return 1
+            print(json.dumps(_jsonable(info), indent=2))
+            return 0
+        if args.queue_cmd == "retry":
+            ids = args.object_id or None
+            if ids is None and not args.all_failed:
+                print("name object ids or --all-failed", file=sys.stderr)
+                return 2
+            count = spool.retry(ids, args.destination)
+            print(f"{count} deliveries set to retry now")
+            return 0
+        if args.queue_cmd == "purge":
+            ids = args.object_id or None
+            if ids is None and not args.all_failed:
+                print("name object ids or --all-failed", file=sys.stderr)
+                return 2
+            count = spool.purge(ids, states=(DeliveryState.FAILED,))
+            print(f"{count} failed deliveries purged")
+            return 0
+    finally:
+        spool.close()
+    return 2
+
+
+def _jsonable(obj: object) -> object:
+    import dataclasses
+    import enum
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    """C-ECHO a configured destination and report TLS and association details."""
+    from gateway.forward.echo import echo
+    from gateway.forward.tlsctx import client_context
+
+    config = _load(args)
+    matches = [d for d in config.destination if d.name == args.destination]
+    if not matches:
+        names = ", ".join(d.name for d in config.destination) or "none"
+        print(f"no destination named {args.destination!r} (configured: {names})", file=sys.stderr)
+        return 2
+    dest = matches[0]
+    ctx = client_context(dest.tls, os.environ.get("CREDENTIALS_DIRECTORY")) if dest.tls else None
+    report = echo(dest, config.gateway.ae_title, ctx)
+    fields = _jsonable(report)
+    assert isinstance(fields, dict)
+    for key, value in fields.items():
+        if value is not None:
+            print(f"{key}: {value}")
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the gateway on built-in defaults with a demo PACS and sample files."""
+    from gateway.demo.runner import run_demo
+
+    setup_logging("WARNING" if not args.verbose else "INFO")
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    return run_demo(stop, duration=args.duration, workdir=args.dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (public so the docs and tests can inspect it)."""
+    parser = argparse.ArgumentParser(prog="dicom-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicom-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="TOML config file")
+        return p
+
+    with_config(sub.add_parser("run", help="run the gateway in the foreground")).set_defaults(
+        func=cmd_run
+    )
+    with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(
+        func=cmd_check_config
+    )
+
+    queue = with_config(sub.add_parser("queue", help="inspect and operate the queue"))
+    queue.set_defaults(func=cmd_queue)
+    qsub = queue.add_subparsers(dest="queue_cmd", required=True)
+    q_list = qsub.add_parser("list", help="list deliveries")
+    q_list.add_argument("--state", choices=["held", "pending", "sending", "sent", "failed"])
+    q_list.add_argument("--destination")
+    q_list.add_argument("--limit", type=int, default=100)
+    q_list.add_argument("--json", action="store_true")
+    q_show = qsub.add_parser("show", help="show one object and its deliveries")
+    q_show.add_argument("object_id", type=int)
+    for name, text in (("retry", "retry failed deliveries now"), ("purge", "delete failed ones")):
+        q = qsub.add_parser(name, help=text)
+        q.add_argument("object_id", type=int, nargs="*")
+        q.add_argument("--all-failed", action="store_true")
+        if name == "retry":
+            q.add_argument("--destination")
+
+    echo = with_config(sub.add_parser("echo", help="C-ECHO a destination, with TLS details"))
+    echo.add_argument("destination", help="destination name from the config")
+    echo.set_defaults(func=cmd_echo)
+
+    demo = sub.add_parser("demo", help="run on built-in defaults with a demo PACS")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--dir", type=Path, default=None, help="keep demo files here")
+    demo.add_argument("--verbose", action="store_true", help="show the gateway's log")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""`dicom-gateway demo`: the gateway on built-in defaults with a demo PACS on loopback."""

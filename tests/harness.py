@@ -1,0 +1,178 @@
+"""Runs the real `dicom-gateway run` in a subprocess, as systemd would, for whole-flow tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.peers import free_port
+
+CONFIG = """\
+[gateway]
+ae_title = "EDGE_GW"
+state_dir = "state"
+institution_name = "Test Hospital"
+station_name = "TEST-ROOM"
+{gateway_extra}
+
+[modality]
+modality = "US"
+manufacturer = "Acme"
+model_name = "Sono 3000"
+
+[[ingest.folder]]
+name = "export"
+path = "drop"
+filename_pattern = '^(?P<patient_id>[^_]+)_(?P<patient_name>[^_]+)_'
+settle_seconds = {settle}
+poll_seconds = 0.5
+empty_grace_seconds = 2
+
+[[destination]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {port}
+idle_release_seconds = 1
+connect_timeout = 3
+acse_timeout = 5
+dimse_timeout = 30
+network_timeout = 30
+[destination.retry]
+initial_seconds = 0.2
+max_seconds = 1.0
+{tls}
+"""
+
+TLS = """\
+[destination.tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+verify_hostname = true
+"""
+
+
+def write_config(
+    root: Path,
+    port: int,
+    *,
+    tls: tuple[Path, Path, Path] | None = None,
+    settle: float = 0.3,
+    gateway_extra: str = "",
+) -> Path:
+    """A config for a gateway in ``root`` sending to 127.0.0.1:port; returns its path."""
+    (root / "drop").mkdir(parents=True, exist_ok=True)
+    tls_text = TLS.format(ca=tls[0], cert=tls[1], key=tls[2]) if tls else ""
+    path = root / "gateway.toml"
+    path.write_text(
+        CONFIG.format(port=port, tls=tls_text, settle=settle, gateway_extra=gateway_extra), "utf-8"
+    )
+    return path
+
+
+class GatewayProcess:
+    """`python -m gateway run --config ...` with a NOTIFY_SOCKET we listen on."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.root = config.parent
+        self.log_path = self.root / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notify: socket.socket | None = None
+        self.messages: list[str] = []
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> GatewayProcess:
+        """Start; by default wait for READY=1."""
+        sock_path = self.root / f"notify-{free_port()}.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(sock_path))
+        env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), PYTHONUNBUFFERED="1")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        if wait_ready:
+            self.wait_for_message("READY=1", timeout)
+        return self
+
+    def wait_for_message(self, prefix: str, timeout: float = 30.0) -> str:
+        """Block until a notify message starting with ``prefix`` arrives."""
+        assert self.notify is not None
+        deadline = time.monotonic() + timeout
+        for message in self.messages:
+            if message.startswith(prefix):
+                return message
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited ({self.proc.returncode}):\n{self.log()}")
+            self.notify.settimeout(0.2)
+            try:
+                message = self.notify.recv(65536).decode()
+            except TimeoutError:
+                continue
+            self.messages.append(message)
+            if message.startswith(prefix):
+                return message
+        raise TimeoutError(f"no {prefix} within {timeout}s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._drain()
+        self._close()
+        return code
+
+    def _drain(self) -> None:
+        """Keep the notify messages still queued in the socket after the process ended."""
+        if self.notify is None:
+            return
+        self.notify.setblocking(False)
+        while True:
+            try:
+                self.messages.append(self.notify.recv(65536).decode())
+            except BlockingIOError:
+                return
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+
+    def stop(self) -> None:
+        """Make sure it is gone (test teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+def wait_until(condition, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``condition()`` until it is true or the timeout passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
