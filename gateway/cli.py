@@ -195,15 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     queue = with_config(sub.add_parser("queue", help="inspect and operate the queue"))
     queue.set_defaults(func=cmd_queue)
     qsub = queue.add_subparsers(dest="queue_cmd", required=True)
-    q_list = qsub.add_parser("list", help="list deliveries")
+    # --config is accepted before or after the queue action ("queue list --config F").
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", "-c", default=argparse.SUPPRESS, help="TOML config file")
+    q_list = qsub.add_parser("list", help="list deliveries", parents=[after])
     q_list.add_argument("--state", choices=["held", "pending", "sending", "sent", "failed"])
     q_list.add_argument("--destination")
     q_list.add_argument("--limit", type=int, default=100)
     q_list.add_argument("--json", action="store_true")
-    q_show = qsub.add_parser("show", help="show one object and its deliveries")
+    q_show = qsub.add_parser("show", help="show one object and its deliveries", parents=[after])
     q_show.add_argument("object_id", type=int)
     for name, text in (("retry", "retry failed deliveries now"), ("purge", "delete failed ones")):
-        q = qsub.add_parser(name, help=text)
+        q = qsub.add_parser(name, help=text, parents=[after])
         q.add_argument("object_id", type=int, nargs="*")
         q.add_argument("--all-failed", action="store_true")
         if name == "retry":
