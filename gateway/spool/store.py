@@ -441,12 +441,31 @@ class Spool:
         ids, their failed and pending deliveries are made due now. Deliveries whose payload is
         gone cannot be sent and are left failed. Returns how many deliveries changed.
         """
-        now = self._clock.now()
         states = "('failed')" if object_ids is None else "('failed', 'pending')"
+        # Deliveries whose payload is gone cannot be sent: they stay failed.
+        return self._make_due(
+            states,
+            object_ids,
+            destination,
+            "AND (SELECT payload FROM objects o WHERE o.id = deliveries.object_id) IS NOT NULL",
+        )
+
+    def release(self, object_ids: Sequence[int], destination: str | None = None) -> int:
+        """Held deliveries of these objects become pending (their hold was resolved)."""
+        return self._make_due("('held')", object_ids, destination, "")
+
+    def _make_due(
+        self,
+        states: str,
+        object_ids: Sequence[int] | None,
+        destination: str | None,
+        condition: str,
+    ) -> int:
+        """Deliveries in ``states`` (a fixed SQL list) become pending and due now; wakes lanes."""
+        now = self._clock.now()
         sql = f"""
             UPDATE deliveries SET state = 'pending', next_attempt_at = ?
-            WHERE state IN {states}
-              AND (SELECT payload FROM objects o WHERE o.id = deliveries.object_id) IS NOT NULL
+            WHERE state IN {states} {condition}
         """  # noqa: S608 - fixed fragments only
         touched: set[str] = set()
         count = 0
@@ -459,27 +478,6 @@ class Spool:
                 ).fetchall()
                 touched.update(d[0] for d in dests)
                 count += conn.execute(sql + where, (now, *args)).rowcount
-        self._wakeups.notify(touched)
-        return count
-
-    def release(self, object_ids: Sequence[int], destination: str | None = None) -> int:
-        """Held deliveries of these objects become pending (their hold was resolved)."""
-        now = self._clock.now()
-        touched: set[str] = set()
-        count = 0
-        with self._db() as conn, transaction(conn):
-            for ids in _chunks(object_ids):
-                where, args = _filters(ids, destination)
-                dests = conn.execute(
-                    f"SELECT DISTINCT destination FROM deliveries WHERE state = 'held'{where}",  # noqa: S608
-                    args,
-                ).fetchall()
-                touched.update(d[0] for d in dests)
-                count += conn.execute(
-                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?"  # noqa: S608
-                    f" WHERE state = 'held'{where}",
-                    (now, *args),
-                ).rowcount
         self._wakeups.notify(touched)
         return count
 
