@@ -223,6 +223,114 @@ class Destination(_Strict):
         return value
 
 
+class DicomListenerSection(_Strict):
+    """[dicom_listener]: our own DICOM port for modalities (C-ECHO, MWL C-FIND, C-STORE)."""
+
+    port: int = Field(11112, ge=1, le=65535, description="TCP port we listen on.")
+    # The modality is another host on the room's network; a loopback default would be useless.
+    bind: str = Field("0.0.0.0", min_length=1, description="Address to listen on.")  # noqa: S104
+    allowed_calling_ae_titles: list[AETitle] = Field(
+        default_factory=list,
+        description="Calling AE titles that may associate; empty: any.",
+    )
+    tls: TlsSettings | None = Field(
+        None,
+        description="Absent: plain TCP. Same shape as [destination.tls]: ca verifies callers' "
+        "certificates (a caller without one is refused); verify_hostname is not used here.",
+    )
+    storage: bool = Field(True, description="Accept C-STORE from DICOM-capable modalities.")
+    coerce_from_worklist: bool = Field(
+        False,
+        description="Received objects that match one worklist item uniquely get that item's "
+        "patient and order attributes (the replaced values kept in Original Attributes Sequence).",
+    )
+    max_associations: int = Field(
+        8, ge=1, le=64, description="Associations (and TLS handshakes) served at once."
+    )
+    max_pdu: int = Field(
+        262144, ge=4096, le=4 * 1024 * 1024, description="Largest PDU we accept, bytes."
+    )
+    handshake_timeout: float = Field(
+        10.0, gt=0, description="A TLS handshake and the A-ASSOCIATE-RQ must finish in this."
+    )
+    acse_timeout: float = Field(30.0, gt=0, description="Association negotiation, seconds.")
+    dimse_timeout: float = Field(60.0, gt=0, description="Waiting for a DIMSE message, seconds.")
+    network_timeout: float = Field(
+        60.0, gt=0, description="An association silent this long is aborted, seconds."
+    )
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _callers(cls, values: list[str]) -> list[str]:
+        return [_check_ae(v) for v in values]
+
+
+class WorklistSection(_Strict):
+    """[worklist]: the RIS's Modality Worklist SCP, queried and cached for outages."""
+
+    ae_title: AETitle = Field(description="Called AE title of the RIS worklist SCP.")
+    host: str = Field(min_length=1, description="Host name or address of the RIS.")
+    port: int = Field(ge=1, le=65535, description="TCP port of the RIS.")
+    refresh_seconds: float = Field(
+        120.0, ge=5, description="The cache is refreshed this often (and on demand)."
+    )
+    modality: str | None = Field(
+        None, pattern=r"^[A-Z0-9 _]{1,16}$", description="Query key Modality; unset: any."
+    )
+    scheduled_station_ae_title: AETitle | None = Field(
+        None, description="Query key Scheduled Station AE Title; unset: any."
+    )
+    days_before: int = Field(
+        1, ge=0, le=30, description="Query window: scheduled from this many days before today."
+    )
+    days_after: int = Field(
+        1, ge=0, le=30, description="Query window: scheduled up to this many days after today."
+    )
+    character_set: str = Field(
+        "ISO_IR 100",
+        description="Specific Character Set assumed when the RIS declares none.",
+    )
+    tls: TlsSettings | None = Field(None, description="Absent: plain TCP.")
+    expire_grace_hours: float = Field(
+        24.0,
+        ge=0,
+        description="A cached item expires this long after the end of its scheduled day "
+        "(never because the RIS is unreachable).",
+    )
+    live_query_timeout: float = Field(
+        3.0,
+        gt=0,
+        description="The MWL SCP asks the RIS live for this long before answering from the cache.",
+    )
+    require_match: bool = Field(
+        True,
+        description="Objects created from files must bind to exactly one worklist item; "
+        "false: an object with no match is sent with its file-name identity.",
+    )
+    selection_expires_minutes: float = Field(
+        240.0,
+        gt=0,
+        description="A procedure selected for the room is forgotten after this long.",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="TCP connect and TLS handshake, seconds."
+    )
+    acse_timeout: float = Field(15.0, gt=0, description="Association negotiation, seconds.")
+    dimse_timeout: float = Field(30.0, gt=0, description="Waiting for each C-FIND response.")
+    network_timeout: float = Field(30.0, gt=0, description="Silence on the association, seconds.")
+
+    _ae = field_validator("ae_title")(_check_ae)
+
+    @field_validator("character_set")
+    @classmethod
+    def _charset(cls, value: str) -> str:
+        from pydicom.charset import python_encoding
+
+        if value not in python_encoding:
+            raise ValueError(f"not a Specific Character Set defined term: {value!r}")
+        return value
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -230,6 +338,12 @@ class GatewayConfig(_Strict):
     modality: ModalitySection = Field(default_factory=ModalitySection, description="[modality]")
     ingest: IngestSection = Field(default_factory=IngestSection, description="[ingest]")
     destination: list[Destination] = Field(default_factory=list, description="[[destination]]")
+    dicom_listener: DicomListenerSection | None = Field(
+        None, description="[dicom_listener]; absent: no DICOM port is opened."
+    )
+    worklist: WorklistSection | None = Field(
+        None, description="[worklist]; absent: identity comes from file names only."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> GatewayConfig:
@@ -281,6 +395,12 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             "destination": [
                 d.model_copy(update={"tls": fix_tls(d.tls)}) for d in config.destination
             ],
+            "dicom_listener": config.dicom_listener
+            and config.dicom_listener.model_copy(
+                update={"tls": fix_tls(config.dicom_listener.tls)}
+            ),
+            "worklist": config.worklist
+            and config.worklist.model_copy(update={"tls": fix_tls(config.worklist.tls)}),
         }
     )
 
@@ -299,15 +419,22 @@ def _file_problems(
     for i, folder in enumerate(config.ingest.folder):
         if folder.path.exists() and not folder.path.is_dir():
             problems.append((("ingest", "folder", i, "path"), f"{folder.path} is not a folder"))
-    for i, dest in enumerate(config.destination):
-        if dest.tls is None:
+    tls_sections: list[tuple[tuple[Any, ...], TlsSettings | None]] = [
+        (("destination", i), dest.tls) for i, dest in enumerate(config.destination)
+    ]
+    if config.dicom_listener:
+        tls_sections.append((("dicom_listener",), config.dicom_listener.tls))
+    if config.worklist:
+        tls_sections.append((("worklist",), config.worklist.tls))
+    for prefix, tls in tls_sections:
+        if tls is None:
             continue
         for key in ("ca", "cert", "key"):
-            p: Path = getattr(dest.tls, key)
+            p: Path = getattr(tls, key)
             if key == "key":
                 p = _credential_fallback(p, credentials_dir)
             if not p.is_file():
-                problems.append((("destination", i, "tls", key), f"file not found: {p}"))
+                problems.append(((*prefix, "tls", key), f"file not found: {p}"))
     return problems
 
 
@@ -448,4 +575,12 @@ def summary(config: GatewayConfig) -> str:
         lines.append(f"destination {dest.name}: {dest.ae_title}@{dest.host}:{dest.port} ({mode})")
     if not config.destination:
         lines.append("no destination: objects are queued but not sent")
+    if config.dicom_listener:
+        lst = config.dicom_listener
+        mode = "TLS" if lst.tls else "plain TCP"
+        lines.append(f"DICOM listener: {lst.bind}:{lst.port} ({mode})")
+    if config.worklist:
+        wl = config.worklist
+        mode = "TLS" if wl.tls else "plain TCP"
+        lines.append(f"worklist: {wl.ae_title}@{wl.host}:{wl.port} ({mode})")
     return "\n".join(lines)
