@@ -12,6 +12,8 @@ class PatientIdentity:
     patient_id: str | None = None
     patient_name: str | None = None  # DICOM PN form, e.g. "Doe^Jane"
     accession_number: str | None = None
+    birth_date: str | None = None  # DA, YYYYMMDD; typed by an operator when reconciling
+    sex: str | None = None  # "M", "F" or "O"
 
     @property
     def known(self) -> bool:
