@@ -152,3 +152,64 @@ def test_check_config_prints_problems_and_exits_nonzero(tmp_path: Path) -> None:
     proc = run_cli("check-config", "--config", str(path))
     assert proc.returncode == 2
     assert "config error: destination[0].port (gateway.toml line 23)" in proc.stderr
+
+
+WORKLIST_PART = """
+[dicom_listener]
+port = 11112
+bind = "0.0.0.0"
+allowed_calling_ae_titles = ["US_ROOM_3"]
+[dicom_listener.tls]
+ca = "tls/pacs-ca.pem"
+cert = "tls/gateway.pem"
+key = "tls/gateway.key"
+
+[worklist]
+ae_title = "RIS"
+host = "ris.example.org"
+port = 104
+refresh_seconds = 120
+modality = "US"
+scheduled_station_ae_title = "EDGE_GW"
+character_set = "ISO_IR 100"
+"""
+
+
+def test_issue_3_listener_and_worklist_example_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, EXAMPLE + WORKLIST_PART))
+    assert config.dicom_listener is not None and config.worklist is not None
+    assert config.dicom_listener.allowed_calling_ae_titles == ["US_ROOM_3"]
+    assert config.dicom_listener.tls is not None
+    assert config.dicom_listener.tls.ca == tmp_path / "tls" / "pacs-ca.pem"
+    assert config.worklist.port == 104
+    assert config.worklist.character_set == "ISO_IR 100"
+    assert config.worklist.tls is None
+
+
+def line_of(text: str, fragment: str) -> int:
+    return text[: text.index(fragment)].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('character_set = "ISO_IR 100"', 'character_set = "LATIN1"', "worklist.character_set"),
+        ('["US_ROOM_3"]', '["A\\\\B"]', "dicom_listener.allowed_calling_ae_titles"),
+        ("refresh_seconds = 120", "refresh_seconds = 1", "worklist.refresh_seconds"),
+    ],
+)
+def test_bad_worklist_and_listener_values_name_key_and_line(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    text = (EXAMPLE + WORKLIST_PART).replace(old, new)
+    found = problems(write(tmp_path, text))
+    assert found[0].startswith(f"{expected} (gateway.toml line {line_of(text, new)}): "), found
+
+
+def test_missing_listener_tls_file_is_named(tmp_path: Path) -> None:
+    text = EXAMPLE + WORKLIST_PART.replace('ca = "tls/pacs-ca.pem"', 'ca = "no/ca.pem"')
+    found = problems(write(tmp_path, text))
+    line = line_of(text, 'ca = "no/ca.pem"')
+    assert found == [
+        f"dicom_listener.tls.ca (gateway.toml line {line}): file not found: {tmp_path}/no/ca.pem"
+    ]
