@@ -24,10 +24,12 @@ from gateway.convert.sniff import Kind, sniff_file
 from gateway.convert.uids import UidFactory
 from gateway.ingest.items import RawItem
 from gateway.logsetup import event
+from gateway.worklist.binding import HELD_NO_IDENTITY
+
+__all__ = ["HELD_NO_IDENTITY", "Converter"]
 
 log = logging.getLogger(__name__)
 
-HELD_NO_IDENTITY = "patient identity unknown"
 DOCUMENT_MODALITY = "DOC"  # Encapsulated Document Series: defined term for documents
 _HASH_CHUNK = 1024 * 1024
 
@@ -35,9 +37,12 @@ _HASH_CHUNK = 1024 * 1024
 class Converter:
     """Turns a RawItem into a Part 10 file: created SC / Encapsulated PDF, or DICOM as it came.
 
-    A created object's SOP Instance UID is derived from the source bytes, the ingest source and
-    the patient identity, so converting the same drop again (a resend after a crash) yields the
-    same instance, while the same bytes filed for another patient never share a UID.
+    A created object carries its binding (``item.binding``): the worklist step's patient, study
+    and order, or the identity, and the binding's held reason. Its SOP Instance UID is derived
+    from the source bytes, the ingest source and the binding (the step's key, or the identity),
+    so converting the same drop again (a resend after a crash) yields the same instance, while
+    the same bytes bound to another step or patient never share a UID. DICOM files are
+    forwarded as they came: their own attributes stand and the binding is not applied.
     """
 
     def __init__(self, settings: ConvertSettings, grouper: StudyGrouper, uids: UidFactory) -> None:
@@ -88,12 +93,15 @@ class Converter:
         # Everything that can refuse the input runs before grouping, so a rejected file
         # neither opens a study nor takes an instance number.
         check_identity(item.identity)
+        bound = item.binding.item
         if kind == "jpeg":
             data = self._read_limited(item.path)
             info = jpeg.parse_jpeg(data)
             jpeg.check_decodes(data, info, self.settings.max_image_pixels)
             ids = self._ids(item, hashlib.sha256(data).hexdigest(), SecondaryCaptureImageStorage)
-            ds = build_common(self.settings, item.identity, ids, self.settings.modality, item.mtime)
+            ds = build_common(
+                self.settings, item.identity, ids, self.settings.modality, item.mtime, bound
+            )
             add_image_basics(ds)
             jpeg.add_jpeg_image(ds, data, info)
             syntax = info.transfer_syntax_uid
@@ -102,7 +110,9 @@ class Converter:
             data = self._read_limited(item.path)
             pdf.check_pdf(data)
             ids = self._ids(item, hashlib.sha256(data).hexdigest(), EncapsulatedPDFStorage)
-            ds = build_common(self.settings, item.identity, ids, DOCUMENT_MODALITY, item.mtime)
+            ds = build_common(
+                self.settings, item.identity, ids, DOCUMENT_MODALITY, item.mtime, bound
+            )
             pdf.add_pdf_document(ds, data)
             syntax = ExplicitVRLittleEndian
             write_part10(ds, out_path, syntax, self.settings, self.uids)
@@ -114,7 +124,7 @@ class Converter:
             ) as pixels:
                 ids = self._ids(item, sha256, raster.raster_sop_class(pixels))
                 ds = build_common(
-                    self.settings, item.identity, ids, self.settings.modality, item.mtime
+                    self.settings, item.identity, ids, self.settings.modality, item.mtime, bound
                 )
                 add_image_basics(ds)
                 raster.add_raster_image(ds, pixels)
@@ -128,20 +138,30 @@ class Converter:
             study_instance_uid=ids.assignment.study_instance_uid,
             source_sha256=ids.source_sha256,
             kind=kind,
-            held_reason=None if item.identity.known else HELD_NO_IDENTITY,
+            held_reason=_held_reason(item),
         )
 
     def _ids(self, item: RawItem, sha256: str, sop_class_uid: str) -> ObjectIds:
         identity = item.identity
-        assignment = self.grouper.assign(item.source, identity, item.mtime, sha256)
-        sop_instance_uid = self.uids.derive(
-            "sop",
-            sha256,
-            item.source,
-            identity.patient_id or "",
-            identity.patient_name or "",
-            identity.accession_number or "",
-        )
+        step = item.binding.item
+        if step is None:
+            assignment = self.grouper.assign(item.source, identity, item.mtime, sha256)
+            binding_parts: tuple[str, ...] = (
+                identity.patient_id or "",
+                identity.patient_name or "",
+                identity.accession_number or "",
+            )
+        else:
+            assignment = self.grouper.assign(
+                item.source,
+                identity,
+                item.mtime,
+                sha256,
+                order_key=step.key,
+                study_instance_uid=step.study_instance_uid or None,
+            )
+            binding_parts = ("worklist-step", step.key)
+        sop_instance_uid = self.uids.derive("sop", sha256, item.source, *binding_parts)
         return ObjectIds(str(sop_class_uid), sop_instance_uid, assignment, sha256)
 
     def _read_limited(self, path: Path) -> bytes:
@@ -151,6 +171,16 @@ class Converter:
         if len(data) > limit:
             raise ConversionError(f"file larger than the limit of {limit} bytes")
         return data
+
+
+def _held_reason(item: RawItem) -> str | None:
+    binding = item.binding
+    if binding.held_reason is not None:
+        return binding.held_reason
+    # The binder never lets an unknown identity through; this keeps it so whatever it says.
+    if binding.item is None and not binding.identity.known:
+        return HELD_NO_IDENTITY
+    return None
 
 
 def _signature(path: Path) -> tuple[int, int]:

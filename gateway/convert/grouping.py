@@ -1,8 +1,15 @@
 """Which study and series a created object belongs to, remembered across restarts.
 
-Rule: the key is (source, patient ID, accession number). With an accession number every file
-of the key is one study. Without one, a file joins the key's study whose acquisition times lie
-within ``window_seconds`` of its own, else it starts a new study. One study holds one series.
+Rule for objects not bound to a worklist step: the key is (source, patient ID, accession
+number). With an accession number every file of the key is one study. Without one, a file joins
+the key's study whose acquisition times lie within ``window_seconds`` of its own, else it starts
+a new study. Such a study holds one series.
+
+Objects bound to a worklist step (``order_key``, the item's key) take the step's Study Instance
+UID; the key is (source, step), and a file joins the key's series whose acquisition times lie
+within the window, else it starts a new series in the same study. Series numbers count the
+series of one Study Instance UID in the order they were started.
+
 The database holds a hash of the key, never the patient ID itself.
 """
 
@@ -30,6 +37,7 @@ CREATE TABLE IF NOT EXISTS studies (
     instances INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS studies_by_key ON studies (key_hash, last_at);
+CREATE INDEX IF NOT EXISTS studies_by_uid ON studies (study_uid);
 CREATE TABLE IF NOT EXISTS files (
     source TEXT NOT NULL,
     sha256 TEXT NOT NULL,
@@ -85,18 +93,40 @@ class StudyGrouper:
                 self._db = None
 
     def assign(
-        self, source: str, identity: PatientIdentity, acquired_at: float, source_sha256: str
+        self,
+        source: str,
+        identity: PatientIdentity,
+        acquired_at: float,
+        source_sha256: str,
+        *,
+        order_key: str | None = None,
+        study_instance_uid: str | None = None,
     ) -> StudyAssignment:
-        """The study for a file; the same (source, identity, sha256) always gets the same one."""
-        patient_id = identity.patient_id or ""
-        accession = identity.accession_number or ""
-        key_hash = _key_hash(source, patient_id, accession)
+        """The study for a file; the same (source, binding, sha256) always gets the same one.
+
+        ``order_key`` binds the file to a worklist step (its key); ``study_instance_uid`` is
+        then the step's, when the worklist gave one.
+        """
+        if order_key is not None:
+            key_hash = _key_hash(source, "\x00worklist-step", order_key)
+            by_accession = False
+        else:
+            accession = identity.accession_number or ""
+            key_hash = _key_hash(source, identity.patient_id or "", accession)
+            by_accession = bool(accession)
+            study_instance_uid = None
         with self._lock:
             db = self._require_open()
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = self._assign(
-                    db, key_hash, bool(accession), acquired_at, source, source_sha256
+                    db,
+                    key_hash,
+                    by_accession,
+                    acquired_at,
+                    source,
+                    source_sha256,
+                    study_instance_uid or None,
                 )
             except BaseException:
                 db.execute("ROLLBACK")
@@ -112,6 +142,7 @@ class StudyGrouper:
         acquired_at: float,
         source: str,
         sha256: str,
+        study_uid_given: str | None,
     ) -> StudyAssignment:
         known = db.execute(
             "SELECT study_id, instance_number FROM files"
@@ -122,7 +153,7 @@ class StudyGrouper:
             return self._assignment(db, int(known[0]), int(known[1]))
         study = self._find_study(db, key_hash, by_accession, acquired_at)
         if study is None:
-            study_uid = self.uids.derive("study", key_hash, sha256)
+            study_uid = study_uid_given or self.uids.derive("study", key_hash, sha256)
             series_uid = self.uids.derive("series", key_hash, sha256)
             cursor = db.execute(
                 "INSERT INTO studies (key_hash, by_accession, study_uid, series_uid,"
@@ -172,16 +203,22 @@ class StudyGrouper:
         return None if row is None else int(row[0])
 
     def _assignment(self, db: sqlite3.Connection, study: int, instance: int) -> StudyAssignment:
-        study_uid, series_uid, started_at = db.execute(
-            "SELECT study_uid, series_uid, started_at FROM studies WHERE id = ?", (study,)
+        study_uid, series_uid = db.execute(
+            "SELECT study_uid, series_uid FROM studies WHERE id = ?", (study,)
+        ).fetchone()
+        # Several series share a study only when bound to one worklist step; the study's
+        # date is its first series' and each series is numbered in the order it started.
+        series_number, study_time = db.execute(
+            "SELECT count(*), min(started_at) FROM studies WHERE study_uid = ? AND id <= ?",
+            (study_uid, study),
         ).fetchone()
         return StudyAssignment(
             study_instance_uid=str(study_uid),
             series_instance_uid=str(series_uid),
             study_id=str(study),
-            series_number=1,
+            series_number=int(series_number),
             instance_number=instance,
-            study_time=float(started_at),
+            study_time=float(study_time),
         )
 
     def _require_open(self) -> sqlite3.Connection:

@@ -18,11 +18,13 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 import gateway
+from gateway.convert.bindattrs import apply_demographics, apply_item
 from gateway.convert.grouping import StudyAssignment
 from gateway.convert.result import ConversionError
 from gateway.convert.settings import ConvertSettings
 from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
+from gateway.worklist.item import WorklistItem
 
 UTF8_CHARSET = "ISO_IR 192"
 _TEXT_VRS = {"AE", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"}
@@ -90,26 +92,31 @@ def build_common(
     ids: ObjectIds,
     modality: str,
     content_time: float,
+    item: WorklistItem | None = None,
 ) -> Dataset:
-    """A dataset with the modules shared by every object the gateway creates."""
+    """A dataset with the modules shared by every object the gateway creates.
+
+    Bound to a worklist ``item``: the Patient module, study identity, order and Request
+    Attributes Sequence come from it (:func:`gateway.convert.bindattrs.apply_item`); else the
+    patient module and accession come from ``identity``.
+    """
     check_identity(identity)
     ds = Dataset()
     # SOP Common
     ds.SOPClassUID = ids.sop_class_uid
     ds.SOPInstanceUID = ids.sop_instance_uid
-    # Patient
-    ds.PatientName = identity.patient_name or ""
-    ds.PatientID = identity.patient_id or ""
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
     # General Study
     study_date, study_time = dicom_date_time(ids.assignment.study_time)
-    ds.StudyInstanceUID = ids.assignment.study_instance_uid
+    ds.StudyInstanceUID = ids.assignment.study_instance_uid  # the item's, when it has one
     ds.StudyDate = study_date
     ds.StudyTime = study_time
     ds.ReferringPhysicianName = ""
     ds.StudyID = ids.assignment.study_id
-    ds.AccessionNumber = identity.accession_number or ""
+    # Patient module and order: from the worklist step, else from the identity.
+    if item is None:
+        apply_demographics(ds, identity)
+    else:
+        apply_item(ds, item)
     # General Series / Encapsulated Document Series
     ds.Modality = modality
     ds.SeriesInstanceUID = ids.assignment.series_instance_uid

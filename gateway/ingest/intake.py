@@ -1,8 +1,15 @@
-"""Takes one settled file from a drop folder through conversion into the queue.
+"""Takes one settled file from a drop folder through binding and conversion into the queue.
 
 The source file leaves the drop folder only after its object is durably queued, or after it
 was durably quarantined with a reason. Anything else (queue full, disk error, the file changed
 while it was read) leaves the file where it is, to be tried again.
+
+A sidecar (:mod:`gateway.ingest.sidecar`) is read when the file is ready, if it is complete
+too (unchanged for ``sidecar_settle_seconds``; while it is not, the file waits). After the
+object is queued and the file removed, a valid sidecar is removed as well; a malformed one
+(its object is held) goes to quarantine with the reason. When the file is quarantined, its
+sidecar follows it there. A sidecar written after its file was taken is left in the folder
+(the watcher reports it).
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ from gateway.clock import Clock
 from gateway.convert.result import ConversionError, ConvertedObject
 from gateway.ingest.identity import identity_from_filename
 from gateway.ingest.items import RawItem
+from gateway.ingest.sidecar import Sidecar, read_sidecar, sidecar_candidates
 from gateway.logsetup import event
 from gateway.spool.durable import fsync_dir
 from gateway.spool.entries import EnqueueResult
+from gateway.worklist.binding import Binder
+
+MAX_WATCHED_SIDECARS = 10_000  # sidecars seen still being written; bounds memory
 
 
 class ConverterLike(Protocol):
@@ -63,7 +74,10 @@ class Intake:
         quarantine: QuarantineLike,
         clock: Clock,
         logger: logging.Logger,
+        binder: Binder | None = None,
+        sidecar_settle_seconds: float = 1.0,
     ) -> None:
+        """``binder`` None: no worklist (the file name's and sidecar's identity, issue 2 rules)."""
         self.source = source
         self.pattern = pattern
         self.converter = converter
@@ -71,8 +85,12 @@ class Intake:
         self.quarantine = quarantine
         self.clock = clock
         self.log = logger
+        self.binder = binder if binder is not None else Binder(None, None, require_match=False)
+        self.sidecar_settle_seconds = sidecar_settle_seconds
         self.full = False
-        self.counts = {"queued": 0, "duplicate": 0, "quarantined": 0, "deferred": 0}
+        self.counts = {"queued": 0, "duplicate": 0, "quarantined": 0, "deferred": 0, "held": 0}
+        # sidecar path -> (fingerprint, monotonic time it was first seen with it)
+        self._sidecars_seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
 
     def __call__(self, path: Path) -> bool:
         """Handle one ready file; True when it has left the drop folder (queued or quarantined)."""
@@ -84,9 +102,13 @@ class Intake:
             return True  # the watcher never hands these on; nothing of ours to do
         if not self._room_for(st.st_size):
             return False
+        sidecars = self._settled_sidecars(path)
+        if sidecars is None:
+            self.counts["deferred"] += 1
+            return False
         staged = self.spool.staging_path()
         try:
-            return self._convert_and_queue(path, st, staged)
+            return self._convert_and_queue(path, st, staged, sidecars)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()  # enqueue moved it away on success; else it is a leftover
@@ -102,21 +124,81 @@ class Intake:
             self.counts["deferred"] += 1
         return room
 
-    def _convert_and_queue(self, path: Path, st: os.stat_result, staged: Path) -> bool:
+    def _settled_sidecars(self, path: Path) -> dict[Path, os.stat_result] | None:
+        """The file's sidecars with their stat; None while one may still be being written."""
+        found: dict[Path, os.stat_result] = {}
+        waiting = False
+        for candidate in sidecar_candidates(path):
+            try:
+                st = candidate.lstat()
+            except FileNotFoundError:
+                self._sidecars_seen.pop(candidate, None)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a link or a folder by that name is not a sidecar
+            found[candidate] = st
+            if not self._sidecar_settled(candidate, st):
+                waiting = True
+        if waiting:
+            event(
+                self.log, logging.DEBUG, "sidecar not complete yet; file waits", source=self.source
+            )
+            return None
+        return found
+
+    def _sidecar_settled(self, path: Path, st: os.stat_result) -> bool:
+        settle = self.sidecar_settle_seconds
+        if st.st_size > 0 and self.clock.now() - st.st_mtime >= settle:
+            return True
+        # Written just now (or an empty file about to be written): it must stay unchanged for
+        # the settle time, measured on our own clock in case the writer's differs.
+        now = self.clock.monotonic()
+        seen = self._sidecars_seen.get(path)
+        fingerprint = _fingerprint(st)
+        if seen is None or seen[0] != fingerprint:
+            if len(self._sidecars_seen) >= MAX_WATCHED_SIDECARS:
+                self._sidecars_seen.clear()
+            self._sidecars_seen[path] = (fingerprint, now)
+            return settle <= 0 and st.st_size > 0
+        return st.st_size > 0 and now - seen[1] >= settle
+
+    def _convert_and_queue(
+        self,
+        path: Path,
+        st: os.stat_result,
+        staged: Path,
+        sidecars: dict[Path, os.stat_result],
+    ) -> bool:
+        sidecar: Sidecar | None = None
+        if sidecars:
+            try:
+                sidecar = read_sidecar(sorted(sidecars))
+            except OSError as exc:
+                event(
+                    self.log,
+                    logging.ERROR,
+                    "cannot read sidecar now",
+                    source=self.source,
+                    error=str(exc),
+                )
+                return False
+        binding = self.binder.bind(identity_from_filename(self.pattern, path.name), sidecar)
         item = RawItem(
             path=path,
             source=self.source,
             size=st.st_size,
             mtime=st.st_mtime,
-            identity=identity_from_filename(self.pattern, path.name),
+            binding=binding,
         )
         try:
             obj = self.converter.convert(item, staged)
         except ConversionError as exc:
-            return self._reject(path, exc.reason)
+            return self._reject(path, exc.reason, sidecars)
         except (MemoryError, RecursionError) as exc:
             return self._reject(
-                path, f"input too large or too deep to convert ({type(exc).__name__})"
+                path,
+                f"input too large or too deep to convert ({type(exc).__name__})",
+                sidecars,
             )
         except OSError as exc:
             # Reading the drop folder or writing staging failed: not the file's fault. Keep it.
@@ -124,10 +206,10 @@ class Intake:
             return False
         except Exception as exc:  # a converter bug must not kill the watcher or lose the file
             self.log.exception("converter failed", extra={"source": self.source})
-            return self._reject(path, f"internal conversion error ({type(exc).__name__})")
+            return self._reject(path, f"internal conversion error ({type(exc).__name__})", sidecars)
 
         try:
-            if _fingerprint(path.lstat()) != _fingerprint(st):
+            if _fingerprint(path.lstat()) != _fingerprint(st) or _changed(sidecars):
                 event(
                     self.log,
                     logging.WARNING,
@@ -146,9 +228,12 @@ class Intake:
             event(self.log, logging.ERROR, "enqueue failed", source=self.source, error=str(exc))
             return False
 
-        self._remove_source(path)
+        if self._remove_source(path):
+            self._settle_sidecars(sidecar, sidecars, obj, result)
         key = "duplicate" if result.duplicate else "queued"
         self.counts[key] += 1
+        if obj.held_reason is not None and not result.duplicate:
+            self.counts["held"] += 1
         event(
             self.log,
             logging.INFO,
@@ -158,11 +243,13 @@ class Intake:
             kind=obj.kind,
             sop_instance_uid=obj.sop_instance_uid,
             held=obj.held_reason or "",
+            bound_to=item.binding.item.key if item.binding.item is not None else "",
+            binding=item.binding.source,
             size=st.st_size,
         )
         return True
 
-    def _reject(self, path: Path, reason: str) -> bool:
+    def _reject(self, path: Path, reason: str, sidecars: dict[Path, os.stat_result]) -> bool:
         try:
             where = self.quarantine.put(path, self.source, reason)
         except Exception:
@@ -171,14 +258,47 @@ class Intake:
         self.counts["quarantined"] += 1
         event(self.log, logging.WARNING, "quarantined", source=self.source, reason=reason)
         self.log.debug("quarantined as %s", where.name)
+        for sidecar in sidecars:
+            self._quarantine_sidecar(sidecar, f"sidecar of quarantined file {where.name}")
         return True
 
-    def _remove_source(self, path: Path) -> None:
+    def _settle_sidecars(
+        self,
+        sidecar: Sidecar | None,
+        sidecars: dict[Path, os.stat_result],
+        obj: ConvertedObject,
+        result: EnqueueResult,
+    ) -> None:
+        """After the object is queued and its file removed: a used sidecar goes too."""
+        if sidecar is not None and sidecar.problem is not None:
+            reason = (
+                f"malformed sidecar ({sidecar.problem}); its file was queued as object"
+                f" {result.object_id}, {obj.sop_instance_uid}"
+            )
+            for path in sidecars:
+                self._quarantine_sidecar(path, reason)
+            return
+        for path in sidecars:
+            self._sidecars_seen.pop(path, None)
+            self._remove_source(path)
+
+    def _quarantine_sidecar(self, path: Path, reason: str) -> None:
+        self._sidecars_seen.pop(path, None)
+        try:
+            self.quarantine.put(path, self.source, reason)
+        except FileNotFoundError:
+            pass
+        except Exception:
+            # It stays in the drop folder, where the watcher reports it as a stray sidecar.
+            self.log.exception("cannot quarantine a sidecar", extra={"source": self.source})
+
+    def _remove_source(self, path: Path) -> bool:
+        """Remove a queued file (or its sidecar) durably; False when it is still there."""
         try:
             path.unlink()
             fsync_dir(path.parent)
         except FileNotFoundError:
-            pass
+            return True
         except OSError as exc:
             # Queued but not removed: a re-read is a duplicate, so nothing is sent twice.
             event(
@@ -188,3 +308,16 @@ class Intake:
                 source=self.source,
                 error=str(exc),
             )
+            return False
+        return True
+
+
+def _changed(sidecars: dict[Path, os.stat_result]) -> bool:
+    """True when a sidecar changed (or went) since it was read."""
+    for path, st in sidecars.items():
+        try:
+            if _fingerprint(path.lstat()) != _fingerprint(st):
+                return True
+        except FileNotFoundError:
+            return True
+    return False

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.identity import PatientIdentity
+from gateway.worklist.binding import Binding
 
 
 @dataclass(frozen=True)
@@ -16,4 +17,9 @@ class RawItem:
     source: str  # name of the ingest source, e.g. the [[ingest.folder]] name
     size: int
     mtime: float  # seconds since the epoch, from stat(); used as acquisition time
-    identity: PatientIdentity
+    binding: Binding  # the worklist step or identity the object gets, or why it is held
+
+    @property
+    def identity(self) -> PatientIdentity:
+        """The patient identity the object carries (the binding's)."""
+        return self.binding.identity

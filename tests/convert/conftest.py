@@ -13,6 +13,7 @@ from gateway.convert.settings import ConvertSettings
 from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
 from gateway.ingest.items import RawItem
+from gateway.worklist.binding import Binding
 
 IDENTITY = PatientIdentity(patient_id="PID-0001", patient_name="Doe^Jane", accession_number="A1")
 MTIME = 1_767_000_000.0  # a fixed acquisition time: outputs must not depend on "now"
@@ -70,16 +71,24 @@ ItemFactory = Callable[..., RawItem]
 
 @pytest.fixture
 def make_item() -> ItemFactory:
-    """RawItem for a file, with a fixed mtime and a known identity unless told otherwise."""
+    """RawItem for a file, with a fixed mtime and a known identity unless told otherwise.
+
+    ``binding`` replaces the identity's (no-worklist) binding, e.g. one to a worklist step.
+    """
 
     def build(
         path: Path,
         identity: PatientIdentity = IDENTITY,
         mtime: float = MTIME,
         source: str = "scope",
+        binding: Binding | None = None,
     ) -> RawItem:
         return RawItem(
-            path=path, source=source, size=path.stat().st_size, mtime=mtime, identity=identity
+            path=path,
+            source=source,
+            size=path.stat().st_size,
+            mtime=mtime,
+            binding=binding if binding is not None else Binding.from_identity(identity),
         )
 
     return build

@@ -19,6 +19,7 @@ from gateway.convert.result import ConversionError
 from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
 from gateway.ingest.items import RawItem
+from gateway.worklist.binding import Binding
 from tests.convert.conftest import make_settings
 
 
@@ -34,7 +35,7 @@ def main() -> None:
         source="probe",
         size=source.stat().st_size,
         mtime=source.stat().st_mtime,
-        identity=PatientIdentity(patient_id="P1"),
+        binding=Binding.from_identity(PatientIdentity(patient_id="P1")),
     )
     baseline = _current_rss_kib()
     reason = None
