@@ -1,0 +1,259 @@
+"""Inbound C-STORE with custody: Success is answered only once the object is durably queued.
+
+Per received object, in order: pynetdicom has streamed the data set into the spool's staging
+folder (``listener/rxfiles.py``); we write a proper Part 10 file beside it (file meta from the
+association: transfer syntax, SOP Class/Instance UID of the request, our implementation UID, the
+caller's AE title as Source Application Entity Title), check it with the same bounded structural
+walk dropped DICOM files get, optionally let ``prepare`` coerce it from the worklist, and enqueue
+it (fsync, rename, directory fsync, commit). Only then is 0x0000 returned.
+
+Statuses (data, never exceptions): 0x0000 stored or already queued; 0xA700 queue full or disk
+full (the modality keeps the object and retries); 0xA900 data set does not match the request;
+0xC000 the object cannot be understood (kept in quarantine with the reason) or an internal error.
+No path is ever built from a DICOM value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import cast
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+
+import gateway
+from gateway.convert.dicomcheck import check_part10
+from gateway.convert.result import ConversionError, ConvertedObject
+from gateway.ingest.intake import QuarantineLike, SpoolLike
+from gateway.listener.rxfiles import ReceiveFiles
+from gateway.listener.services import ListenerService
+from gateway.logsetup import event
+
+KIND = "dicom-store"
+SUCCESS, OUT_OF_RESOURCES, DATASET_MISMATCH, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
+# The data set itself is deflated in these: inflating is unbounded, so they are not offered.
+_DEFLATED_DATASET_SYNTAXES = {
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
+    "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
+}
+STORAGE_SYNTAXES = tuple(
+    str(s) for s in ALL_TRANSFER_SYNTAXES if s not in _DEFLATED_DATASET_SYNTAXES
+)
+STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in StoragePresentationContexts)
+# check_part10's reasons when the data set's UIDs differ from the request's (meta comes from it).
+_MISMATCH_REASONS = {
+    "meta SOP Instance UID differs from the dataset's SOP Instance UID",
+    "meta SOP Class UID differs from the dataset's SOP Class UID",
+}
+_COPY_CHUNK = 1024 * 1024
+_MAX_META_LENGTH = 64 * 1024
+_ERROR_COMMENT_MAX = 64  # LO
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+class ReceivedFileError(ValueError):
+    """pynetdicom's received file is not what it writes (preamble, DICM, meta group)."""
+
+
+Prepare = Callable[[Path, Path], ConvertedObject | None]
+
+
+class StoreReceiver:
+    """The Storage SCP's C-STORE handler; thread-safe (one call per association at a time)."""
+
+    def __init__(
+        self,
+        spool: SpoolLike,
+        quarantine: QuarantineLike,
+        *,
+        implementation_class_uid: str,
+        prepare: Prepare | None,
+        logger: logging.Logger,
+    ) -> None:
+        self._spool = spool
+        self._quarantine = quarantine
+        self._implementation_class_uid = implementation_class_uid
+        self._prepare = prepare
+        self.log = logger
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._files = ReceiveFiles(spool.staging_path().parent)
+
+    def service(self) -> ListenerService:
+        """Storage SCP for every storage SOP class; received data sets land in staging."""
+        self._files.install()
+        return ListenerService(
+            name="storage",
+            sop_classes=STORAGE_SOP_CLASSES,
+            transfer_syntaxes=STORAGE_SYNTAXES,
+            handlers=((evt.EVT_C_STORE, self.handle),),
+            on_association_end=self._files.release,
+        )
+
+    def stats(self) -> dict[str, int]:
+        """Counts by outcome: stored, duplicate, full, mismatch, quarantined, errors."""
+        with self._lock:
+            return dict(self._counts)
+
+    def handle(self, store: Event) -> Dataset:
+        """EVT_C_STORE: the response status, never an exception (the listener survives)."""
+        staged: list[Path] = []
+        request = cast(C_STORE, store.request)
+        sop_instance = str(request.AffectedSOPInstanceUID or "")
+        try:
+            return self._store(store, staged)
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                return self._answer(OUT_OF_RESOURCES, "full", sop_instance, "disk full")
+            self.log.exception("C-STORE failed", extra={"sop_instance_uid": sop_instance})
+            return self._answer(CANNOT_UNDERSTAND, "errors", sop_instance, "internal error")
+        except Exception:
+            self.log.exception("C-STORE failed", extra={"sop_instance_uid": sop_instance})
+            return self._answer(CANNOT_UNDERSTAND, "errors", sop_instance, "internal error")
+        finally:
+            for path in staged:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)  # enqueue or quarantine moved the ones kept
+
+    def _store(self, store: Event, staged: list[Path]) -> Dataset:
+        request = cast(C_STORE, store.request)
+        sop_class = str(request.AffectedSOPClassUID or "")
+        sop_instance = str(request.AffectedSOPInstanceUID or "")
+        calling = str(store.assoc.requestor.ae_title or "").strip()
+        source = f"dicom:{calling}"
+        part10 = self._spool.staging_path()
+        staged.append(part10)
+        digest = write_part10(
+            Path(store.dataset_path),
+            part10,
+            _meta(
+                sop_class,
+                sop_instance,
+                str(store.context.transfer_syntax),
+                calling,
+                self._implementation_class_uid,
+            ),
+        )
+        try:
+            facts = check_part10(part10)
+        except ConversionError as exc:
+            return self._reject(part10, source, sop_instance, exc.reason)
+        if not self._spool.has_room(part10.stat().st_size):
+            return self._answer(OUT_OF_RESOURCES, "full", sop_instance, "queue full")
+        obj = ConvertedObject(
+            path=part10,
+            sop_class_uid=facts.sop_class_uid,
+            sop_instance_uid=facts.sop_instance_uid,
+            transfer_syntax_uid=facts.transfer_syntax_uid,
+            study_instance_uid=facts.study_instance_uid,
+            source_sha256=digest,
+            kind=KIND,
+        )
+        if self._prepare is not None:
+            prepared = self._spool.staging_path()
+            staged.append(prepared)
+            changed = self._prepare(part10, prepared)
+            if changed is not None:
+                # Same received bytes, same source hash: a resend is a duplicate either way.
+                obj = replace(changed, source_sha256=digest, kind=KIND)
+        result = self._spool.enqueue(obj, source)
+        with self._lock:
+            self._counts["duplicate" if result.duplicate else "stored"] += 1
+        event_name = "already queued" if result.duplicate else "stored"
+        event(
+            self.log,
+            logging.INFO,
+            event_name,
+            object_id=result.object_id,
+            sop_instance_uid=obj.sop_instance_uid,
+            calling_ae=calling,
+            held=obj.held_reason or "",
+        )
+        return _status(SUCCESS)
+
+    def _reject(self, part10: Path, source: str, sop_instance: str, reason: str) -> Dataset:
+        mismatch = reason in _MISMATCH_REASONS
+        try:
+            self._quarantine.put(part10, source, f"received by C-STORE: {reason}")
+        except Exception:
+            self.log.exception("quarantine failed", extra={"sop_instance_uid": sop_instance})
+        if mismatch:
+            return self._answer(DATASET_MISMATCH, "mismatch", sop_instance, reason)
+        return self._answer(CANNOT_UNDERSTAND, "quarantined", sop_instance, reason)
+
+    def _answer(self, status: int, counter: str, sop_instance: str, reason: str) -> Dataset:
+        with self._lock:
+            self._counts[counter] += 1
+        event(
+            self.log,
+            logging.WARNING,
+            "C-STORE refused",
+            status=f"0x{status:04X}",
+            reason=reason,
+            sop_instance_uid=sop_instance,
+        )
+        return _status(status, reason)
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    out = Dataset()
+    out.Status = code
+    if comment:
+        out.ErrorComment = comment[:_ERROR_COMMENT_MAX]
+    return out
+
+
+def _meta(
+    sop_class: str, sop_instance: str, syntax: str, calling: str, implementation_uid: str
+) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(syntax)
+    meta.ImplementationClassUID = UID(implementation_uid)
+    meta.ImplementationVersionName = f"EDGEGW_{gateway.__version__}"[:16]
+    if calling:
+        meta.SourceApplicationEntityTitle = calling[:16]
+    return meta
+
+
+def dataset_offset(received: Path) -> int:
+    """Where the data set starts in a file pynetdicom wrote (preamble, DICM, meta group)."""
+    with received.open("rb") as f:
+        head = f.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM":
+        raise ReceivedFileError("received file has no DICOM preamble")
+    group, element, vr, vl, value = struct.unpack("<HH2sHL", head[132:144])
+    if (group, element, vr, vl) != (0x0002, 0x0000, b"UL", 4) or value > _MAX_META_LENGTH:
+        raise ReceivedFileError("received file has no File Meta group length")
+    return 144 + int(value)
+
+
+def write_part10(received: Path, target: Path, meta: FileMetaDataset) -> str:
+    """Write ``meta`` and the received data set to ``target``; SHA-256 of the data set bytes."""
+    offset = dataset_offset(received)
+    digest = hashlib.sha256()
+    with received.open("rb") as src, target.open("xb") as dst:
+        dst.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(DicomFileLike(dst), meta, enforce_standard=True)
+        src.seek(offset)
+        while chunk := src.read(_COPY_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,64 @@
+"""Where pynetdicom writes a received C-STORE data set: the spool's staging folder, not /tmp.
+
+With ``_config.STORE_RECV_CHUNKED_DATASET`` pynetdicom 3.0.4 streams each received data set
+to ``tempfile.NamedTemporaryFile(delete=False)`` in ``tempfile.gettempdir()``; on a Raspberry
+Pi that is often a tmpfs (RAM), and it is another filesystem than the spool's, so custody
+would cost a copy across filesystems. It has no per-AE setting for the folder, so this module
+replaces the name ``NamedTemporaryFile`` in ``pynetdicom.dimse_messages`` (the only user)
+with a factory that writes into our folder. pynetdicom deletes the file after the C-STORE
+handler returns; a transfer cut off before that leaves its file behind, which ``release()``
+removes when the association is over (and the spool's recovery at the next start otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from pynetdicom import _config, dimse_messages
+from pynetdicom.association import Association
+
+PREFIX = "rx-"
+
+
+class ReceiveFiles:
+    """Routes pynetdicom's received data sets into ``folder`` and cleans up after cut transfers."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._by_assoc: dict[int, list[Path]] = {}
+
+    def install(self) -> None:
+        """Turn on chunked receiving into our folder (process-wide in pynetdicom; idempotent)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        factory: Callable[..., IO[Any]] = self._open
+        dimse_messages.NamedTemporaryFile = factory  # type: ignore[attr-defined,assignment]
+
+    def _open(self, *args: Any, **kwargs: Any) -> IO[Any]:
+        kwargs.update(dir=self.folder, prefix=PREFIX, delete=False)
+        handle: IO[Any] = tempfile.NamedTemporaryFile(*args, **kwargs)  # noqa: SIM115
+        # pynetdicom decodes P-DATA in the association's DUL thread, which knows its association.
+        assoc = getattr(threading.current_thread(), "assoc", None)
+        if assoc is not None:
+            with self._lock:
+                self._by_assoc.setdefault(id(assoc), []).append(Path(handle.name))
+        return handle
+
+    def release(self, assoc: Association) -> None:
+        """Remove what ``assoc`` left behind (a data set whose transfer was cut off)."""
+        with self._lock:
+            paths = self._by_assoc.pop(id(assoc), [])
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def pending(self) -> int:
+        """Associations with received files still tracked (for tests and stats)."""
+        with self._lock:
+            return len(self._by_assoc)
