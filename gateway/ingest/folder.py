@@ -11,6 +11,10 @@ looked into, read or touched:
 * temporary names, in any case: ``*.tmp``, ``*.temp``, ``*.part``, ``*.partial``,
   ``*.filepart``, ``*.crdownload``, ``*.download``, ``*.swp``, ``*~``, ``~$*`` (MS Office), and
   the Windows litter ``Thumbs.db``, ``ehthumbs.db``, ``desktop.ini``;
+* sidecars, ``*.json`` and ``*.meta`` in any case (see :mod:`gateway.ingest.sidecar`): intake
+  reads one with the file it belongs to; on their own they are never taken. One whose file is
+  absent and that is older than the stall time is counted at each rescan and reported (a
+  WARNING when such strays appear, INFO when none are left); it stays where it is;
 * empty files, and files that are not complete yet (see :mod:`gateway.ingest.settle`).
 
 How: one thread per folder. With inotify (through watchdog's InotifyObserver, whose own
@@ -50,6 +54,7 @@ from watchdog.observers.api import BaseObserver
 from gateway.clock import Clock
 from gateway.config import FolderIngest
 from gateway.ingest.settle import SettleTracker
+from gateway.ingest.sidecar import is_sidecar_name, main_file_of
 from gateway.logsetup import event
 
 TEMP_SUFFIXES = (
@@ -80,13 +85,14 @@ STOP_TIMEOUT = 2.0
 
 
 def is_candidate_name(name: str) -> bool:
-    """False for hidden, temporary and OS-litter file names (see the module docstring)."""
+    """False for hidden, temporary, OS-litter and sidecar file names (see the module docstring)."""
     lowered = name.lower()
     return not (
         not name
         or name.startswith(TEMP_PREFIXES)
         or lowered.endswith(TEMP_SUFFIXES)
         or lowered in LITTER
+        or is_sidecar_name(name)
     )
 
 
@@ -156,6 +162,8 @@ class FolderWatcher:
         self._unreadable = 0
         self._at_capacity = False
         self._at_capacity_now = False
+        self._stray_sidecars = 0
+        self._stray_sidecars_now = 0
         self._last_activity: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -398,6 +406,7 @@ class FolderWatcher:
         complete = True
         unreadable = 0
         self._at_capacity_now = False
+        self._stray_sidecars_now = 0
         stack = [self.root]
         while stack and not self._stopping.is_set():
             folder = stack.pop()
@@ -427,13 +436,28 @@ class FolderWatcher:
             if entry.is_dir(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 return Path(entry.path) if st.st_dev == self._root_dev else None
-            if not entry.is_file(follow_symlinks=False) or not is_candidate_name(entry.name):
+            if not entry.is_file(follow_symlinks=False):
+                return None
+            if not is_candidate_name(entry.name):
+                if is_sidecar_name(entry.name) and not entry.name.startswith(TEMP_PREFIXES):
+                    self._check_stray_sidecar(Path(entry.path), entry.stat(follow_symlinks=False))
                 return None
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             return None
         self._observe(Path(entry.path), st)
         return None
+
+    def _check_stray_sidecar(self, path: Path, st: os.stat_result) -> None:
+        if self._clock.now() - st.st_mtime < self._stall_after:
+            return  # its file may still be on its way
+        try:
+            main_file_of(path).lstat()
+        except FileNotFoundError:
+            self._stray_sidecars_now += 1
+            self._logger.debug("sidecar without its file: %s", path.name)
+        except OSError:
+            return
 
     def _stat_dirty(self) -> None:
         with self._lock:
@@ -486,6 +510,17 @@ class FolderWatcher:
                 self._logger, logging.INFO, "file backlog within limits again", source=self.source
             )
         self._at_capacity = self._at_capacity_now
+        if self._stray_sidecars_now and not self._stray_sidecars:
+            event(
+                self._logger,
+                logging.WARNING,
+                "sidecar files without their file; left in the folder",
+                source=self.source,
+                count=self._stray_sidecars_now,
+            )
+        elif self._stray_sidecars and not self._stray_sidecars_now:
+            event(self._logger, logging.INFO, "no stray sidecar files left", source=self.source)
+        self._stray_sidecars = self._stray_sidecars_now
 
     def _report_stalls(self) -> None:
         with self._lock:
