@@ -219,6 +219,16 @@ class GuardedSocket(AssociationSocket):
             self._budget.feed(body)
         return body
 
+    def _shutdown_socket(self) -> None:
+        # pynetdicom's skips close() when shutdown() fails (a peer already gone): leaks the fd.
+        sock = self.socket
+        if sock is None:
+            return
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with suppress(OSError):
+            sock.close()
+
     def _refuse(self, sock: socket.socket, exc: PeerRefusedError) -> None:
         self._on_refused(exc)
         if exc.kind in ("oversize", "malformed"):

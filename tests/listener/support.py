@@ -13,6 +13,7 @@ from typing import Any
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
+from pynetdicom.transport import AddressInformation
 
 from gateway.config import DicomListenerSection, TlsSettings
 from tests.conftest import Pki
@@ -47,8 +48,8 @@ def association_rq(calling: str = "MODALITY", called: str = LISTENER_AE) -> byte
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title = calling
     primitive.called_ae_title = called
-    primitive.calling_presentation_address = ("127.0.0.1", 0)  # type: ignore[assignment]
-    primitive.called_presentation_address = ("127.0.0.1", 0)  # type: ignore[assignment]
+    primitive.calling_presentation_address = AddressInformation("127.0.0.1", 0)
+    primitive.called_presentation_address = AddressInformation("127.0.0.1", 0)
     context = build_context("1.2.840.10008.1.1")
     context.context_id = 1
     primitive.presentation_context_definition_list = [context]
