@@ -1,0 +1,291 @@
+"""MwlService: the gateway's Modality Worklist C-FIND SCP handler (live from the RIS, else cache).
+
+For each query from the modality:
+
+1. If a RIS client is configured and the RIS has not failed in the last ``live_retry_seconds``,
+   the query is passed on live, bounded by ``live_timeout``; its matches are returned.
+2. Otherwise (no client, RIS down, too slow, failure status, undecodable answer) the query is
+   answered from the cache with :mod:`gateway.worklist.matching`: the modality sees no outage.
+
+Responses carry exactly the requested keys. Specific Character Set of a response: the set the
+query declared when every value of that response encodes in it; otherwise ISO_IR 192 (UTF-8);
+a query that declared none gets no Specific Character Set while the response is plain ASCII
+(the default repertoire, PS3.3 C.12.1.1.2), ISO_IR 192 as soon as it is not.
+
+Statuses: 0xFF00 per match, 0x0000 at the end, 0xFE00 once the modality cancels; a query that
+is not shaped like an MWL query gets 0xA900, one that cannot be decoded 0xC000 (with an Error
+Comment that never holds patient data). The handler never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydicom.charset import python_encoding
+from pydicom.dataset import Dataset
+
+from gateway.logsetup import event as log_event
+from gateway.worklist.charset import (
+    TEXT_VRS,
+    UndecodableError,
+    decode_identifier,
+    parse_character_set,
+)
+from gateway.worklist.client import MODALITY_WORKLIST_FIND, WorklistUnavailable
+from gateway.worklist.item import WorklistItem
+from gateway.worklist.matching import (
+    Query,
+    QueryError,
+    Record,
+    build_response,
+    compile_query,
+    to_record,
+)
+
+PENDING = 0xFF00
+SUCCESS = 0x0000
+CANCEL = 0xFE00
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+UTF8 = "ISO_IR 192"
+_RETRIEVE_ONLY = ("QueryRetrieveLevel",)
+_DEFAULT_TERMS = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
+
+
+class LiveWorklist(Protocol):
+    """What MwlService needs of a WorklistClient."""
+
+    def query(self, identifier: Dataset, deadline: float | None = None) -> list[Dataset]: ...
+
+
+class CachedWorklist(Protocol):
+    """What MwlService needs of a WorklistCache."""
+
+    def items(self) -> list[WorklistItem]: ...
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    item: WorklistItem
+    dataset: Dataset
+    record: Record
+
+
+class MwlService:
+    """pynetdicom EVT_C_FIND handler for Modality Worklist Information Model - FIND."""
+
+    def __init__(
+        self,
+        cache: CachedWorklist,
+        client: LiveWorklist | None,
+        live_timeout: float,
+        logger: logging.Logger,
+        *,
+        live_retry_seconds: float = 30.0,
+        query_charset_fallback: str = "ISO_IR 100",
+    ) -> None:
+        self._cache = cache
+        self._client = client
+        self._live_timeout = live_timeout
+        self._log = logger
+        self._live_retry = live_retry_seconds
+        self._fallback = query_charset_fallback
+        self._lock = threading.Lock()
+        self._prepared: dict[str, _Prepared] = {}
+        self._live_failed_at: float | None = None
+
+    def handle_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """Answer one C-FIND request; yields (status, identifier) pairs as pynetdicom expects."""
+        try:
+            yield from self._answer(event)
+        except Exception as exc:  # noqa: BLE001 - the listener must survive any query
+            log_event(self._log, logging.ERROR, "mwl query failed", error=type(exc).__name__)
+            yield _failure(UNABLE_TO_PROCESS, "internal error while answering the query"), None
+
+    def _answer(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        calling = _calling_ae(event)
+        sop_class = str(getattr(event.request, "AffectedSOPClassUID", "") or "")
+        if sop_class and sop_class != MODALITY_WORKLIST_FIND:
+            yield _failure(SOP_CLASS_NOT_SUPPORTED, "only Modality Worklist FIND"), None
+            return
+        try:
+            raw = event.identifier
+            terms = _declared_terms(raw)
+            query = decode_identifier(raw, self._fallback)
+        except (UndecodableError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc) if isinstance(exc, UndecodableError) else "identifier not decodable"
+            yield _failure(UNABLE_TO_PROCESS, _ascii(reason)), None
+            return
+        if any(keyword in raw for keyword in _RETRIEVE_ONLY):
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, "Query/Retrieve identifier, not MWL"), None
+            return
+        try:
+            compiled = compile_query(query)
+        except QueryError as exc:
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, _ascii(str(exc))), None
+            return
+
+        started = time.monotonic()
+        source, live = self._live(query, terms)
+        responses: Iterable[Dataset]
+        if live is None:
+            responses = (
+                build_response(query, p.dataset, compiled) for p in self._matching(compiled)
+            )
+        else:
+            responses = live
+        count = 0
+        for response in responses:
+            if event.is_cancelled:
+                log_event(self._log, logging.INFO, "mwl query cancelled", calling_ae=calling)
+                yield CANCEL, None
+                return
+            _set_character_set(response, terms)
+            count += 1
+            yield PENDING, response
+        log_event(
+            self._log,
+            logging.INFO,
+            "mwl query answered",
+            source=source,
+            matches=count,
+            calling_ae=calling,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        yield SUCCESS, None
+
+    def _live(
+        self, query: Dataset, terms: list[str] | None
+    ) -> tuple[str, Sequence[Dataset] | None]:
+        if self._client is None:
+            return "cache", None
+        with self._lock:
+            failed_at = self._live_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < self._live_retry:
+            return "cache", None
+        to_ris = Dataset()
+        to_ris.update(query)
+        _set_character_set(to_ris, terms)
+        try:
+            results = self._client.query(to_ris, time.monotonic() + self._live_timeout)
+        except WorklistUnavailable as exc:
+            with self._lock:
+                first = self._live_failed_at is None
+                self._live_failed_at = time.monotonic()
+            level = logging.WARNING if first else logging.DEBUG
+            log_event(self._log, level, "mwl answering from cache", reason=exc.reason)
+            return "cache", None
+        with self._lock:
+            if self._live_failed_at is not None:
+                log_event(self._log, logging.INFO, "mwl answering live again")
+            self._live_failed_at = None
+        return "live", [build_response(query, ds) for ds in results]
+
+    def prepare(self) -> int:
+        """Decode the cached items for matching now (else on the first query); returns count."""
+        return len(self._current())
+
+    def _current(self) -> list[_Prepared]:
+        items = self._cache.items()
+        with self._lock:
+            known = self._prepared
+            fresh: dict[str, _Prepared] = {}
+            for item in items:
+                prepared = known.get(item.key)
+                if prepared is None or (
+                    prepared.item is not item and prepared.item.dataset_json != item.dataset_json
+                ):
+                    ds = item.dataset()
+                    prepared = _Prepared(item, ds, to_record(ds))
+                fresh[item.key] = prepared
+            self._prepared = fresh
+        return list(fresh.values())
+
+    def _matching(self, compiled: Query) -> Iterator[_Prepared]:
+        for prepared in self._current():
+            if compiled.matches(prepared.record):
+                yield prepared
+
+
+def _calling_ae(event: Any) -> str:
+    try:
+        return str(event.assoc.requestor.ae_title).strip()
+    except AttributeError:
+        return ""
+
+
+def _declared_terms(raw: Dataset) -> list[str] | None:
+    """The query's Specific Character Set values as sent (None: it declared none)."""
+    if "SpecificCharacterSet" not in raw:
+        return None
+    value = raw.SpecificCharacterSet
+    values = [value] if isinstance(value, str) else [str(v) for v in value]
+    if not any(v.strip() for v in values):
+        return None
+    parse_character_set(values, "ISO_IR 6")  # refuses unknown terms
+    return [v.strip() for v in values]
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", errors="replace").decode("ascii")
+
+
+def _texts(ds: Dataset) -> Iterator[str]:
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value or ():
+                yield from _texts(item)
+        elif element.VR in TEXT_VRS and element.value is not None:
+            values = element.value if element.VM > 1 else [element.value]
+            yield from (str(value) for value in values)
+
+
+def _encodes(texts: list[str], terms: Sequence[str]) -> bool:
+    # pydicom maps the default repertoire to Latin-1; for this check it is ASCII.
+    encodings = ["ascii" if t in _DEFAULT_TERMS else python_encoding[t] for t in terms]
+    if len(encodings) == 1:
+        try:
+            for text in texts:
+                text.encode(encodings[0])
+        except UnicodeError:
+            return False
+        return True
+    # With code extensions each character needs some declared set (pydicom switches per run).
+    for text in texts:
+        for ch in set(text):
+            if not any(_char_encodes(ch, enc) for enc in encodings):
+                return False
+    return True
+
+
+def _char_encodes(ch: str, encoding: str) -> bool:
+    try:
+        ch.encode(encoding)
+    except UnicodeError:
+        return False
+    return True
+
+
+def _set_character_set(ds: Dataset, terms: list[str] | None) -> None:
+    """Declare the set the values will be encoded in (see the module docstring)."""
+    texts = list(_texts(ds))
+    if terms is not None and _encodes(texts, terms):
+        ds.SpecificCharacterSet = terms if len(terms) > 1 else terms[0]
+    elif terms is None and all(text.isascii() for text in texts):
+        if "SpecificCharacterSet" in ds:
+            del ds.SpecificCharacterSet
+    else:
+        ds.SpecificCharacterSet = UTF8
