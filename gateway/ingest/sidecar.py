@@ -69,8 +69,10 @@ def main_file_of(sidecar: Path) -> Path:
 
 
 def read_sidecar(paths: list[Path]) -> Sidecar:
-    """Read the sidecar found at ``paths`` (as returned present by the caller); never raises
-    for bad content, only OSError for a file that cannot be read."""
+    """The sidecar at ``paths`` (the existing ones); bad content sets ``problem``, never raises.
+
+    OSError when a file cannot be read at all (the caller keeps the file for a retry).
+    """
     if len(paths) > 1:
         return Sidecar(paths[0], PatientIdentity(), "both a .json and a .meta sidecar")
     path = paths[0]
