@@ -182,8 +182,11 @@ class StoreSCPRunner:
     SOP Instance UID (its default file names are ``<modality>.<SOP Instance UID>``).
     """
 
-    def __init__(self, output_dir: Path, pki: BenchPki, log_path: Path) -> None:
+    def __init__(
+        self, output_dir: Path, pki: BenchPki, log_path: Path, max_pdu: int = 16384
+    ) -> None:
         self.binary = require("storescp")
+        self.max_pdu = max_pdu
         self.output_dir = output_dir
         self.pki = pki
         self.port = free_port()
@@ -194,6 +197,7 @@ class StoreSCPRunner:
         """Start and wait until it listens."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "-aet", "PACS", "-od", str(self.output_dir), "-uf"]
+        args += ["--max-pdu", str(self.max_pdu)]
         args += ["+tls", str(self.pki.pacs.key), str(self.pki.pacs.cert), "-pw"]
         args += ["+cf", str(self.pki.ca), "-rc", str(self.port)]
         with self.log_path.open("ab") as log:

@@ -12,12 +12,14 @@ certificate, writing every object to a folder, receives both senders. Each run:
   confirmed and the association released. Its time is measured inside the child, from the
   lane's start (before connecting) to the release; interpreter start-up and imports, which the
   daemon pays once, are left out (the process's wall time is in the JSON too).
+* gateway-sender-only: the same child runs StoreSender.send over the files directly, without
+  the spool, so the difference to "gateway" is what the queue's bookkeeping costs.
 * DCMTK: ``storescu +tls -R`` sends the same files in one association; its time is the whole
   process's wall time.
 
 Peak RSS is measured the same way for both (see bench.common.run_measured). After each run
 every SOP Instance UID must have arrived at storescp, otherwise the benchmark fails. The order
-of the two senders alternates between runs; the table reports the median of ``--repeat`` runs.
+of the senders rotates between runs; the table reports the median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 
 from bench.common import (
     MIB,
@@ -58,6 +61,7 @@ from gateway.config import Destination
 from gateway.convert.result import ConvertedObject
 from gateway.forward.backoff import Backoff
 from gateway.forward.lane import DeliveryLane
+from gateway.forward.outcome import OutcomeKind
 from gateway.forward.sender import StoreSender
 from gateway.forward.tlsctx import client_context
 from gateway.logsetup import setup_logging
@@ -67,6 +71,8 @@ from gateway.spool.store import Spool
 REPO = Path(__file__).resolve().parents[1]
 DESTINATION = "bench"
 CHILD_TIMEOUT = 1800.0
+SENDERS = {"lane": "gateway", "sender": "gateway-sender-only", "storescu": "storescu"}
+"""Child modes and the names the report gives them."""
 
 
 # -- the gateway's side, in a child process ----------------------------------------------------
@@ -126,12 +132,8 @@ def _vmhwm_self_kib() -> int:
     return -1
 
 
-def child_main(spec: dict[str, Any]) -> int:
-    """Deliver everything queued in spec['state_dir'] to storescp; print one JSON line."""
-    # The daemon logs every delivery at INFO; so does the child, to stderr, to pay the same.
-    setup_logging("INFO", sys.stderr)
-    clock = SystemClock()
-    destination = Destination.model_validate(
+def _destination(spec: dict[str, Any]) -> Destination:
+    return Destination.model_validate(
         {
             "name": DESTINATION,
             "ae_title": "PACS",
@@ -140,6 +142,12 @@ def child_main(spec: dict[str, Any]) -> int:
             "tls": {"ca": spec["ca"], "cert": spec["cert"], "key": spec["key"]},
         }
     )
+
+
+def _child_lane(spec: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's path: claim from the spool, send, record (each delivery committed)."""
+    clock = SystemClock()
+    destination = _destination(spec)
     assert destination.tls is not None
     spool = Spool(Path(spec["state_dir"]), [DESTINATION], 1 << 50, clock)
     spool.open()
@@ -158,16 +166,72 @@ def child_main(spec: dict[str, Any]) -> int:
     thread.join()  # the lane releases the association on its way out
     seconds = time.perf_counter() - started
     spool.close()
-    report = {
+    return {
         "finished": finished,
         "sent": queue.sent,
         "retries": queue.retries,
         "failures": queue.failures,
         "seconds": seconds,
-        "vmhwm_kib": _vmhwm_self_kib(),
     }
+
+
+def _child_sender(spec: dict[str, Any]) -> dict[str, Any]:
+    """StoreSender alone over the same files, no queue: what the spool adds is the difference."""
+    clock = SystemClock()
+    destination = _destination(spec)
+    assert destination.tls is not None
+    entries = []
+    for number, name in enumerate(spec["files"], start=1):
+        path = Path(name)
+        meta = read_file_meta_info(path)
+        entries.append(
+            SpoolEntry(
+                delivery_id=number,
+                object_id=number,
+                destination=DESTINATION,
+                path=path,
+                sop_class_uid=str(meta.MediaStorageSOPClassUID),
+                sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+                transfer_syntax_uid=str(meta.TransferSyntaxUID),
+                size=path.stat().st_size,
+                attempts=0,
+            )
+        )
+    sender = StoreSender(destination, "EDGE_GW", client_context(destination.tls), clock)
+    log = logging.getLogger("sender")
+    sent, failures = 0, []
+    started = time.perf_counter()
+    for entry in entries:
+        outcome = sender.send(entry)
+        if outcome.kind is OutcomeKind.DELIVERED:
+            sent += 1
+            log.info("delivered", extra={"sop_instance_uid": entry.sop_instance_uid})
+        else:
+            failures.append(f"{outcome.failure_class}: {outcome.reason}")
+            break
+    sender.close()
+    seconds = time.perf_counter() - started
+    finished = sent == len(entries)
+    return {
+        "finished": finished,
+        "sent": sent,
+        "retries": [],
+        "failures": failures,
+        "seconds": seconds,
+    }
+
+
+def child_main(spec: dict[str, Any]) -> int:
+    """Deliver one workload to storescp in this process; print one JSON line."""
+    # The daemon logs every delivery at INFO; so does the child, to stderr, to pay the same.
+    setup_logging("INFO", sys.stderr)
+    # Peak after the imports, before set-up and the first byte sent: the floor of the RSS.
+    baseline = _vmhwm_self_kib()
+    report = _child_lane(spec) if spec["mode"] == "lane" else _child_sender(spec)
+    report["vmhwm_kib"] = _vmhwm_self_kib()
+    report["vmhwm_before_send_kib"] = baseline
     print(json.dumps(report))
-    return 0 if finished and queue.sent == spec["expected"] else 1
+    return 0 if report["finished"] and report["sent"] == spec["expected"] else 1
 
 
 def enqueue_workload(workload: Workload, state_dir: Path) -> None:
@@ -211,15 +275,19 @@ class SenderRun:
     rss_method: str
     objects: int
     total_bytes: int
+    rss_after_imports_kib: int | None = None  # gateway children only
 
 
 def run_gateway(
-    workload: Workload, scp: StoreSCPRunner, pki: BenchPki, work: Path, run: int
+    workload: Workload, scp: StoreSCPRunner, pki: BenchPki, work: Path, mode: str
 ) -> SenderRun:
-    """Queue the workload, then let a child deliver it through a DeliveryLane."""
-    state_dir = work / f"gateway-state-{workload.name}-{run}"
-    enqueue_workload(workload, state_dir)
+    """A child delivers the workload: through spool and DeliveryLane, or StoreSender alone."""
+    state_dir = work / f"gateway-state-{workload.name}"
+    if mode == "lane":
+        enqueue_workload(workload, state_dir)
     spec = {
+        "mode": mode,
+        "files": [str(p) for p in workload.files] if mode == "sender" else [],
         "state_dir": str(state_dir),
         "port": scp.port,
         "ca": str(pki.ca),
@@ -241,21 +309,23 @@ def run_gateway(
         )
     report = json.loads(lines[-1])
     if report["retries"] or report["failures"]:
-        raise BenchError(f"gateway sender did not deliver cleanly: {report}")
-    scp.check_all_arrived(workload, "gateway")
-    shutil.rmtree(state_dir)
+        raise BenchError(f"{SENDERS[mode]} did not deliver cleanly: {report}")
+    name = SENDERS[mode]
+    scp.check_all_arrived(workload, name)
+    shutil.rmtree(state_dir, ignore_errors=True)
     peak = measured.peak_rss_kib
     method = measured.rss_method
     if peak is None:
         peak, method = int(report["vmhwm_kib"]), "VmHWM read by the child at its end"
     return SenderRun(
-        "gateway",
+        name,
         float(report["seconds"]),
         measured.seconds,
         peak,
         method,
         len(workload.files),
         workload.total_bytes,
+        int(report["vmhwm_before_send_kib"]),
     )
 
 
@@ -284,12 +354,14 @@ def summarise(runs: list[SenderRun]) -> dict[str, Any]:
     seconds = statistics.median(r.seconds for r in runs)
     first = runs[0]
     peaks = [r.peak_rss_kib for r in runs if r.peak_rss_kib is not None]
+    floors = [r.rss_after_imports_kib for r in runs if r.rss_after_imports_kib is not None]
     return {
         "runs": len(runs),
         "median_seconds": round(seconds, 3),
         "objects_per_s": round(first.objects / seconds, 2),
         "mib_per_s": round(first.total_bytes / MIB / seconds, 2),
         "peak_rss_mib": round(max(peaks) / 1024, 1) if peaks else None,
+        "rss_after_imports_mib": round(max(floors) / 1024, 1) if floors else None,
         "rss_method": first.rss_method,
         "all_runs": [asdict(r) for r in runs],
     }
@@ -298,18 +370,21 @@ def summarise(runs: list[SenderRun]) -> dict[str, Any]:
 def bench_workload(
     workload: Workload, scp: StoreSCPRunner, pki: BenchPki, work: Path, repeat: int
 ) -> dict[str, Any]:
-    """Run both senders ``repeat`` times each, alternating which goes first."""
-    gateway_runs: list[SenderRun] = []
-    dcmtk_runs: list[SenderRun] = []
+    """Run every sender ``repeat`` times, rotating which goes first."""
+    modes = list(SENDERS)
+    runs: dict[str, list[SenderRun]] = {mode: [] for mode in modes}
     for run in range(repeat):
-        order = ("gateway", "storescu") if run % 2 == 0 else ("storescu", "gateway")
-        for sender in order:
-            if sender == "gateway":
-                gateway_runs.append(run_gateway(workload, scp, pki, work, run))
+        order = modes[run % len(modes) :] + modes[: run % len(modes)]
+        for mode in order:
+            if mode == "storescu":
+                runs[mode].append(run_storescu(workload, scp, pki))
             else:
-                dcmtk_runs.append(run_storescu(workload, scp, pki))
-            print(f"  {workload.name} run {run + 1}/{repeat}: {sender} done", file=sys.stderr)
-    gateway, dcmtk = summarise(gateway_runs), summarise(dcmtk_runs)
+                runs[mode].append(run_gateway(workload, scp, pki, work, mode))
+            print(
+                f"  {workload.name} run {run + 1}/{repeat}: {SENDERS[mode]} done", file=sys.stderr
+            )
+    summaries = {SENDERS[mode]: summarise(runs[mode]) for mode in modes}
+    gateway, dcmtk = summaries["gateway"], summaries["storescu"]
     ratios = {
         "objects_per_s": round(gateway["objects_per_s"] / dcmtk["objects_per_s"], 2),
         "peak_rss": (
@@ -322,8 +397,7 @@ def bench_workload(
         "objects": len(workload.files),
         "mib_each": round(workload.total_bytes / len(workload.files) / MIB, 3),
         "total_mib": round(workload.total_bytes / MIB, 1),
-        "gateway": gateway,
-        "storescu": dcmtk,
+        **summaries,
         "gateway_over_storescu": ratios,
     }
 
@@ -363,7 +437,7 @@ def format_table(results: dict[str, Any]) -> str:
     rows = [header]
     for name, res in results["workloads"].items():
         label = f"{res['objects']} x {res['mib_each']:g} MiB ({name})"
-        for sender in ("gateway", "storescu"):
+        for sender in SENDERS.values():
             s = res[sender]
             rows.append(
                 f"| {label} | {sender} | {s['objects_per_s']:.1f} | {s['mib_per_s']:.1f} | "
@@ -384,6 +458,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count-large", type=int, default=10, help="large instances")
     parser.add_argument("--large-mb", type=float, default=55.0, help="MiB per large instance")
     parser.add_argument("--repeat", type=int, default=3, help="runs per sender (median)")
+    parser.add_argument(
+        "--pacs-max-pdu",
+        type=int,
+        default=16384,
+        help="storescp's maximum receive PDU, which both senders must respect (DCMTK default)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--work-dir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument(
@@ -412,7 +492,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             work / "files" / "large", "large", args.count_large, int(args.large_mb * MIB)
         ),
     ]
-    scp = StoreSCPRunner(work / "received", pki, work / "storescp.log").start()
+    scp = StoreSCPRunner(
+        work / "received", pki, work / "storescp.log", max_pdu=args.pacs_max_pdu
+    ).start()
     try:
         results = {
             workload.name: bench_workload(workload, scp, pki, work, args.repeat)
@@ -424,8 +506,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "machine": machine(),
         "setup": {
             "transport": "TLS (mutual, test CA), loopback 127.0.0.1",
-            "pacs": "DCMTK storescp +tls -rc, writing every object to a folder, default "
-            "max PDU (16 KiB)",
+            "pacs": "DCMTK storescp +tls -rc, writing every object to a folder, TCP_NODELAY=1, "
+            f"max PDU {args.pacs_max_pdu} bytes",
             "runs_per_sender": args.repeat,
             "statistic": "median transfer time; peak RSS is the largest of the runs",
         },

@@ -35,12 +35,13 @@ def test_small_run_reports_both_senders_with_rates_and_peak_rss(tmp_path: Path) 
     results = json.loads(out.read_text())
     assert set(results["workloads"]) == {"small", "large"}
     for workload in results["workloads"].values():
-        for sender in ("gateway", "storescu"):
+        for sender in ("gateway", "gateway-sender-only", "storescu"):
             summary = workload[sender]
             assert summary["runs"] == 1
             assert summary["objects_per_s"] > 0
             assert summary["peak_rss_mib"] is not None and summary["peak_rss_mib"] > 0
             assert {r["objects"] for r in summary["all_runs"]} == {workload["objects"]}
+        assert workload["gateway"]["rss_after_imports_mib"] > 0
         assert workload["gateway_over_storescu"]["objects_per_s"] > 0
     assert results["machine"]["nproc"] >= 1
 
