@@ -31,7 +31,7 @@ class ReceiveFiles:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
-        self._by_assoc: dict[int, list[Path]] = {}
+        self._by_assoc: dict[int, list[IO[Any]]] = {}
 
     def install(self) -> None:
         """Turn on chunked receiving into our folder (process-wide in pynetdicom; idempotent)."""
@@ -47,16 +47,22 @@ class ReceiveFiles:
         assoc = getattr(threading.current_thread(), "assoc", None)
         if assoc is not None:
             with self._lock:
-                self._by_assoc.setdefault(id(assoc), []).append(Path(handle.name))
+                handles = self._by_assoc.setdefault(id(assoc), [])
+                handles[:] = [h for h in handles if not h.closed]  # stored ones are done
+                handles.append(handle)
         return handle
 
     def release(self, assoc: Association) -> None:
         """Remove what ``assoc`` left behind (a data set whose transfer was cut off)."""
         with self._lock:
-            paths = self._by_assoc.pop(id(assoc), [])
-        for path in paths:
+            handles = self._by_assoc.pop(id(assoc), [])
+        for handle in handles:
+            # pynetdicom closes and deletes a file whose C-STORE reached the handler; the
+            # handle of a cut transfer is still open and its file still there.
+            with contextlib.suppress(OSError):
+                handle.close()
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                Path(handle.name).unlink()
 
     def pending(self) -> int:
         """Associations with received files still tracked (for tests and stats)."""
