@@ -51,8 +51,17 @@ _DEFLATED_DATASET_SYNTAXES = {
     "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
     "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
 }
-STORAGE_SYNTAXES = tuple(
-    str(s) for s in ALL_TRANSFER_SYNTAXES if s not in _DEFLATED_DATASET_SYNTAXES
+_UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+# pynetdicom picks, per context, the first of OUR syntaxes the caller proposed. Compressed ones
+# come first: a modality proposing JPEG beside Implicit VR in one context holds the JPEG, and
+# taking it passes the object through untouched instead of making the modality decode it.
+STORAGE_SYNTAXES = (
+    tuple(
+        str(s)
+        for s in ALL_TRANSFER_SYNTAXES
+        if s not in _DEFLATED_DATASET_SYNTAXES and s not in _UNCOMPRESSED
+    )
+    + _UNCOMPRESSED
 )
 STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in StoragePresentationContexts)
 # check_part10's reasons when the data set's UIDs differ from the request's (meta comes from it).

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom import AE, _config
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
@@ -29,7 +29,7 @@ from gateway.ingest.receiver import Prepare, StoreReceiver
 from gateway.listener.server import DicomListener
 from gateway.spool.store import Spool
 from tests.conftest import Pki
-from tests.forward.objects import write_ct
+from tests.forward.objects import write_ct, write_jpeg_sc
 from tests.listener.support import (
     LISTENER_AE,
     echoscu,
@@ -112,9 +112,13 @@ def gateway_factory(tmp_path: Path) -> Iterator[object]:
 
 
 def storescu(
-    port: int, path: Path, *, tls: tuple[Path, Path, Path] | None = None
+    port: int,
+    path: Path,
+    *,
+    tls: tuple[Path, Path, Path] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    args = [require_tool("storescu"), "-aet", "MODALITY", "-aec", LISTENER_AE, "-to", "5"]
+    args = [require_tool("storescu"), "-aet", "MODALITY", "-aec", LISTENER_AE, "-to", "5", *extra]
     if tls is not None:
         ca, cert, key = tls
         args += ["+tls", str(key), str(cert), "-pw", "+cf", str(ca)]
@@ -315,3 +319,17 @@ def test_a_transfer_cut_off_midway_leaves_nothing_in_staging(
     assert wait_until(lambda: gw.listener.stats()["active"] == 0)
     assert wait_until(lambda: gw.staging_files() == [])
     assert gw.queued() == []
+
+
+def test_a_jpeg_object_passes_through_in_the_syntax_it_was_sent_in(
+    gateway_factory: object, tmp_path: Path
+) -> None:
+    gw = gateway_factory()  # type: ignore[operator]
+    source = write_jpeg_sc(tmp_path / "sc.dcm")
+    # -xy: JPEG Baseline and the uncompressed syntaxes; we take the JPEG as it is.
+    result = storescu(gw.port, source, extra=("-xy",))
+    assert result.returncode == 0, result.stdout + result.stderr
+    info = gw.spool.show(gw.queued()[0])
+    assert info is not None and info.payload is not None
+    assert info.transfer_syntax_uid == JPEGBaseline8Bit
+    assert dcmread(info.payload).PixelData == dcmread(source).PixelData
