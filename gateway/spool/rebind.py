@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.convert.coerce import RewriteFacts
@@ -38,6 +40,7 @@ from gateway.spool.report import show
 from gateway.spool.store import Spool
 from gateway.spool.txn import transaction
 
+LOCK_FILE = "operator.lock"
 DISCARDED = "discarded"  # the failure class of a discarded object's deliveries
 DISCARD_PREFIX = "discarded: "
 MAX_REASON_CHARS = 200
@@ -49,6 +52,23 @@ _HELD_WHERE = """
     o.payload IS NOT NULL AND o.held_reason IS NOT NULL AND o.held_reason != ?
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.object_id = o.id AND d.state != 'held')
 """
+
+
+@contextlib.contextmanager
+def spool_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock between file-creating operator actions and recovery at open().
+
+    Recovery removes files in objects/ that no row names; a rebind run from the CLI while the
+    daemon starts could otherwise lose its new file between the rename and the commit. The
+    daemon's Spool.open(recover=True) must hold this lock while it recovers (not yet wired:
+    gateway/spool/store.py); rebind holds it from the rename into objects/ to its commit.
+    """
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class NotHeldError(LookupError):
@@ -99,18 +119,19 @@ class HeldObjects:
         spool = self._spool
         name = f"{uuid.uuid4().hex}.dcm"
         target = spool.objects_dir / name
-        try:
-            durable.fsync_file(new_payload)
-            new_payload.rename(target)  # never replaces: the name is fresh
-            durable.fsync_dir(spool.objects_dir)
-        except BaseException:
-            new_payload.unlink(missing_ok=True)
-            raise
-        try:
-            old_name, destinations = self._commit_rebind(object_id, name, facts)
-        except BaseException:
-            target.unlink(missing_ok=True)  # never named by a committed row
-            raise
+        with spool_lock(spool.root):
+            try:
+                durable.fsync_file(new_payload)
+                new_payload.rename(target)  # never replaces: the name is fresh
+                durable.fsync_dir(spool.objects_dir)
+            except BaseException:
+                new_payload.unlink(missing_ok=True)
+                raise
+            try:
+                old_name, destinations = self._commit_rebind(object_id, name, facts)
+            except BaseException:
+                target.unlink(missing_ok=True)  # never named by a committed row
+                raise
         # Not synced: should a power cut bring the old file back, recovery removes it.
         _unlink_quietly(spool.objects_dir / old_name, self._log)
         spool._wakeups.notify(destinations)
@@ -184,6 +205,7 @@ class HeldObjects:
             ).fetchone()[0]
         self.discarded_dir.mkdir(parents=True, exist_ok=True)
         kept = self.discarded_dir / f"{object_id}.dcm"
+        # No lock needed: recovery never touches discarded/, and the row still names the payload.
         _keep_copy(spool.objects_dir / str(payload), kept)
         now = spool._clock.now()
         with spool._db() as conn, transaction(conn):
