@@ -9,7 +9,6 @@ Linux only (reads /proc/self/status).
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from pathlib import Path
 
@@ -37,23 +36,26 @@ def main() -> None:
         mtime=source.stat().st_mtime,
         binding=Binding.from_identity(PatientIdentity(patient_id="P1")),
     )
-    baseline = _current_rss_kib()
+    baseline = _status_kib("VmRSS")
     reason = None
     try:
         converter.convert(item, workdir / "out.dcm")
     except ConversionError as exc:
         reason = exc.reason
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the parent, so
+    # a large pytest process would show up as this probe's peak.
+    growth = _status_kib("VmHWM") - baseline
     grouper.close()
     print(json.dumps({"reason": reason, "growth_kib": growth}))
 
 
-def _current_rss_kib() -> int:
-    # Current, not peak: growth then counts everything conversion adds above what is in use.
+def _status_kib(field: str) -> int:
+    # The baseline is the current size (VmRSS), not the peak: growth then counts everything
+    # conversion adds above what is in use.
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 if __name__ == "__main__":
