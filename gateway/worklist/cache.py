@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.clock import Clock
@@ -38,6 +38,14 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS items_accession ON items (accession_number)",
     "CREATE INDEX IF NOT EXISTS items_patient ON items (patient_id)",
 )
+
+
+@dataclass(frozen=True)
+class CacheSnapshot:
+    """Every cached item with its expiry time (expired ones included); same generation, same set."""
+
+    generation: int
+    entries: tuple[tuple[float, WorklistItem], ...]
 
 
 class CacheSchemaTooNewError(RuntimeError):
@@ -88,7 +96,8 @@ class WorklistCache:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._data_version = -1
-        self._loaded: list[tuple[float, WorklistItem]] = []
+        self._loaded: tuple[tuple[float, WorklistItem], ...] = ()
+        self._generation = 0
         self._by_key: dict[str, tuple[float, WorklistItem]] = {}
         self._fetched_at: float | None = None
 
@@ -216,6 +225,12 @@ class WorklistCache:
             and (not patient_id or item.patient_id == patient_id)
         ]
 
+    def snapshot(self) -> CacheSnapshot:
+        """The whole set with expiry times, for callers that keep derived data per generation."""
+        with self._lock:
+            self._reload_if_changed()
+            return CacheSnapshot(self._generation, self._loaded)
+
     @property
     def fetched_at(self) -> float | None:
         """Wall-clock time of the last successful refresh (None: never)."""
@@ -237,6 +252,7 @@ class WorklistCache:
 
     def _install(self, loaded: list[tuple[float, WorklistItem]], fetched_at: float | None) -> None:
         loaded.sort(key=lambda row: (row[1].scheduled_start_date, row[1].scheduled_start_time))
-        self._loaded = loaded
+        self._loaded = tuple(loaded)
+        self._generation += 1
         self._by_key = {item.key: (expiry, item) for expiry, item in loaded}
         self._fetched_at = fetched_at

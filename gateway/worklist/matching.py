@@ -26,10 +26,11 @@ thousands of cached items costs dictionary lookups, not pydicom attribute access
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -62,21 +63,32 @@ class Query:
     """A compiled query identifier."""
 
     keys: tuple[_Key, ...]
+    # The non-universal keys split by kind, so matching thousands of records stays a tight loop.
+    text_tests: tuple[tuple[int, Predicate], ...] = ()
+    item_tests: tuple[tuple[int, Query], ...] = ()
+
+    @classmethod
+    def of(cls, keys: tuple[_Key, ...]) -> Query:
+        """Build from compiled keys."""
+        text = tuple((k.tag, k.on_text) for k in keys if not k.universal and k.on_text)
+        items = tuple((k.tag, k.on_items) for k in keys if not k.universal and k.on_items)
+        return cls(keys, text, items)
 
     def matches(self, record: Record) -> bool:
         """True when every key of the query matches ``record``."""
-        for key in self.keys:
-            if key.universal:
-                continue
-            value = record.get(key.tag)
-            if value is None:
+        get = record.get
+        for tag, test in self.text_tests:
+            value = get(tag)
+            if value is None or isinstance(value, list) or not test(value):
                 return False
-            if key.on_items is not None:
-                if not isinstance(value, list):
-                    return False
-                if not any(key.on_items.matches(item) for item in value):
-                    return False
-            elif isinstance(value, list) or key.on_text is None or not key.on_text(value):
+        for tag, sub in self.item_tests:
+            items = get(tag)
+            if not isinstance(items, list):
+                return False
+            for item in items:
+                if sub.matches(item):
+                    break
+            else:
                 return False
         return True
 
@@ -105,7 +117,7 @@ def _text(element: DataElement) -> str:
 
 def compile_query(identifier: Dataset) -> Query:
     """Compile an identifier; raises QueryError for malformed ranges or sequence keys."""
-    return Query(tuple(_compile_element(e) for e in identifier if _is_key(int(e.tag))))
+    return Query.of(tuple(_compile_element(e) for e in identifier if _is_key(int(e.tag))))
 
 
 def _is_key(tag: int) -> bool:
@@ -143,7 +155,13 @@ def _predicate(vr: str, text: str) -> Predicate:
         tests = [_string_test(part, fold, vr not in _NO_WILDCARD_VRS) for part in parts]
     if len(tests) == 1:
         only = tests[0]
-        return lambda value: any(only(v.strip(" ")) for v in value.split("\\"))
+
+        def single(value: str) -> bool:
+            if "\\" not in value:
+                return only(value.strip(" "))
+            return any(only(v.strip(" ")) for v in value.split("\\"))
+
+        return single
     return lambda value: any(t(v.strip(" ")) for v in value.split("\\") for t in tests)
 
 
@@ -233,6 +251,13 @@ def matches(identifier: Dataset, ds: Dataset) -> bool:
 
 def build_response(identifier: Dataset, ds: Dataset, query: Query | None = None) -> Dataset:
     """The response identifier: exactly the requested keys, valued from ``ds`` (else empty)."""
+    return response_from_record(identifier, to_record(ds), query)
+
+
+def response_from_record(
+    identifier: Dataset, record: Record, query: Query | None = None
+) -> Dataset:
+    """As :func:`build_response`, from a Record (values take the VR the query gave each key)."""
     compiled = query if query is not None else compile_query(identifier)
     subqueries = {k.tag: k.on_items for k in compiled.keys if k.on_items is not None}
     out = Dataset()
@@ -240,33 +265,85 @@ def build_response(identifier: Dataset, ds: Dataset, query: Query | None = None)
         tag = int(element.tag)
         if not _is_key(tag):
             continue
-        have = ds.get(element.tag)
+        have = record.get(tag)
         if element.VR == "SQ":
-            out.add(DataElement(element.tag, "SQ", _response_items(element, have, subqueries)))
-        elif have is None or have.VR == "SQ":
-            out.add(DataElement(element.tag, element.VR, None))
+            items = have if isinstance(have, list) else []
+            out.add(DataElement(tag, "SQ", _response_items(element, items, subqueries.get(tag))))
+        elif have is None or isinstance(have, list) or have == "":
+            out.add(DataElement(tag, element.VR, None))
         else:
-            out.add(DataElement(element.tag, have.VR, have.value))
+            out.add(DataElement(tag, element.VR, _typed(str(element.VR), have)))
     return out
 
 
-def _response_items(
-    requested: DataElement, have: DataElement | None, subqueries: dict[int, Query]
-) -> Sequence:
-    if have is None or have.VR != "SQ" or not have.value:
-        return Sequence([])
-    items: Iterable[Dataset] = have.value
+def _response_items(requested: DataElement, items: list[Record], sub: Query | None) -> Sequence:
     wanted = list(requested.value or ())
-    if not wanted:
-        return Sequence([_copy(item) for item in items])
-    sub = subqueries.get(int(requested.tag))
     if sub is not None:
-        items = [item for item in items if sub.matches(to_record(item))]
-    return Sequence([build_response(wanted[0], item) for item in items])
+        items = [item for item in items if sub.matches(item)]
+    if not wanted or not len(wanted[0]):
+        # A universal sequence key: the whole items (VRs from the data dictionary).
+        return Sequence([_whole(item) for item in items])
+    sub_query = sub if sub is not None else compile_query(wanted[0])
+    return Sequence([response_from_record(wanted[0], item, sub_query) for item in items])
 
 
-def _copy(item: Dataset) -> Dataset:
+def _whole(record: Record) -> Dataset:
     out = Dataset()
-    for element in item:
-        out.add(DataElement(element.tag, element.VR, element.value))
+    for tag, value in record.items():
+        try:
+            vr = str(dictionary_VR(tag))
+        except KeyError:
+            continue
+        if isinstance(value, list):
+            out.add(DataElement(tag, "SQ", Sequence([_whole(item) for item in value])))
+        elif vr != "SQ" and " or " not in vr:
+            out.add(DataElement(tag, vr, _typed(vr, value) if value else None))
     return out
+
+
+_INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
+_FLOAT_VRS = frozenset({"FL", "FD"})
+
+
+def _typed(vr: str, text: str) -> Any:
+    if vr in _INT_VRS or vr in _FLOAT_VRS:
+        convert = int if vr in _INT_VRS else float
+        try:
+            values = [convert(v) for v in text.split("\\") if v.strip()]
+        except ValueError:
+            return None
+        return values[0] if len(values) == 1 else values or None
+    return text
+
+
+def record_from_json(model: dict[str, Any]) -> Record:
+    """A Record from pydicom's JSON model (``Dataset.to_json_dict``), without building a Dataset.
+
+    Gives the same text as :func:`to_record` of the same dataset, at a fraction of the cost.
+    """
+    record: Record = {}
+    for key, element in model.items():
+        tag = int(key, 16)
+        values = element.get("Value")
+        if element.get("vr") == "SQ":
+            record[tag] = [record_from_json(item) for item in values or ()]
+        elif values is None:
+            record[tag] = ""
+        elif element.get("vr") == "PN":
+            record[tag] = "\\".join(_pn_text(v) for v in values)
+        else:
+            record[tag] = "\\".join("" if v is None else _json_text(v) for v in values)
+    return record
+
+
+def _json_text(value: Any) -> str:
+    return str(value)
+
+
+def _pn_text(value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)

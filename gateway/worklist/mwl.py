@@ -19,6 +19,7 @@ Comment that never holds patient data). The handler never raises.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,9 @@ from typing import Any, Protocol
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 
+from gateway.clock import Clock, SystemClock
 from gateway.logsetup import event as log_event
+from gateway.worklist.cache import CacheSnapshot
 from gateway.worklist.charset import (
     TEXT_VRS,
     UndecodableError,
@@ -37,14 +40,14 @@ from gateway.worklist.charset import (
     parse_character_set,
 )
 from gateway.worklist.client import MODALITY_WORKLIST_FIND, WorklistUnavailable
-from gateway.worklist.item import WorklistItem
 from gateway.worklist.matching import (
     Query,
     QueryError,
     Record,
     build_response,
     compile_query,
-    to_record,
+    record_from_json,
+    response_from_record,
 )
 
 PENDING = 0xFF00
@@ -67,13 +70,13 @@ class LiveWorklist(Protocol):
 class CachedWorklist(Protocol):
     """What MwlService needs of a WorklistCache."""
 
-    def items(self) -> list[WorklistItem]: ...
+    def snapshot(self) -> CacheSnapshot: ...
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    item: WorklistItem
-    dataset: Dataset
+    expires_at: float
+    dataset_json: str
     record: Record
 
 
@@ -89,6 +92,7 @@ class MwlService:
         *,
         live_retry_seconds: float = 30.0,
         query_charset_fallback: str = "ISO_IR 100",
+        clock: Clock | None = None,
     ) -> None:
         self._cache = cache
         self._client = client
@@ -96,7 +100,9 @@ class MwlService:
         self._log = logger
         self._live_retry = live_retry_seconds
         self._fallback = query_charset_fallback
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Lock()
+        self._generation: int | None = None
         self._prepared: dict[str, _Prepared] = {}
         self._live_failed_at: float | None = None
 
@@ -136,7 +142,7 @@ class MwlService:
         responses: Iterable[Dataset]
         if live is None:
             responses = (
-                build_response(query, p.dataset, compiled) for p in self._matching(compiled)
+                response_from_record(query, record, compiled) for record in self._matching(compiled)
             )
         else:
             responses = live
@@ -188,29 +194,37 @@ class MwlService:
         return "live", [build_response(query, ds) for ds in results]
 
     def prepare(self) -> int:
-        """Decode the cached items for matching now (else on the first query); returns count."""
+        """Index the cached items for matching now (else on the first query); returns count."""
         return len(self._current())
 
-    def _current(self) -> list[_Prepared]:
-        items = self._cache.items()
+    def _current(self) -> list[Record]:
+        snapshot = self._cache.snapshot()
         with self._lock:
-            known = self._prepared
-            fresh: dict[str, _Prepared] = {}
-            for item in items:
-                prepared = known.get(item.key)
-                if prepared is None or (
-                    prepared.item is not item and prepared.item.dataset_json != item.dataset_json
-                ):
-                    ds = item.dataset()
-                    prepared = _Prepared(item, ds, to_record(ds))
-                fresh[item.key] = prepared
-            self._prepared = fresh
-        return list(fresh.values())
+            if snapshot.generation != self._generation:
+                self._prepared = self._reindex(snapshot)
+                self._generation = snapshot.generation
+            prepared = self._prepared
+        now = self._clock.now()
+        return [p.record for p in prepared.values() if p.expires_at > now]
 
-    def _matching(self, compiled: Query) -> Iterator[_Prepared]:
-        for prepared in self._current():
-            if compiled.matches(prepared.record):
-                yield prepared
+    def _reindex(self, snapshot: CacheSnapshot) -> dict[str, _Prepared]:
+        # A refresh mostly brings the same items again: keep their records, parse only changes.
+        known = self._prepared
+        fresh: dict[str, _Prepared] = {}
+        for expires, item in snapshot.entries:
+            key = item.key
+            old = known.get(key)
+            if old is not None and old.dataset_json == item.dataset_json:
+                record = old.record
+            else:
+                record = record_from_json(json.loads(item.dataset_json))
+            fresh[key] = _Prepared(expires, item.dataset_json, record)
+        return fresh
+
+    def _matching(self, compiled: Query) -> Iterator[Record]:
+        for record in self._current():
+            if compiled.matches(record):
+                yield record
 
 
 def _calling_ae(event: Any) -> str:

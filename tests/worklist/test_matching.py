@@ -9,7 +9,14 @@ from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from gateway.worklist.matching import QueryError, build_response, compile_query, matches, to_record
+from gateway.worklist.matching import (
+    QueryError,
+    build_response,
+    compile_query,
+    matches,
+    record_from_json,
+    to_record,
+)
 from tests.worklist.factory import mwl_dataset
 
 
@@ -258,3 +265,11 @@ def test_records_flatten_sequences_and_multivalues():
     )
     assert record[0x00101000] == "A\\B"
     assert record[0x00400100] == [{0x00080060: "US"}]
+
+
+@given(TEXT, TEXT, DATES, st.sampled_from(["Doe^Jane", "Yamada^Tarou=山田^太郎", "Müller"]))
+def test_records_from_json_equal_records_from_datasets(pid: str, acc: str, date: str, name: str):
+    ds = mwl_dataset(patient_id=pid, accession_number=acc, start_date=date, patient_name=name)
+    ds.OtherPatientIDs = ["A", "B"]
+    ds.PatientWeight = "70.5"
+    assert record_from_json(ds.to_json_dict()) == to_record(ds)

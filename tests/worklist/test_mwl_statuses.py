@@ -142,7 +142,7 @@ def test_another_sop_class_is_refused(cache: WorklistCache):
 
 def test_an_internal_error_is_a_c000_status_not_an_exception():
     class Broken:
-        def items(self) -> list[Any]:
+        def snapshot(self) -> Any:
             raise RuntimeError("disk on fire")
 
     result = run(MwlService(Broken(), None, 1, LOG), FakeEvent(q(PatientName="")))
