@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("destination", help="destination name from the config")
     echo.set_defaults(func=cmd_echo)
 
+    from gateway.cli_held import register as register_held
+    from gateway.cli_procedure import register as register_procedure
+    from gateway.cli_worklist import register as register_worklist
+
+    register_worklist(sub)
+    register_procedure(sub, default_config=str(DEFAULT_CONFIG))
+    register_held(sub)
+
     demo = sub.add_parser("demo", help="run on built-in defaults with a demo PACS")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--dir", type=Path, default=None, help="keep demo files here")

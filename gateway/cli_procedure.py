@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig, load_config
 from gateway.worklist.binding import WorklistLookup
@@ -98,6 +99,9 @@ class _Commands:
         minutes = config.worklist.selection_expires_minutes if config.worklist else 240.0
         return RoomSelection(selection_path(config.gateway.state_dir), self.clock, minutes)
 
+    def _audit(self, config: GatewayConfig) -> AuditLog:
+        return AuditLog(config.gateway.state_dir / AUDIT_FILE, self.clock)
+
     def select(self, args: argparse.Namespace) -> int:
         config = _load(args)
         try:
@@ -107,6 +111,12 @@ class _Commands:
             print(f"procedure select: {exc}", file=sys.stderr)
             return 1
         chosen = self._selection(config).select(item, operator_name())
+        self._audit(config).append(
+            chosen.by,
+            "procedure select",
+            f"accession {item.accession_number}",
+            {"item_key": item.key, "step": item.scheduled_procedure_step_id},
+        )
         print("selected:")
         _print_item(item)
         print(f"  by:          {chosen.by}")
@@ -115,7 +125,9 @@ class _Commands:
 
     def clear(self, args: argparse.Namespace) -> int:
         config = _load(args)
-        self._selection(config).clear(operator_name())
+        by = operator_name()
+        self._selection(config).clear(by)
+        self._audit(config).append(by, "procedure clear", "room selection", {})
         print("selection cleared: files are bound by file name or sidecar")
         return 0
 

@@ -1,10 +1,13 @@
 """The running gateway: every component built from the config and owned by the supervisor.
 
 Start order (stop order is the reverse):
-  1. spool      - the queue opens and recovers (in-flight deliveries go back to pending)
-  2. grouping   - the study grouping table opens
-  3. lane:NAME  - one delivery thread per destination
-  4. watch:NAME - one folder watcher per drop folder; from here on files are taken
+  1. spool          - the queue opens and recovers (in-flight deliveries go back to pending)
+  2. grouping       - the study grouping table opens
+  3. worklist-cache - the cached Modality Worklist opens (with [worklist])
+  4. lane:NAME      - one delivery thread per destination
+  5. worklist       - the refresher thread asks the RIS every refresh_seconds (with [worklist])
+  6. listener       - our DICOM port: C-ECHO, MWL C-FIND, C-STORE (with [dicom_listener])
+  7. watch:NAME     - one folder watcher per drop folder; from here on files are taken
 Then READY=1 goes to systemd, and the main loop sends STATUS= and WATCHDOG=1 and restarts
 threads that died, within a budget.
 """
@@ -15,6 +18,10 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import evt
 
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, default_max_queue_bytes
@@ -25,15 +32,27 @@ from gateway.convert.uids import UidFactory
 from gateway.forward.backoff import Backoff
 from gateway.forward.lane import DeliveryLane
 from gateway.forward.sender import StoreSender
-from gateway.forward.tlsctx import client_context
+from gateway.forward.tlsctx import client_context, server_context
+from gateway.ingest.coercion import WorklistCoercion
 from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.intake import Intake
 from gateway.ingest.quarantine import Quarantine
+from gateway.ingest.receiver import StoreReceiver
+from gateway.listener.server import DicomListener
+from gateway.listener.services import ListenerService
 from gateway.logsetup import event
 from gateway.notify import SystemdNotifier
 from gateway.spool.entries import DeliveryState
 from gateway.spool.store import Spool
 from gateway.supervisor import RestartBudgetExceededError, Supervisor
+from gateway.worklist.binding import Binder
+from gateway.worklist.cache import WorklistCache
+from gateway.worklist.client import MODALITY_WORKLIST_FIND, WorklistClient
+from gateway.worklist.mwl import MwlService
+from gateway.worklist.refresher import WorklistRefresher
+from gateway.worklist.selection import RoomSelection, selection_path
+
+WORKLIST_CACHE_FILE = "worklist.sqlite"
 
 log = logging.getLogger("gateway.daemon")
 
@@ -50,6 +69,9 @@ class Gateway:
     supervisor: Supervisor = field(init=False)
     spool: Spool = field(init=False)
     watchers: list[FolderWatcher] = field(init=False, default_factory=list)
+    worklist_cache: WorklistCache | None = field(init=False, default=None)
+    refresher: WorklistRefresher | None = field(init=False, default=None)
+    listener: DicomListener | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -70,6 +92,8 @@ class Gateway:
         self.supervisor.add("spool", open_spool, self.spool.close)
         self.supervisor.add("grouping", grouper.open, grouper.close)
 
+        binder, mwl = self._worklist(state)
+
         for dest in cfg.destination:
             ctx = client_context(dest.tls, self.credentials_dir) if dest.tls else None
             sender = StoreSender(dest, cfg.gateway.ae_title, ctx, self.clock)
@@ -83,6 +107,12 @@ class Gateway:
             )
             self.supervisor.add_thread(f"lane:{dest.name}", lane.run)
 
+        if self.refresher is not None:
+            self.supervisor.add_thread("worklist", self.refresher.run)
+
+        if cfg.dicom_listener is not None:
+            self._listener(uids.implementation_class_uid, quarantine, mwl)
+
         for folder in cfg.ingest.folder:
             pattern = re.compile(folder.filename_pattern) if folder.filename_pattern else None
             intake = Intake(
@@ -93,12 +123,77 @@ class Gateway:
                 quarantine=quarantine,
                 clock=self.clock,
                 logger=logging.getLogger(f"gateway.ingest.{folder.name}"),
+                binder=binder,
+                sidecar_settle_seconds=folder.settle_seconds,
             )
             watcher = FolderWatcher(
                 folder, intake, self.clock, logging.getLogger(f"gateway.watch.{folder.name}")
             )
             self.watchers.append(watcher)
             self.supervisor.add(f"watch:{folder.name}", watcher.start, watcher.stop)
+
+    def _worklist(self, state: Path) -> tuple[Binder, ListenerService | None]:
+        """Cache, refresher and MWL service with [worklist]; the binder for file drops."""
+        cfg = self.config
+        wl = cfg.worklist
+        if wl is None:
+            return Binder(None, None, require_match=False), None
+        cache = WorklistCache(state / WORKLIST_CACHE_FILE, self.clock, wl.expire_grace_hours)
+        self.worklist_cache = cache
+        ctx = client_context(wl.tls, self.credentials_dir) if wl.tls else None
+        client = WorklistClient(wl, cfg.gateway.ae_title, ctx)
+        self.refresher = WorklistRefresher(
+            client, cache, wl, self.clock, logging.getLogger("gateway.worklist")
+        )
+        mwl = MwlService(
+            cache,
+            client,
+            wl.live_query_timeout,
+            logging.getLogger("gateway.mwl"),
+            query_charset_fallback=wl.character_set,
+            clock=self.clock,
+        )
+
+        def open_cache() -> None:
+            cache.open()
+            mwl.prepare()
+
+        self.supervisor.add("worklist-cache", open_cache, cache.close)
+        selection = RoomSelection(selection_path(state), self.clock, wl.selection_expires_minutes)
+        service = ListenerService(
+            "mwl",
+            (MODALITY_WORKLIST_FIND,),
+            (ExplicitVRLittleEndian, ImplicitVRLittleEndian),
+            ((evt.EVT_C_FIND, mwl.handle_find),),
+        )
+        return Binder(cache, selection, wl.require_match), service
+
+    def _listener(
+        self, implementation_class_uid: str, quarantine: Quarantine, mwl: ListenerService | None
+    ) -> None:
+        cfg = self.config
+        lst = cfg.dicom_listener
+        assert lst is not None
+        services = [mwl] if mwl is not None else []
+        if lst.storage:
+            prepare = None
+            if lst.coerce_from_worklist and self.worklist_cache is not None:
+                # No room selection and no required match: a DICOM modality's own identity
+                # stands unless the worklist names its order.
+                prepare = WorklistCoercion(Binder(self.worklist_cache, None, require_match=False))
+            receiver = StoreReceiver(
+                self.spool,
+                quarantine,
+                implementation_class_uid=implementation_class_uid,
+                prepare=prepare,
+                logger=logging.getLogger("gateway.receiver"),
+            )
+            services.append(receiver.service())
+        ctx = server_context(lst.tls, self.credentials_dir) if lst.tls else None
+        self.listener = DicomListener(
+            lst, cfg.gateway.ae_title, ctx, services, logging.getLogger("gateway.listener")
+        )
+        self.supervisor.add("listener", self.listener.start, self.listener.stop)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: queue depth per destination, held and failed counts."""

@@ -259,7 +259,7 @@ class _ClosingAssociationSocket(AssociationSocket):
             sock.close()
 
 
-class _GatewayAE(AE):
+class GatewayAE(AE):
     """pynetdicom's AE making our socket class (overrides a private factory; pinned to 3.0.x)."""
 
     def _create_socket(
@@ -287,7 +287,7 @@ class Connector:
         # pynetdicom's documented switch for streaming send_c_store(path) from the file. It is
         # process-wide, and only changes send_c_store called with a path: only we do that.
         _config.STORE_SEND_CHUNKED_DATASET = True
-        ae = _GatewayAE(ae_title=calling_ae_title)
+        ae = GatewayAE(ae_title=calling_ae_title)
         ae.connection_timeout = destination.connect_timeout
         ae.acse_timeout = destination.acse_timeout
         ae.dimse_timeout = destination.dimse_timeout

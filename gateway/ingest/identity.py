@@ -30,13 +30,13 @@ def identity_from_filename(pattern: re.Pattern[str] | None, filename: str) -> Pa
     if match is None:
         return PatientIdentity()
     groups = match.groupdict()
-    patient_id = _clean(groups.get("patient_id"))
-    patient_name = _clean(groups.get("patient_name"))
-    accession = _clean(groups.get("accession_number"))
+    patient_id = clean_value(groups.get("patient_id"))
+    patient_name = clean_value(groups.get("patient_name"))
+    accession = clean_value(groups.get("accession_number"))
     valid = (
-        (patient_id is None or _valid_text(patient_id, LO_MAX))
-        and (patient_name is None or _valid_person_name(patient_name))
-        and (accession is None or _valid_text(accession, SH_MAX))
+        (patient_id is None or valid_text(patient_id, LO_MAX))
+        and (patient_name is None or valid_person_name(patient_name))
+        and (accession is None or valid_text(accession, SH_MAX))
     )
     if not valid:
         return PatientIdentity()
@@ -45,7 +45,7 @@ def identity_from_filename(pattern: re.Pattern[str] | None, filename: str) -> Pa
     )
 
 
-def _clean(value: str | None) -> str | None:
+def clean_value(value: str | None) -> str | None:
     if value is None:
         return None
     value = unicodedata.normalize("NFC", value)
@@ -59,16 +59,16 @@ def _clean(value: str | None) -> str | None:
     return value[start:end] or None
 
 
-def _valid_text(value: str, max_chars: int) -> bool:
+def valid_text(value: str, max_chars: int) -> bool:
     """An LO/SH value: at most ``max_chars``, no backslash, no control or format characters."""
     return len(value) <= max_chars and "\\" not in value and not any(_unseen(c) for c in value)
 
 
-def _valid_person_name(value: str) -> bool:
+def valid_person_name(value: str) -> bool:
     """A PN value as given ('^' between components): DICOM's group and component limits."""
     groups = value.split("=")
     return len(groups) <= PN_GROUPS and all(
-        _valid_text(group, PN_GROUP_MAX) and group.count("^") < PN_COMPONENTS for group in groups
+        valid_text(group, PN_GROUP_MAX) and group.count("^") < PN_COMPONENTS for group in groups
     )
 
 

@@ -29,9 +29,9 @@ from gateway.identity import PatientIdentity
 from gateway.ingest.identity import (
     LO_MAX,
     SH_MAX,
-    _clean,
-    _valid_person_name,
-    _valid_text,
+    clean_value,
+    valid_person_name,
+    valid_text,
 )
 
 SIDECAR_SUFFIXES = (".json", ".meta")
@@ -145,16 +145,16 @@ def _check_key(key: str) -> None:
 
 
 def _identity(values: dict[str, str | None]) -> PatientIdentity:
-    patient_id = _clean(values.get("patient_id"))
-    name = _clean(values.get("patient_name"))
-    accession = _clean(values.get("accession_number"))
-    birth_date = _clean(values.get("birth_date"))
-    sex = _clean(values.get("sex"))
-    if patient_id is not None and not _valid_text(patient_id, LO_MAX):
+    patient_id = clean_value(values.get("patient_id"))
+    name = clean_value(values.get("patient_name"))
+    accession = clean_value(values.get("accession_number"))
+    birth_date = clean_value(values.get("birth_date"))
+    sex = clean_value(values.get("sex"))
+    if patient_id is not None and not valid_text(patient_id, LO_MAX):
         raise SidecarError("sidecar patient_id is not a valid DICOM LO value")
-    if name is not None and not _valid_person_name(name):
+    if name is not None and not valid_person_name(name):
         raise SidecarError("sidecar patient_name is not a valid DICOM PN value")
-    if accession is not None and not _valid_text(accession, SH_MAX):
+    if accession is not None and not valid_text(accession, SH_MAX):
         raise SidecarError("sidecar accession_number is not a valid DICOM SH value")
     if birth_date is not None and not _valid_date(birth_date):
         raise SidecarError("sidecar birth_date is not a date YYYYMMDD")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 # fsync on a directory fd is refused with EINVAL by filesystems that cannot sync directories
@@ -126,3 +128,23 @@ def _copy_then_remove(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
     src.unlink()
     fsync_dir(src.parent)
+
+
+LOCK_FILE = "operator.lock"
+
+
+@contextlib.contextmanager
+def spool_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock between file-creating operator actions and recovery at open().
+
+    Recovery removes files in objects/ that no row names; a rebind run from the CLI while the
+    daemon starts could otherwise lose its new file between the rename and the commit. The
+    daemon's Spool.open(recover=True) holds it while it recovers; rebind holds it from the rename
+    into objects/ to its commit.
+    """
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

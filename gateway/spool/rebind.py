@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.convert.coerce import RewriteFacts
@@ -40,7 +38,6 @@ from gateway.spool.report import show
 from gateway.spool.store import Spool
 from gateway.spool.txn import transaction
 
-LOCK_FILE = "operator.lock"
 DISCARDED = "discarded"  # the failure class of a discarded object's deliveries
 DISCARD_PREFIX = "discarded: "
 MAX_REASON_CHARS = 200
@@ -52,23 +49,6 @@ _HELD_WHERE = """
     o.payload IS NOT NULL AND o.held_reason IS NOT NULL AND o.held_reason != ?
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.object_id = o.id AND d.state != 'held')
 """
-
-
-@contextlib.contextmanager
-def spool_lock(root: Path) -> Iterator[None]:
-    """Exclusive lock between file-creating operator actions and recovery at open().
-
-    Recovery removes files in objects/ that no row names; a rebind run from the CLI while the
-    daemon starts could otherwise lose its new file between the rename and the commit. The
-    daemon's Spool.open(recover=True) must hold this lock while it recovers (not yet wired:
-    gateway/spool/store.py); rebind holds it from the rename into objects/ to its commit.
-    """
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 class NotHeldError(LookupError):
@@ -119,7 +99,7 @@ class HeldObjects:
         spool = self._spool
         name = f"{uuid.uuid4().hex}.dcm"
         target = spool.objects_dir / name
-        with spool_lock(spool.root):
+        with durable.spool_lock(spool.root):
             try:
                 durable.fsync_file(new_payload)
                 new_payload.rename(target)  # never replaces: the name is fresh

@@ -97,15 +97,17 @@ class Spool:
                     # The folders and the database file must survive a power cut too.
                     durable.fsync_dir(self.root)
                     durable.fsync_dir(self.root.parent)
-                    self.last_recovery = recovery.recover(
-                        conn,
-                        objects_dir=self.objects_dir,
-                        staging_dir=self.staging_dir,
-                        destinations=self.destinations,
-                        now=self._clock.now(),
-                        retention=self.retention_seconds,
-                        log=self._log,
-                    )
+                    # An operator's rebind creates files that no row names until it commits.
+                    with durable.spool_lock(self.root):
+                        self.last_recovery = recovery.recover(
+                            conn,
+                            objects_dir=self.objects_dir,
+                            staging_dir=self.staging_dir,
+                            destinations=self.destinations,
+                            now=self._clock.now(),
+                            retention=self.retention_seconds,
+                            log=self._log,
+                        )
             except BaseException:
                 conn.close()
                 raise

@@ -26,9 +26,9 @@ from pynetdicom import _config, evt
 
 from gateway.config import WorklistSection
 
-# _GatewayAE closes the socket of a failed connect (pynetdicom 3.0.4 leaves it to the GC);
+# GatewayAE closes the socket of a failed connect (pynetdicom 3.0.4 leaves it to the GC);
 # shared with the forwarder rather than copied.
-from gateway.forward.link import _GatewayAE, tune_socket
+from gateway.forward.link import GatewayAE, tune_socket
 from gateway.worklist.charset import UndecodableError, decode_identifier
 from gateway.worklist.item import WorklistItem
 
@@ -166,7 +166,7 @@ class WorklistClient:
             return value if left is None else min(value, left)
 
         # A new AE per query: its timeouts are per query, and AEs are not shared across threads.
-        ae = _GatewayAE(ae_title=self._calling)
+        ae = GatewayAE(ae_title=self._calling)
         ae.add_requested_context(
             MODALITY_WORKLIST_FIND, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         )
