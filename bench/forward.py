@@ -482,6 +482,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Generate, serve, send, verify; returns the results."""
     require("storescu")
+    load_before = os.getloadavg()
     pki = make_pki(work / "pki")
     print("generating instances ...", file=sys.stderr)
     workloads = [
@@ -502,8 +503,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
     finally:
         scp.stop()
+    # Other work on the machine moves these numbers a lot on 2 CPUs: keep the evidence.
+    load = {"before": load_before, "after": os.getloadavg()}
     return {
-        "machine": machine(),
+        "machine": {**machine(), "load_average_1_5_15": load},
         "setup": {
             "transport": "TLS (mutual, test CA), loopback 127.0.0.1",
             "pacs": "DCMTK storescp +tls -rc, writing every object to a folder, TCP_NODELAY=1, "
@@ -536,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{machine_info['date']}; {machine_info['nproc']} CPUs, {machine_info['cpu']}; "
         f"Python {machine_info['python']}; {machine_info['dcmtk']}; "
+        f"load average {machine_info['load_average_1_5_15']['before'][0]:.2f} before, "
+        f"{machine_info['load_average_1_5_15']['after'][0]:.2f} after; "
         f"{args.repeat} run(s) per sender, median; peak RSS by "
         f"{results['workloads']['small']['gateway']['rss_method']}"
     )
