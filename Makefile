@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PEER_PACKAGES := dcmtk dicom3tools socat
-PEER_PROGRAMS := storescp storescu echoscu findscu dciodvfy socat
+PEER_PACKAGES := dcmtk dicom3tools socat time
+PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: all venv peers lint test demo bench docs clean

@@ -207,6 +207,8 @@ class Gateway:
             parts.append(f"{name}: {pending} queued, {failed} failed")
         if held:
             parts.append(f"{held} held")
+        if self.refresher is not None:
+            parts.append(_worklist_status(self.refresher, self.clock.now()))
         return "; ".join(parts) or "no destination configured"
 
     def run(self, stop: threading.Event) -> int:
@@ -240,3 +242,10 @@ class Gateway:
         self.supervisor.stop_all()
         event(log, logging.INFO, "gateway stopped")
         return code
+
+
+def _worklist_status(refresher: WorklistRefresher, now: float) -> str:
+    if refresher.last_success is None:
+        return "worklist: not fetched yet" + (" (RIS unreachable)" if refresher.last_error else "")
+    age = f"{(now - refresher.last_success) / 60:.0f} min old"
+    return f"worklist {age}" + (", RIS unreachable" if refresher.last_error else "")
