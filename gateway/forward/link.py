@@ -246,8 +246,11 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value).strip() or None
 
 
-class _ClosingAssociationSocket(AssociationSocket):
-    """An AssociationSocket whose close really closes, even when shutdown() fails."""
+class ClosingAssociationSocket(AssociationSocket):
+    """An AssociationSocket whose close really closes, even when shutdown() fails.
+
+    pynetdicom's skips close() when shutdown() fails (a peer already gone), leaking the fd.
+    """
 
     def _shutdown_socket(self) -> None:
         sock = self.socket
@@ -268,7 +271,7 @@ class GatewayAE(AE):
         address: AddressInformation,
         tls_args: tuple[ssl.SSLContext, str] | None,
     ) -> AssociationSocket:
-        sock = _ClosingAssociationSocket(assoc, address=address)
+        sock = ClosingAssociationSocket(assoc, address=address)
         sock.tls_args = tls_args
         return sock
 

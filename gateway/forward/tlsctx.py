@@ -30,18 +30,7 @@ def client_context(tls: TlsSettings, credentials_dir: str | None = None) -> ssl.
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.verify_mode = ssl.CERT_REQUIRED
     context.check_hostname = tls.verify_hostname
-    try:
-        context.load_verify_locations(cafile=tls.ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"tls.ca {tls.ca}: cannot load CA certificates: {exc}") from None
-    key = resolve_key_path(tls.key, credentials_dir)
-    try:
-        context.load_cert_chain(certfile=tls.cert, keyfile=key)
-    except (OSError, ssl.SSLError) as exc:
-        # The message names files only; OpenSSL never puts key material in it.
-        raise TlsSetupError(
-            f"tls.cert {tls.cert} / tls.key {key}: cannot load certificate and key: {exc}"
-        ) from None
+    _load_trust_and_identity(context, tls, credentials_dir)
     return context
 
 
@@ -61,6 +50,14 @@ def server_context(tls: TlsSettings, credentials_dir: str | None = None) -> ssl.
         | ssl.OP_NO_TICKET  # no resumption state to keep or leak on a small box
     )
     context.verify_mode = ssl.CERT_REQUIRED
+    _load_trust_and_identity(context, tls, credentials_dir)
+    return context
+
+
+def _load_trust_and_identity(
+    context: ssl.SSLContext, tls: TlsSettings, credentials_dir: str | None
+) -> None:
+    """The CAs we trust for the peer, and our own certificate chain and key."""
     try:
         context.load_verify_locations(cafile=tls.ca)
     except (OSError, ssl.SSLError) as exc:
@@ -69,7 +66,7 @@ def server_context(tls: TlsSettings, credentials_dir: str | None = None) -> ssl.
     try:
         context.load_cert_chain(certfile=tls.cert, keyfile=key)
     except (OSError, ssl.SSLError) as exc:
+        # The message names files only; OpenSSL never puts key material in it.
         raise TlsSetupError(
             f"tls.cert {tls.cert} / tls.key {key}: cannot load certificate and key: {exc}"
         ) from None
-    return context

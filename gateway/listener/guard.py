@@ -19,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pynetdicom.transport import AssociationSocket
+from gateway.forward.link import ClosingAssociationSocket
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -153,7 +153,7 @@ def command_field(command: bytes) -> int | None:
     return None
 
 
-class GuardedSocket(AssociationSocket):
+class GuardedSocket(ClosingAssociationSocket):
     """pynetdicom's socket wrapper, reading PDUs only within the bounds of ``limits``.
 
     ``first_pdu`` is the A-ASSOCIATE-RQ already read (and checked) during the handshake; it is
@@ -218,16 +218,6 @@ class GuardedSocket(AssociationSocket):
         if pdu_type == P_DATA_TF:
             self._budget.feed(body)
         return body
-
-    def _shutdown_socket(self) -> None:
-        # pynetdicom's skips close() when shutdown() fails (a peer already gone): leaks the fd.
-        sock = self.socket
-        if sock is None:
-            return
-        with suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with suppress(OSError):
-            sock.close()
 
     def _refuse(self, sock: socket.socket, exc: PeerRefusedError) -> None:
         self._on_refused(exc)
