@@ -36,7 +36,7 @@ from gateway.spool.entries import ObjectInfo
 from gateway.spool.recovery import NO_DESTINATION
 from gateway.spool.report import show
 from gateway.spool.store import Spool
-from gateway.spool.txn import transaction
+from gateway.sqltxn import transaction
 
 DISCARDED = "discarded"  # the failure class of a discarded object's deliveries
 DISCARD_PREFIX = "discarded: "

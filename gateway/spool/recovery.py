@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gateway.logsetup import event
 from gateway.spool import durable
-from gateway.spool.txn import transaction
+from gateway.sqltxn import transaction
 
 PAYLOAD_MISSING = "payload missing"
 NO_DESTINATION = "no destination"

@@ -36,8 +36,8 @@ from gateway.spool.entries import (
     ObjectInfo,
     SpoolEntry,
 )
-from gateway.spool.txn import transaction
 from gateway.spool.wakeup import LaneWakeups
+from gateway.sqltxn import transaction
 
 NO_DESTINATION = recovery.NO_DESTINATION
 DEFAULT_RETENTION = 7 * 24 * 3600.0

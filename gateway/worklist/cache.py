@@ -16,12 +16,12 @@ import datetime
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.clock import Clock
+from gateway.sqltxn import transaction
 from gateway.worklist.item import CodeItem, WorklistItem
 
 SCHEMA_VERSION = 1
@@ -112,7 +112,7 @@ class WorklistCache:
             if self._conn is not None:
                 return
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: transactions are the explicit BEGIN/COMMIT below.
+            # isolation_level=None: transactions are explicit (gateway.sqltxn).
             conn = sqlite3.connect(
                 self._path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -152,17 +152,6 @@ class WorklistCache:
             if conn is not None:
                 conn.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._require()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("worklist cache is not open")
@@ -180,7 +169,7 @@ class WorklistCache:
             )
             for item in items
         ]
-        with self._lock, self._transaction() as conn:
+        with self._lock, transaction(self._require()) as conn:
             conn.execute("DELETE FROM items")
             # A repeated key (the RIS sent the same step twice) keeps the last copy.
             conn.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)", rows)
