@@ -156,10 +156,62 @@ class FolderIngest(_Strict):
         return value
 
 
+class SerialIngest(_Strict):
+    """[[ingest.serial]]: a serial line the legacy device talks on, read through a profile."""
+
+    name: str = Field(description="Short name of this source, used in logs and the queue.")
+    port: str = Field(
+        min_length=1,
+        description="Device path (/dev/ttyUSB0, /dev/legacy-modality, a pseudo-terminal) or a "
+        "pyserial URL (socket://host:port, rfc2217://...).",
+    )
+    profile: str = Field(
+        min_length=1,
+        description="Built-in profile name (astm-e1394, line-kv, print-capture) or the path of "
+        "a profile TOML file (relative paths: relative to the config file).",
+    )
+    baudrate: int = Field(9600, ge=50, le=4_000_000, description="Bits per second.")
+    bytesize: Literal[5, 6, 7, 8] = Field(8, description="Data bits.")
+    parity: Literal["none", "even", "odd", "mark", "space"] = Field("none", description="Parity.")
+    stopbits: float = Field(1, description="Stop bits: 1, 1.5 or 2.")
+    flow_control: Literal["none", "rtscts", "xonxoff"] = Field(
+        "none", description="Hardware (RTS/CTS), software (XON/XOFF) or no flow control."
+    )
+    reopen_max_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A port that disappears is reopened with backoff up to this interval.",
+    )
+    max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="A message growing past this is dropped (counted and logged), "
+        "so a flood or a stuck line cannot eat the memory.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
+        return value
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError("stop bits are 1, 1.5 or 2")
+        return value
+
+
 class IngestSection(_Strict):
     """[ingest]: the sources the gateway takes data from."""
 
     folder: list[FolderIngest] = Field(default_factory=list, description="Watched drop folders.")
+    serial: list[SerialIngest] = Field(
+        default_factory=list, description="Serial lines read through device profiles."
+    )
 
 
 class TlsSettings(_Strict):
@@ -349,7 +401,10 @@ class GatewayConfig(_Strict):
     def _unique_names(self) -> GatewayConfig:
         for label, names in (
             ("destination", [d.name for d in self.destination]),
-            ("ingest.folder", [f.name for f in self.ingest.folder]),
+            (
+                "ingest source",
+                [f.name for f in self.ingest.folder] + [s.name for s in self.ingest.serial],
+            ),
         ):
             seen: set[str] = set()
             for name in names:
@@ -389,7 +444,13 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
                 update={
                     "folder": [
                         f.model_copy(update={"path": fix(f.path)}) for f in config.ingest.folder
-                    ]
+                    ],
+                    "serial": [
+                        s.model_copy(update={"profile": str(fix(Path(s.profile)))})
+                        if is_profile_path(s.profile)
+                        else s
+                        for s in config.ingest.serial
+                    ],
                 }
             ),
             "destination": [
@@ -403,6 +464,11 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             and config.worklist.model_copy(update={"tls": fix_tls(config.worklist.tls)}),
         }
     )
+
+
+def is_profile_path(profile: str) -> bool:
+    """A profile given as a file (``x.toml``, ``./x``, ``/etc/...``) rather than a built-in name."""
+    return "/" in profile or profile.endswith(".toml")
 
 
 def _credential_fallback(path: Path, credentials_dir: str | None) -> Path:
@@ -419,6 +485,11 @@ def _file_problems(
     for i, folder in enumerate(config.ingest.folder):
         if folder.path.exists() and not folder.path.is_dir():
             problems.append((("ingest", "folder", i, "path"), f"{folder.path} is not a folder"))
+    for i, line in enumerate(config.ingest.serial):
+        if is_profile_path(line.profile) and not Path(line.profile).is_file():
+            problems.append(
+                (("ingest", "serial", i, "profile"), f"profile file not found: {line.profile}")
+            )
     tls_sections: list[tuple[tuple[Any, ...], TlsSettings | None]] = [
         (("destination", i), dest.tls) for i, dest in enumerate(config.destination)
     ]
@@ -570,6 +641,10 @@ def summary(config: GatewayConfig) -> str:
     ]
     for folder in config.ingest.folder:
         lines.append(f"ingest folder {folder.name}: {folder.path}")
+    for line in config.ingest.serial:
+        lines.append(
+            f"ingest serial {line.name}: {line.port} {line.baudrate} baud, profile {line.profile}"
+        )
     for dest in config.destination:
         mode = "TLS" if dest.tls else "plain TCP"
         lines.append(f"destination {dest.name}: {dest.ae_title}@{dest.host}:{dest.port} ({mode})")
