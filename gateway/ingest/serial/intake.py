@@ -1,0 +1,191 @@
+"""Takes a complete device message into the queue: bind, convert, check room, enqueue durably.
+
+The reader acknowledges the message to the device only when this returns True, so True means
+every object of the message is durably queued, or the message was durably quarantined (it can
+never convert; the device must not keep resending it). False means "not now": the queue is full
+or the disk failed, and the device is refused and sends again later. A resend converts to the
+same SOP Instance UIDs, so objects queued before a failure are recognised as duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from gateway.clock import Clock
+from gateway.convert.result import ConversionError, ConvertedObject
+from gateway.ingest.intake import QuarantineLike, SpoolLike
+from gateway.ingest.serial.message import DeviceMessage
+from gateway.logsetup import event
+from gateway.worklist.binding import Binder, Binding
+
+
+class SerialConverterLike(Protocol):
+    """What intake needs of gateway.convert.serialconv.SerialConverter."""
+
+    def convert(
+        self, message: DeviceMessage, binding: Binding, staging: Callable[[str], Path]
+    ) -> list[ConvertedObject]: ...
+
+
+class SerialIntake:
+    """The serial reader's sink: True when the message is safe (queued or quarantined)."""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        converter: SerialConverterLike,
+        spool: SpoolLike,
+        quarantine: QuarantineLike,
+        binder: Binder,
+        clock: Clock,
+        logger: logging.Logger,
+    ) -> None:
+        self.source = source
+        self.converter = converter
+        self.spool = spool
+        self.quarantine = quarantine
+        self.binder = binder
+        self.clock = clock
+        self.log = logger
+        self.full = False
+        self.counts = {"queued": 0, "duplicate": 0, "held": 0, "quarantined": 0, "refused": 0}
+
+    def __call__(self, message: DeviceMessage) -> bool:
+        """Queue every object of ``message``; see the module docstring for what True means."""
+        if not self._room_for(len(message.raw)):
+            return self._refuse()
+        binding = self.binder.bind(message.identity, None)
+        try:
+            objects = self.converter.convert(message, binding, self.spool.staging_path)
+        except ConversionError as exc:
+            return self._quarantine(message, exc.reason)
+        except (MemoryError, RecursionError) as exc:
+            return self._quarantine(message, f"message too large to convert ({type(exc).__name__})")
+        except OSError as exc:
+            # Writing staging failed: not the message's fault. Refuse; the device resends.
+            event(
+                self.log,
+                logging.ERROR,
+                "cannot convert now",
+                source=self.source,
+                error=type(exc).__name__,
+            )
+            return self._refuse()
+        except Exception as exc:  # noqa: BLE001 - a converter bug must not lose the message
+            return self._quarantine(message, f"internal conversion error ({type(exc).__name__})")
+        try:
+            return self._enqueue_all(message, binding, objects)
+        finally:
+            for obj in objects:
+                with contextlib.suppress(FileNotFoundError):
+                    obj.path.unlink()  # enqueue moved it away on success; else a leftover
+
+    def _enqueue_all(
+        self, message: DeviceMessage, binding: Binding, objects: list[ConvertedObject]
+    ) -> bool:
+        total = sum(_size(obj.path) for obj in objects)
+        if not self._room_for(total):
+            return self._refuse()
+        for obj in objects:
+            try:
+                result = self.spool.enqueue(obj, self.source)
+            except Exception as exc:  # noqa: BLE001 - not queued: refuse, the device resends
+                event(
+                    self.log,
+                    logging.ERROR,
+                    "enqueue failed",
+                    source=self.source,
+                    error=type(exc).__name__,
+                )
+                return self._refuse()
+            key = "duplicate" if result.duplicate else "queued"
+            self.counts[key] += 1
+            if obj.held_reason is not None and not result.duplicate:
+                self.counts["held"] += 1
+            event(
+                self.log,
+                logging.INFO,
+                "already queued" if result.duplicate else "queued",
+                source=self.source,
+                sequence=message.sequence,
+                object_id=result.object_id,
+                kind=obj.kind,
+                sop_instance_uid=obj.sop_instance_uid,
+                held=obj.held_reason or "",
+                bound_to=binding.item.key if binding.item is not None else "",
+                binding=binding.source,
+            )
+        return True
+
+    def _room_for(self, size: int) -> bool:
+        room = self.spool.has_room(size)
+        if not room and not self.full:
+            event(
+                self.log, logging.ERROR, "queue full: device messages refused", source=self.source
+            )
+        elif room and self.full:
+            event(
+                self.log,
+                logging.INFO,
+                "queue has room: device messages taken again",
+                source=self.source,
+            )
+        self.full = not room
+        return room
+
+    def _refuse(self) -> bool:
+        self.counts["refused"] += 1
+        return False
+
+    def _quarantine(self, message: DeviceMessage, reason: str) -> bool:
+        """Keep the raw bytes with the reason; True (ACK) once they are durably aside."""
+        raw = self.spool.staging_path(f".{self.source}.raw")
+        try:
+            _write_durably(raw, message.raw)
+            self.quarantine.put(raw, self.source, reason)
+        except Exception as exc:  # noqa: BLE001 - not kept: refuse, the device resends
+            event(
+                self.log,
+                logging.ERROR,
+                "cannot quarantine message",
+                source=self.source,
+                error=type(exc).__name__,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                raw.unlink()
+            return self._refuse()
+        self.counts["quarantined"] += 1
+        event(
+            self.log,
+            logging.WARNING,
+            "message quarantined",
+            source=self.source,
+            sequence=message.sequence,
+            reason=reason,
+            size=len(message.raw),
+        )
+        return True
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

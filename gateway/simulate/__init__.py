@@ -1,0 +1,1 @@
+"""The modality simulator: plays a device profile's messages onto a serial line, with faults."""
