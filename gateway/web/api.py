@@ -99,7 +99,9 @@ def health_router() -> APIRouter:
 
 def api_router(services: ApiServices, actor_dependency: ActorDependency) -> APIRouter:
     """Every /api/v1 endpoint (mount at API_PREFIX); ``actor_dependency`` names who acts."""
-    router = APIRouter()
+    # Every endpoint, reads included, needs an identified caller: a mounting app that forgot
+    # to guard a read still does not serve patient data to nobody.
+    router = APIRouter(dependencies=[Depends(actor_dependency)])
     router.include_router(_worklist_routes(services), tags=["worklist"])
     router.include_router(_procedure_routes(services, actor_dependency), tags=["procedure"])
     router.include_router(_held_routes(services, actor_dependency), tags=["held"])
