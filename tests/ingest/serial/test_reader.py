@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 import serial
 
-from gateway.clock import FakeClock
+from gateway.clock import FakeClock, SystemClock
 from gateway.identity import PatientIdentity
+from gateway.ingest.serial.astm_link import AstmReceiver
 from gateway.ingest.serial.engine import Action, Deliver, Note, Send
 from gateway.ingest.serial.message import DeviceMessage
 from gateway.ingest.serial.port import SerialPort
+from gateway.ingest.serial.profile import AstmProtocol, DeviceProfile
+from gateway.ingest.serial.profiles import load_profile
 from gateway.ingest.serial.reader import MAX_READ_WAIT, READ_CHUNK, EngineClock, SerialReader
+from gateway.simulate.faults import parse_injections
+from gateway.simulate.player import DeviceSimulator
+from gateway.simulate.socat import PtyPair
 from tests.ingest.serial.test_port import FakeOpener, serial_config
+from tests.peers import require_tool
 
 ACK, NAK = b"\x06", b"\x15"
 
@@ -256,3 +264,53 @@ def test_engine_time_is_monotonic_during_a_message_and_follows_wall_clock_when_i
     clock._mono += 2
     assert times.now(idle=False) == start + 2
     assert times.now(idle=True) == start - 3600
+
+
+# -- the real ASTM engine, the simulator on the other end of a socat pty pair ---------------------
+
+
+def quick_astm_profile() -> DeviceProfile:
+    """The built-in ASTM profile with timeouts short enough for a test."""
+    profile = load_profile("astm-e1394")
+    assert isinstance(profile.link, AstmProtocol)
+    link = profile.link.model_copy(update={"frame_ack_timeout": 2.0, "receive_timeout": 3.0})
+    simulator = profile.simulator.model_copy(update={"pause_seconds": 0.1})
+    return profile.model_copy(update={"link": link, "simulator": simulator})
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("faults", ["", "bad-checksum:2@2,noise@1,flood:300@2"])
+def test_astm_simulator_over_ptys_delivers_every_message_despite_faults(
+    tmp_path: Path, faults: str
+) -> None:
+    require_tool("socat")
+    profile = quick_astm_profile()
+    sink = Sink()
+    with PtyPair(tmp_path / "gw", tmp_path / "dev") as pair:
+        cfg = serial_config(str(pair.a))
+        port = SerialPort(cfg, SystemClock(), logging.getLogger("t.port"))
+        reader = SerialReader(
+            source="dev",
+            port=port,
+            engine_factory=lambda: AstmReceiver(profile, "dev", 1 << 20),
+            sink=sink,
+            clock=SystemClock(),
+            logger=logging.getLogger("t.reader"),
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=reader.run, args=(stop,))
+        thread.start()
+        try:
+            with serial.Serial(str(pair.b), timeout=0.1) as line:
+                report = DeviceSimulator(
+                    profile, line, injections=parse_injections(faults), retry_wait=0.5
+                ).run()
+        finally:
+            stop.set()
+            thread.join(10)
+    n = len(profile.simulator.messages)
+    assert (report.delivered, report.abandoned) == (n, 0)
+    assert [m.identity.patient_id for m in sink.got] == ["PID-1001", "PID-1002", "PID-1003"][:n]
+    stats = reader.stats()
+    if faults:
+        assert stats["bad_checksum"] >= 2 and stats["noise"] >= 1
