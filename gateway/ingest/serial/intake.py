@@ -28,7 +28,7 @@ class SerialConverterLike(Protocol):
     """What intake needs of gateway.convert.serialconv.SerialConverter."""
 
     def convert(
-        self, message: DeviceMessage, binding: Binding, staging: Callable[[str], Path]
+        self, message: DeviceMessage, binding: Binding, staging: Callable[[], Path]
     ) -> list[ConvertedObject]: ...
 
 

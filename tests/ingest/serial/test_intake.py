@@ -39,7 +39,7 @@ class FakeConverter:
         self.bindings: list[Binding] = []
 
     def convert(
-        self, message: DeviceMessage, binding: Binding, staging: Callable[[str], Path]
+        self, message: DeviceMessage, binding: Binding, staging: Callable[[], Path]
     ) -> list[ConvertedObject]:
         self.bindings.append(binding)
         if self.fail is not None:
@@ -47,7 +47,7 @@ class FakeConverter:
         digest = hashlib.sha256(message.digest_input).hexdigest()
         out = []
         for n in range(self.objects):
-            path = staging(".dcm")
+            path = staging()
             path.write_bytes(b"DICM" + message.raw + bytes([n]) * 100)
             out.append(
                 ConvertedObject(
