@@ -40,6 +40,9 @@ Record: TypeAlias = dict[int, str | list["Record"]]
 Predicate = Callable[[str], bool]
 
 SPECIFIC_CHARACTER_SET = 0x00080005
+SCHEDULED_PROCEDURE_STEP_SEQUENCE = 0x00400100
+SCHEDULED_PROCEDURE_STEP_START_DATE = 0x00400002
+_PLAIN_DATE = re.compile(r"^\d{8}$")
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
 _NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI"})
 _DT_WITH_OFFSET = re.compile(r"^\d{4,14}(\.\d{1,6})?[+-]\d{4}$")
@@ -242,6 +245,35 @@ def _upper(vr: str, value: str) -> str:
         whole = 6 if vr == "TM" else 14
         text = text.ljust(whole, "9") + ".999999"
     return text.ljust(width, "9")
+
+
+def exact_step_date(identifier: Dataset) -> str | None:
+    """The query's Scheduled Procedure Step Start Date if it is one plain date, else None.
+
+    With such a key a record can only match if one of its step dates is exactly that date
+    (see :func:`step_dates`), so a caller may look at those records alone.
+    """
+    steps = identifier.get(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+    if steps is None or steps.VR != "SQ" or len(steps.value or ()) != 1:
+        return None
+    element = steps.value[0].get(SCHEDULED_PROCEDURE_STEP_START_DATE)
+    if element is None or element.VR != "DA":
+        return None
+    text = _text(element).strip(" ")
+    return text if _PLAIN_DATE.match(text) else None
+
+
+def step_dates(record: Record) -> frozenset[str]:
+    """Every value a DA key compares for the record's step start dates (index keys)."""
+    steps = record.get(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+    if not isinstance(steps, list):
+        return frozenset()
+    dates: set[str] = set()
+    for step in steps:
+        value = step.get(SCHEDULED_PROCEDURE_STEP_START_DATE)
+        if isinstance(value, str):
+            dates.update(_normalise("DA", part) for part in value.split("\\"))
+    return frozenset(dates)
 
 
 def matches(identifier: Dataset, ds: Dataset) -> bool:

@@ -6,6 +6,8 @@ For each query from the modality:
    the query is passed on live, bounded by ``live_timeout``; its matches are returned.
 2. Otherwise (no client, RIS down, too slow, failure status, undecodable answer) the query is
    answered from the cache with :mod:`gateway.worklist.matching`: the modality sees no outage.
+   A query whose step start date is one plain date reads only that day's records (an index
+   kept per cache generation): the same answers as matching every record, at a fraction of it.
 
 Responses carry exactly the requested keys. Specific Character Set of a response: the set the
 query declared when every value of that response encodes in it; otherwise ISO_IR 192 (UTF-8);
@@ -46,8 +48,10 @@ from gateway.worklist.matching import (
     Record,
     build_response,
     compile_query,
+    exact_step_date,
     record_from_json,
     response_from_record,
+    step_dates,
 )
 
 PENDING = 0xFF00
@@ -104,6 +108,9 @@ class MwlService:
         self._lock = threading.Lock()
         self._generation: int | None = None
         self._prepared: dict[str, _Prepared] = {}
+        # Records by step start date: a modality's query names one day, so it reads that day's
+        # records instead of the whole cache.
+        self._by_date: dict[str, list[_Prepared]] = {}
         self._live_failed_at: float | None = None
 
     def handle_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
@@ -141,9 +148,8 @@ class MwlService:
         source, live = self._live(query, terms)
         responses: Iterable[Dataset]
         if live is None:
-            responses = (
-                response_from_record(query, record, compiled) for record in self._matching(compiled)
-            )
+            records = self._matching(compiled, exact_step_date(query))
+            responses = (response_from_record(query, record, compiled) for record in records)
         else:
             responses = live
         count = 0
@@ -197,15 +203,19 @@ class MwlService:
         """Index the cached items for matching now (else on the first query); returns count."""
         return len(self._current())
 
-    def _current(self) -> list[Record]:
+    def _current(self, step_date: str | None = None) -> list[Record]:
+        """Unexpired records in cache order; only those with this step date when given."""
         snapshot = self._cache.snapshot()
         with self._lock:
             if snapshot.generation != self._generation:
                 self._prepared = self._reindex(snapshot)
+                self._by_date = _index_by_date(self._prepared.values())
                 self._generation = snapshot.generation
-            prepared = self._prepared
+            pool: Iterable[_Prepared] = (
+                self._prepared.values() if step_date is None else self._by_date.get(step_date, ())
+            )
         now = self._clock.now()
-        return [p.record for p in prepared.values() if p.expires_at > now]
+        return [p.record for p in pool if p.expires_at > now]
 
     def _reindex(self, snapshot: CacheSnapshot) -> dict[str, _Prepared]:
         # A refresh mostly brings the same items again: keep their records, parse only changes.
@@ -221,10 +231,18 @@ class MwlService:
             fresh[key] = _Prepared(expires, item.dataset_json, record)
         return fresh
 
-    def _matching(self, compiled: Query) -> Iterator[Record]:
-        for record in self._current():
+    def _matching(self, compiled: Query, step_date: str | None) -> Iterator[Record]:
+        for record in self._current(step_date):
             if compiled.matches(record):
                 yield record
+
+
+def _index_by_date(prepared: Iterable[_Prepared]) -> dict[str, list[_Prepared]]:
+    index: dict[str, list[_Prepared]] = {}
+    for entry in prepared:  # in cache order, which each day's list keeps
+        for date in step_dates(entry.record):
+            index.setdefault(date, []).append(entry)
+    return index
 
 
 def _calling_ae(event: Any) -> str:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pydicom import config
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 
 from bench.common import BenchError
 from bench.mwl import (
+    GRACE_HOURS,
     bench_shape,
     fill_cache,
     generate,
@@ -20,15 +28,21 @@ from bench.mwl import (
     start_wlmscpfs,
     write_wl_files,
 )
+from gateway.clock import SystemClock
+from gateway.worklist.cache import WorklistCache
+from gateway.worklist.client import MODALITY_WORKLIST_FIND
+from gateway.worklist.item import WorklistItem
+from gateway.worklist.matching import matches
+from gateway.worklist.mwl import MwlService
 from tests.peers import require_tool
-
-pytestmark = pytest.mark.peers
+from tests.worklist.factory import make_item, mwl_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 # The cache expires steps of past days, so the worklist is built around the real today.
 TODAY = datetime.date.today()
 
 
+@pytest.mark.peers
 def test_small_run_reports_both_servers_with_the_same_answers(tmp_path: Path) -> None:
     require_tool("wlmscpfs")
     out = tmp_path / "results.json"
@@ -57,6 +71,7 @@ def test_small_run_reports_both_servers_with_the_same_answers(tmp_path: Path) ->
     assert results["machine"]["nproc"] >= 1
 
 
+@pytest.mark.peers
 def test_a_server_missing_an_item_fails_the_run(tmp_path: Path) -> None:
     require_tool("wlmscpfs")
     steps = generate(300, TODAY)
@@ -86,3 +101,98 @@ def test_the_worklist_is_deterministic_and_varied() -> None:
     assert len({s.modality for s in first}) > 3 and len({s.station for s in first}) > 10
     charsets = {str(s.charset) for s in first}
     assert {"None", "ISO_IR 100", "ISO_IR 192", "['', 'ISO 2022 IR 87']"} <= charsets
+
+
+# -- the date index behind the benchmark's numbers -----------------------------------------------
+# MwlService reads only the records of the query's step date when it names one plain date; these
+# prove that it answers exactly what matching every cached item one by one answers, in order.
+
+
+def _two_step_item(accession: str, first: str, second: str) -> WorklistItem:
+    ds = mwl_dataset(accession_number=accession, step_id=f"S-{accession}", start_date=first)
+    other = Dataset()
+    other.update(ds.ScheduledProcedureStepSequence[0])
+    other.ScheduledProcedureStepStartDate = second
+    other.Modality = "CT"
+    ds.ScheduledProcedureStepSequence.append(other)
+    return WorklistItem.from_dataset(ds)
+
+
+def _query(date: str, modality: str = "US") -> Dataset:
+    step = Dataset()
+    step.ScheduledProcedureStepStartDate = date
+    step.Modality = modality
+    step.ScheduledStationAETitle = ""
+    ds = Dataset()
+    ds.AccessionNumber = ""
+    ds.PatientName = ""
+    ds.ScheduledProcedureStepSequence = DicomSequence([step])
+    return ds
+
+
+def _event(identifier: Dataset) -> SimpleNamespace:
+    return SimpleNamespace(
+        identifier=identifier,
+        request=SimpleNamespace(AffectedSOPClassUID=MODALITY_WORKLIST_FIND),
+        assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="MODALITY")),
+        is_cancelled=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def indexed_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorklistCache]:
+    day = f"{TODAY:%Y%m%d}"
+    tomorrow = f"{TODAY + datetime.timedelta(days=1):%Y%m%d}"
+    with config.disable_value_validation():  # ACR-NEMA dotted dates, as some RIS send
+        odd = [
+            make_item(accession_number="DOTS", step_id="D", start_date=f"{TODAY:%Y.%m.%d}"),
+            make_item(accession_number="PAD", step_id="P", start_date=f"{day} "),
+            make_item(accession_number="MULTI", step_id="M", start_date=f"{tomorrow}\\{day}"),
+            make_item(accession_number="NODATE", step_id="N", start_date=""),
+            _two_step_item("TWO", tomorrow, day),
+        ]
+    generated = [WorklistItem.from_dataset(s.dataset) for s in generate(600, TODAY)]
+    path = tmp_path_factory.mktemp("index") / "worklist.sqlite"
+    cache = WorklistCache(path, SystemClock(), GRACE_HOURS)
+    cache.open()
+    cache.replace(odd + generated, time.time())
+    yield cache
+    cache.close()
+
+
+@pytest.mark.parametrize(
+    "date",
+    ["today", "tomorrow", "today-range", "dotted", "list", "", "19990101"],
+)
+@pytest.mark.parametrize("modality", ["US", "CT", ""])
+def test_the_date_index_answers_what_a_full_scan_answers(
+    indexed_cache: WorklistCache, date: str, modality: str
+) -> None:
+    day = f"{TODAY:%Y%m%d}"
+    tomorrow = f"{TODAY + datetime.timedelta(days=1):%Y%m%d}"
+    value = {
+        "today": day,
+        "tomorrow": tomorrow,
+        "today-range": f"{day}-{day}",
+        "dotted": f"{TODAY:%Y.%m.%d}",
+        "list": f"{day}\\{tomorrow}",
+    }.get(date, date)
+    service = MwlService(indexed_cache, None, 1.0, logging.getLogger("test.mwl"))
+    # Dotted dates are not valid DA: pydicom warns about them, which is not what is tested here.
+    with config.disable_value_validation():
+        identifier = _query(value, modality)
+        answered = [
+            str(ds.AccessionNumber)
+            for status, ds in service.handle_find(_event(identifier))
+            if status == 0xFF00 and ds is not None
+        ]
+        scanned = [
+            item.accession_number
+            for item in indexed_cache.items()
+            if matches(identifier, item.dataset())
+        ]
+    assert answered == scanned
+    if date == "today" and modality in ("US", ""):
+        assert {"DOTS", "PAD", "MULTI"} <= set(answered)
+    if date == "today" and modality == "CT":
+        assert "TWO" in answered
