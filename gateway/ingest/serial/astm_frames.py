@@ -26,8 +26,10 @@ MAX_FRAME = MAX_TEXT + 7  # STX, FN, ETB|ETX, C1, C2, CR, LF
 MIN_FRAME = 7  # a frame with empty text
 
 # E1381 restricts these from frame text: they are the link's own control characters (SOH, STX,
-# ETX, EOT, ENQ, ACK, DLE, NAK, SYN, ETB, LF, DC1-DC4). CR is allowed: it ends each record.
-RESTRICTED = frozenset(b"\x01\x02\x03\x04\x05\x06\x0a\x10\x11\x12\x13\x14\x15\x16\x17")
+# ETX, EOT, ENQ, ACK, DLE, NAK, SYN, ETB, LF, DC1-DC4). CR is allowed: it ends each record. NUL
+# is refused too: E1394 text never carries it, and a NUL gained or lost in transit leaves the
+# modulo-256 checksum unchanged, so refusing it closes the one single-byte error it cannot see.
+RESTRICTED = frozenset(b"\x00\x01\x02\x03\x04\x05\x06\x0a\x10\x11\x12\x13\x14\x15\x16\x17")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def parse_frame(data: bytes) -> Frame | FrameError:
     if not 0 <= number <= 7 or end not in (ETX, ETB):
         return FrameError("malformed", "frame number or end mark")
     body = data[1:-4]
-    if data[-4:-2] != checksum(body):
+    if data[-4:-2].upper() != checksum(body):  # lower case is not E1381, but harmless
         return FrameError("bad_checksum", f"frame {number}")
     text = data[2:-5]
     if any(b in RESTRICTED for b in text):
