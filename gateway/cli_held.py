@@ -26,29 +26,18 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.identity import PatientIdentity
 from gateway.spool.store import Spool
 from gateway.worklist.item import WorklistItem
-from gateway.worklist.reconcile import ReconcileError, Reconciler, WorklistLookup
+from gateway.worklist.lookup import EmptyWorklist, WorklistLookup
+from gateway.worklist.reconcile import ReconcileError, Reconciler
 
 WORKLIST_FILE = "worklist.sqlite"
 CacheFactory = Callable[[Path], AbstractContextManager[WorklistLookup]]
-
-
-class _NoWorklist:
-    """Stands in for the cache where none was ever written (no [worklist] configured yet)."""
-
-    def get(self, key: str) -> WorklistItem | None:
-        return None
-
-    def find(
-        self, *, accession_number: str | None = None, patient_id: str | None = None
-    ) -> list[WorklistItem]:
-        return []
 
 
 @contextmanager
 def open_worklist_cache(path: Path) -> Iterator[WorklistLookup]:
     """The daemon's worklist cache, read beside it; an empty lookup when it does not exist."""
     if not path.exists():
-        yield _NoWorklist()  # never create the daemon's file from a shell (owner, permissions)
+        yield EmptyWorklist()  # never create the daemon's file from a shell (owner, permissions)
         return
     from gateway.worklist.cache import WorklistCache
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig, load_config
-from gateway.worklist.binding import WorklistLookup
 from gateway.worklist.item import WorklistItem
+from gateway.worklist.lookup import SeveralStepsError, WorklistLookup, one_step
 from gateway.worklist.selection import RoomSelection, Selection, selection_path
 
 CACHE_FILE = "worklist.sqlite"
@@ -171,19 +171,12 @@ def _load(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _one_step(lookup: WorklistLookup, accession: str, step: str | None) -> WorklistItem:
-    matches = lookup.find(accession_number=accession)
-    if step is not None:
-        matches = [m for m in matches if m.scheduled_procedure_step_id == step]
-    if not matches:
-        what = f"accession number {accession}" + (f" and step {step}" if step else "")
-        raise ProcedureCommandError(f"no scheduled step with {what} in the worklist cache")
-    if len(matches) > 1:
-        steps = ", ".join(sorted(m.scheduled_procedure_step_id or "(none)" for m in matches))
+    try:
+        return one_step(lookup, accession, step)
+    except LookupError as exc:
         raise ProcedureCommandError(
-            f"{len(matches)} scheduled steps have accession number {accession}"
-            f" (steps: {steps}); name one with --step"
-        )
-    return matches[0]
+            f"{exc}{' (--step)' if isinstance(exc, SeveralStepsError) else ''}"
+        ) from None
 
 
 def _print_item(item: WorklistItem) -> None:

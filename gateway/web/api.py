@@ -39,6 +39,7 @@ from gateway.web.schemas import (
 )
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.item import WorklistItem
+from gateway.worklist.lookup import NoSuchStepError, SeveralStepsError, one_step
 from gateway.worklist.reconcile import (
     ItemNotFoundError,
     ObjectNotHeldError,
@@ -207,20 +208,12 @@ def _procedure_routes(services: ApiServices, actor_dependency: ActorDependency) 
 
 def _one_step(cache: WorklistCache, accession: str, step: str | None) -> WorklistItem:
     """The one scheduled step with this accession number (and step ID): the CLI's rule."""
-    matches = cache.find(accession_number=accession)
-    if step is not None:
-        matches = [m for m in matches if m.scheduled_procedure_step_id == step]
-    if not matches:
-        what = f"accession number {accession}" + (f" and step {step}" if step else "")
-        raise HTTPException(404, f"no scheduled step with {what} in the worklist cache")
-    if len(matches) > 1:
-        steps = ", ".join(sorted(m.scheduled_procedure_step_id or "(none)" for m in matches))
-        raise HTTPException(
-            409,
-            f"{len(matches)} scheduled steps have accession number {accession}"
-            f" (steps: {steps}); name one with step_id",
-        )
-    return matches[0]
+    try:
+        return one_step(cache, accession, step)
+    except NoSuchStepError as exc:
+        raise HTTPException(404, f"{exc}") from None
+    except SeveralStepsError as exc:
+        raise HTTPException(409, f"{exc} with step_id") from None
 
 
 ObjectId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The held object's queue id.")]

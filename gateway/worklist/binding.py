@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 from gateway.identity import PatientIdentity
 from gateway.ingest.sidecar import Sidecar
 from gateway.worklist.item import WorklistItem
+from gateway.worklist.lookup import WorklistLookup
 from gateway.worklist.selection import Selection
 
 HELD_NO_IDENTITY = "patient identity unknown"
@@ -26,18 +27,6 @@ HELD_NO_IDENTITY = "patient identity unknown"
 BindingSource = Literal["selection", "filename", "sidecar", "file-name identity", "none"]
 
 _LABELS = {"selection": "selected procedure", "filename": "file name", "sidecar": "sidecar"}
-
-
-class WorklistLookup(Protocol):
-    """What binding needs of the worklist cache (gateway.worklist.cache.WorklistCache)."""
-
-    def find(
-        self, *, accession_number: str | None = None, patient_id: str | None = None
-    ) -> list[WorklistItem]: ...
-
-    def get(self, key: str) -> WorklistItem | None: ...
-
-    def items(self) -> list[WorklistItem]: ...
 
 
 class SelectionSource(Protocol):

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -35,6 +34,7 @@ from gateway.spool.entries import ObjectInfo
 from gateway.spool.rebind import HeldObjects, NotHeldError, check_reason
 from gateway.spool.store import Spool
 from gateway.worklist.item import WorklistItem
+from gateway.worklist.lookup import WorklistLookup
 
 # What ``show`` reads from a held object's header for the operator (display only, never logged).
 SHOWN_ATTRIBUTES = (
@@ -52,16 +52,6 @@ SHOWN_ATTRIBUTES = (
     "ContentTime",
 )
 _SEXES = {"M", "F", "O"}
-
-
-class WorklistLookup(Protocol):
-    """The part of the worklist cache reconciliation needs (gateway.worklist.cache)."""
-
-    def get(self, key: str) -> WorklistItem | None: ...
-
-    def find(
-        self, *, accession_number: str | None = None, patient_id: str | None = None
-    ) -> list[WorklistItem]: ...
 
 
 class ReconcileError(Exception):
