@@ -76,6 +76,12 @@ class GatewaySection(_Strict):
         description="Files of one patient from one source whose times lie within this many minutes "
         "of the previous one form one study (and one series).",
     )
+    api_socket: Path | None = Field(
+        None,
+        strict=False,
+        description="Unix socket of the local JSON API (mode 0660: the daemon's group may use "
+        "it); unset: <state_dir>/api.sock.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level written to the log."
     )
@@ -438,7 +444,10 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     return config.model_copy(
         update={
             "gateway": config.gateway.model_copy(
-                update={"state_dir": fix(config.gateway.state_dir)}
+                update={
+                    "state_dir": fix(config.gateway.state_dir),
+                    "api_socket": config.gateway.api_socket and fix(config.gateway.api_socket),
+                }
             ),
             "ingest": config.ingest.model_copy(
                 update={
