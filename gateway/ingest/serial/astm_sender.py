@@ -5,8 +5,9 @@ Establishment: ENQ, then ACK (go), NAK (the host is busy: wait 10 s, try again) 
 next ENQ). Transfer: each frame waits for ACK; a NAK retransmits it, and after
 ``max_retransmissions`` NAKs of one frame the message is aborted with EOT. No reply within 15 s
 (``frame_ack_timeout``) aborts it too, as E1381 prescribes. An aborted message is repeated whole
-later (after ``retry_wait``), up to ``max_attempts`` times. EOT ends a delivered message.
-``AstmFaults`` injects the errors a bad line or a bad device produces.
+later (after ``retry_wait``); after ``max_attempts`` tries that ended in an abort, a busy NAK or
+contention, it is abandoned (the simulator must end; a real instrument keeps it). EOT ends a
+delivered message. ``AstmFaults`` injects the errors a bad line or a bad device produces.
 """
 
 from __future__ import annotations

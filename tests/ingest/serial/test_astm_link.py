@@ -369,3 +369,19 @@ def test_engines_refuse_a_profile_of_another_protocol() -> None:
         AstmReceiver(other, "x", 1 << 20)
     with pytest.raises(ValueError, match="astm-e1394"):
         AstmSender(other, [SMALL])
+
+
+def test_two_messages_in_one_transfer_are_delivered_one_after_the_other() -> None:
+    other = encode_records(["H|\\^&|||T", "P|1|PID-8", "R|1|^^^pH|7.31", "L|1|N"])
+    r = AstmReceiver(PROFILE, "bga", 1 << 20)
+    frames = list(frame_message(SMALL + other))  # numbering runs on across both
+    r.feed(bytes([ENQ]), 0.0)
+    for frame in frames[:3]:
+        r.feed(frame, 0.0)
+    (first,) = delivers(r.feed(frames[3], 0.0))
+    assert sends(r.committed(first.token, True, 0.0)) == bytes([ACK])
+    for frame in frames[4:7]:
+        assert sends(r.feed(frame, 0.0)) == bytes([ACK])
+    (second,) = delivers(r.feed(frames[7], 0.0))
+    assert [first.message.raw, second.message.raw] == [SMALL, other]
+    assert second.message.sequence == first.message.sequence + 1
