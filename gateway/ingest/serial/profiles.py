@@ -142,7 +142,9 @@ def profile_problems(profile: DeviceProfile) -> list[tuple[tuple[Any, ...], str]
             problems += _pattern_problems("terminator_pattern", link.terminator_pattern)
     else:
         if profile.measurement:
-            problems.append((("measurement",), "print-capture keeps the printout as text only"))
+            problems.append(
+                (("measurement", 0, "match"), "print-capture keeps the printout as text only")
+            )
         if not (profile.output.text_pdf or profile.output.text_sr):
             problems.append((("output", "text_pdf"), "a print job needs text_pdf or text_sr"))
     for key, groups in _IDENTITY_GROUPS.items():
