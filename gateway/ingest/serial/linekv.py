@@ -20,9 +20,10 @@ import re
 from dataclasses import dataclass, field
 
 from gateway.identity import PatientIdentity
+from gateway.ingest.serial.astm_records import ucum_unit
 from gateway.ingest.serial.engine import Action, Deliver, Note
 from gateway.ingest.serial.message import Concept, DeviceMessage, Measurement
-from gateway.ingest.serial.profile import DeviceProfile, LineKvProtocol, MeasurementMap
+from gateway.ingest.serial.profile import DeviceProfile, LineKvProtocol
 from gateway.ingest.serial.profiles import IdentityPatterns, merge_identity
 
 _EOL = re.compile(rb"[\r\n]")
@@ -222,7 +223,7 @@ class LineKvEngine:
             return None, None  # counted per report; the name may be anything the device prints
         if not _DECIMAL.fullmatch(value) or len(value) > _DS_MAX:
             return None, Note("value_not_numeric", mapping.match)
-        unit = _ucum(mapping, (groups.get("unit") or "").strip())
+        unit = ucum_unit(mapping, (groups.get("unit") or "").strip())
         if unit is None:
             return None, Note("unit_not_mapped", mapping.match)
         flag = (groups.get("flag") or "").strip()
@@ -253,15 +254,6 @@ class LineKvEngine:
         self._next_token += 1
         actions.append(Deliver(message, token))
         return actions
-
-
-def _ucum(mapping: MeasurementMap, unit_text: str) -> str | None:
-    """The UCUM code for the unit text the device sent, or None when the profile does not say."""
-    if unit_text in mapping.device_units:
-        return mapping.device_units[unit_text]
-    if unit_text == mapping.unit or (not unit_text and mapping.unit == "1"):
-        return mapping.unit
-    return None
 
 
 def _other_patient(known: PatientIdentity, found: dict[str, str]) -> bool:

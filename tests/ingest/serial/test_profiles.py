@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli_profile import register
 from gateway.config import ConfigError
 from gateway.identity import PatientIdentity
 from gateway.ingest.serial.astm_link import AstmReceiver
@@ -225,3 +227,44 @@ def test_an_identity_too_long_for_dicom_is_not_cut_but_counted() -> None:
     assert found == {}
     assert [n.counter for n in notes] == ["identity_unusable"]
     assert "9" not in notes[0].detail  # counts, never the value
+
+
+def run_check_profile(argument: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["check-profile", argument])
+    return int(args.func(args))
+
+
+def test_check_profile_summarises_a_valid_profile_and_its_simulator_messages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_check_profile("line-kv") == 0
+    out = capsys.readouterr().out
+    assert "profile line-kv:" in out
+    assert "HR -> LN 8867-4 'Heart rate' [/min]; device units 'bpm' -> /min" in out
+    assert "measurements as comprehensive-sr, text as encapsulated-pdf" in out
+    assert "message 3: 2 measurement(s) (HR, SpO2)" in out
+    assert "unit_not_mapped (TEMP)" in out
+    assert "PID-2001" not in out and "DOE" not in out  # which identity fields, not their values
+
+
+def test_check_profile_reads_print_and_astm_simulator_messages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_check_profile("print-capture") == 0
+    assert "message 1: text, 2 pages; identity: patient ID, name, accession" in (
+        capsys.readouterr().out
+    )
+    assert run_check_profile("astm-e1394") == 0
+    assert "message 1: 5 measurement(s) (pH, pCO2, pO2, GLU, LAC)" in capsys.readouterr().out
+
+
+def test_check_profile_lists_problems_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, LINE_KV.replace("'^END$'", "'(('").replace('"utf-8"', '"nope"'))
+    assert run_check_profile(str(path)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert all(line.startswith("profile error: link.") for line in err)
