@@ -229,7 +229,8 @@ class SerialConverter:
         return Concept(t.value, t.scheme, t.meaning)
 
     def _document_title(self, message: DeviceMessage) -> str:
-        return (message.title or self.profile.output.document_title.meaning)[:64]
+        title = message.title or self.profile.output.document_title.meaning
+        return sr.clean_text(" ".join(title.split()))[:64]
 
     def _geometry(self) -> tuple[int, int]:
         link = self.profile.link

@@ -46,8 +46,9 @@ PATIENT = hd.sr.CodedConcept("121025", "DCM", "Patient")
 COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
 
 # PS3.5 6.2: DS is at most 16 bytes of a fixed or floating point decimal.
-_DS_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_DT_RE = re.compile(r"^\d{4}(\d{2}){0,5}(\.\d{1,6})?([+-]\d{4})?$")
+# ASCII digits only: Python's \d would also accept other scripts' digits, which DS does not.
+_DS_RE = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_DT_RE = re.compile(r"^[0-9]{4}([0-9]{2}){0,5}(\.[0-9]{1,6})?([+-][0-9]{4})?$")
 # Characters UT may hold besides printable ones (PS3.5 6.1.3); others become U+FFFD.
 _TEXT_CONTROLS = {"\r", "\n", "\t"}
 
@@ -73,11 +74,11 @@ def ucum(unit: str) -> hd.sr.CodedConcept:
 
 def is_decimal_string(value: str) -> bool:
     """True when ``value`` is a valid DS value as it stands (so it is kept exact)."""
-    return len(value) <= 16 and _DS_RE.match(value) is not None and math.isfinite(float(value))
+    return len(value) <= 16 and _DS_RE.fullmatch(value) is not None and math.isfinite(float(value))
 
 
 def clean_text(text: str) -> str:
-    """Text for a UT value: line ends as CR LF; other controls marked U+FFFD, not dropped."""
+    """Text for a UT value: line ends as CR LF; other controls and lone surrogates as U+FFFD."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     joined = "\r\n".join(line.rstrip() for line in lines).strip("\r\n")
     return "".join(c if c in _TEXT_CONTROLS or not _is_control(c) else "\ufffd" for c in joined)
@@ -85,7 +86,8 @@ def clean_text(text: str) -> str:
 
 def _is_control(char: str) -> bool:
     code = ord(char)
-    return code < 0x20 or 0x7F <= code < 0xA0
+    # Lone surrogates (from a lenient decoder) cannot be encoded in any DICOM character set.
+    return code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF
 
 
 def observation_context(
@@ -127,7 +129,7 @@ def measurement_item(measurement: Measurement) -> hd.sr.ContentItem:
         del measured.FloatingPointValue
     notes = []
     if measurement.observed_at is not None:
-        if _DT_RE.match(measurement.observed_at):
+        if _DT_RE.fullmatch(measurement.observed_at):
             item.add_new(0x0040A032, "DT", measurement.observed_at)  # Observation DateTime
         else:
             notes.append(f"Observed at: {measurement.observed_at}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from gateway.convert import sr
@@ -59,14 +61,14 @@ def test_unit_code_longer_than_sixteen_characters_goes_into_long_code_value() ->
     assert "CodeValue" not in unit
 
 
-@pytest.mark.parametrize("text", ["abc", "12345678901234567", "1e999", "", "7,4"])
+@pytest.mark.parametrize("text", ["abc", "12345678901234567", "1e999", "", "7,4", "٣.٥", "1.5\n2"])
 def test_value_that_is_no_decimal_string_is_kept_as_text_with_its_concept(text: str) -> None:
     item = sr.measurement_item(Measurement("GLU", GLUCOSE, text, "mg/dL"))
 
     assert item.ValueType == "TEXT"
     assert item.ConceptNameCodeSequence[0].CodeValue == "2345-7"
     assert item.TextValue.startswith("GLU:")
-    assert text in item.TextValue
+    assert sr.clean_text(text) in item.TextValue
 
 
 def test_flags_become_a_comment_on_the_measurement() -> None:
@@ -105,6 +107,7 @@ def test_text_items_one_comment_per_non_blank_line() -> None:
 
 def test_clean_text_marks_control_characters_instead_of_dropping_them() -> None:
     assert sr.clean_text("a\x07b\r\nc\td  ") == "a\ufffdb\r\nc\td"
+    assert sr.clean_text("x\udcff\x00y") == "x\ufffd\ufffdy"
 
 
 def test_observation_context_names_the_device_and_the_patient_class() -> None:
@@ -193,3 +196,18 @@ def test_sr_request_of_a_step_without_study_uid_names_the_object_study() -> None
 
     assert ds.ReferencedRequestSequence[0].StudyInstanceUID == ds.StudyInstanceUID
     assert ds.PerformedProcedureCodeSequence == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(max_size=24), flags=st.lists(st.text(max_size=4), max_size=3))
+def test_any_device_value_becomes_num_or_text_and_is_never_lost(
+    value: str, flags: list[str]
+) -> None:
+    item = sr.measurement_item(Measurement("GLU", GLUCOSE, value, "mg/dL", flags=tuple(flags)))
+
+    if item.ValueType == "NUM":
+        assert str(item.MeasuredValueSequence[0].NumericValue) == value.strip()
+        assert value.strip().isascii()
+    else:
+        assert item.ValueType == "TEXT"
+        assert sr.clean_text(value).strip() in item.TextValue

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pypdf import PdfReader
 
 from gateway.convert import textpdf
@@ -109,3 +111,26 @@ def test_pdf_metadata_carries_no_text_of_the_job() -> None:
     assert metadata is not None
     assert "Secret" not in " ".join(str(v) for v in metadata.values())
     assert str(metadata["/Title"]) == "Report"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.characters(codec="utf-8") | st.sampled_from("\f\n\r\t ─│┌"), max_size=400
+    ),
+    columns=st.integers(20, 132),
+    lines=st.integers(10, 80),
+)
+def test_any_text_paginates_without_losing_a_printed_character(
+    text: str, columns: int, lines: int
+) -> None:
+    pages = textpdf.paginate(text, columns, lines)
+
+    assert all(len(page) <= lines and all(len(line) <= columns for line in page) for page in pages)
+    printed = "".join("".join(page) for page in pages)
+    expected = "".join(
+        line.expandtabs(textpdf.TAB_SIZE).rstrip()
+        for line in text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n").split("\n")
+    )
+    assert printed == expected
+    assert check_pdf(textpdf.render_print_job(text, columns, lines, WHEN)) == len(pages)
