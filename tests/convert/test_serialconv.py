@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from gateway.spool.store import Spool
 from gateway.worklist.binding import HELD_NO_IDENTITY, Binding, item_identity
 from gateway.worklist.item import WorklistItem
 from tests.convert.builders import NO_PATIENT_ID_WARNING, assert_valid_dicom
+from tests.peers import require_tool
 from tests.worklist.factory import make_item as make_step
 
 RECEIVED = 1_767_000_000.0
@@ -456,3 +458,37 @@ def test_series_description_comes_from_the_profile(make_converter: Make, staging
 
     assert _read(obj.path).SeriesDescription == "Blood gas"
     assert_valid_dicom(obj.path)
+
+
+# dsrdump's VR checker cannot check UTF-8 values; it says so and reads on.
+_DSRDUMP_UTF8_NOTE = "VR checker does not support this Specific Character Set: ISO_IR 192"
+
+
+@pytest.mark.parametrize("name", ["Doe^Jane", "Ødegård^Åse"])
+def test_dcmtk_reads_every_sr_tree_without_a_complaint(
+    make_converter: Make, staging: Staging, name: str
+) -> None:
+    # DCMTK's SR classes check value types and relationship constraints of each IOD on reading.
+    dsrdump = require_tool("dsrdump")
+    identity = PatientIdentity("P-1", name)
+    mixed = measurements(identity=identity, text="K 4.1 mmol/L")
+    objects = [
+        *make_converter(astm_profile()).convert(mixed, bound(), staging),
+        *make_converter(print_profile(text_sr=True)).convert(
+            print_job(identity=identity), Binding.from_identity(identity), staging
+        ),
+    ]
+    srs = [o for o in objects if o.sop_class_uid != "1.2.840.10008.5.1.4.1.1.104.1"]
+    assert len(srs) == 2
+    for obj in srs:
+        proc = subprocess.run(
+            [dsrdump, "-Ee", str(obj.path)], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        complaints = [
+            line
+            for line in (proc.stdout + proc.stderr).splitlines()
+            if line.startswith(("W:", "E:", "F:")) and _DSRDUMP_UTF8_NOTE not in line
+        ]
+        assert complaints == []
+        assert "<CONTAINER:" in proc.stdout
