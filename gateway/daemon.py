@@ -7,7 +7,8 @@ Start order (stop order is the reverse):
   4. lane:NAME      - one delivery thread per destination
   5. worklist       - the refresher thread asks the RIS every refresh_seconds (with [worklist])
   6. listener       - our DICOM port: C-ECHO, MWL C-FIND, C-STORE (with [dicom_listener])
-  7. watch:NAME     - one folder watcher per drop folder; from here on files are taken
+  7. serial:NAME    - one port thread per serial line ([[ingest.serial]]), reopened on loss
+  8. watch:NAME     - one folder watcher per drop folder; from here on files are taken
 Then READY=1 goes to systemd, and the main loop sends STATUS= and WATCHDOG=1 and restarts
 threads that died, within a budget.
 """
@@ -18,6 +19,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -27,6 +29,7 @@ from gateway.clock import Clock
 from gateway.config import GatewayConfig, default_max_queue_bytes
 from gateway.convert.converter import Converter
 from gateway.convert.grouping import StudyGrouper
+from gateway.convert.serialconv import SerialConverter
 from gateway.convert.settings import ConvertSettings
 from gateway.convert.uids import UidFactory
 from gateway.forward.backoff import Backoff
@@ -38,6 +41,10 @@ from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.intake import Intake
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.receiver import StoreReceiver
+from gateway.ingest.serial.intake import SerialIntake
+from gateway.ingest.serial.port import SerialPort
+from gateway.ingest.serial.profiles import load_profile, make_engine
+from gateway.ingest.serial.reader import SerialReader
 from gateway.listener.server import DicomListener
 from gateway.listener.services import ListenerService
 from gateway.logsetup import event
@@ -72,6 +79,7 @@ class Gateway:
     worklist_cache: WorklistCache | None = field(init=False, default=None)
     refresher: WorklistRefresher | None = field(init=False, default=None)
     listener: DicomListener | None = field(init=False, default=None)
+    serial_readers: list[SerialReader] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -112,6 +120,8 @@ class Gateway:
 
         if cfg.dicom_listener is not None:
             self._listener(uids.implementation_class_uid, quarantine, mwl)
+
+        self._serial(settings, grouper, uids, binder, quarantine)
 
         for folder in cfg.ingest.folder:
             pattern = re.compile(folder.filename_pattern) if folder.filename_pattern else None
@@ -168,6 +178,38 @@ class Gateway:
         )
         return Binder(cache, selection, wl.require_match), service
 
+    def _serial(
+        self,
+        settings: ConvertSettings,
+        grouper: StudyGrouper,
+        uids: UidFactory,
+        binder: Binder,
+        quarantine: Quarantine,
+    ) -> None:
+        """One port thread per [[ingest.serial]]; a bad profile stops the start (ConfigError)."""
+        for line in self.config.ingest.serial:
+            profile = load_profile(line.profile)
+            logger = logging.getLogger(f"gateway.serial.{line.name}")
+            intake = SerialIntake(
+                source=line.name,
+                converter=SerialConverter(settings, grouper, uids, profile),
+                spool=self.spool,
+                quarantine=quarantine,
+                binder=binder,
+                clock=self.clock,
+                logger=logger,
+            )
+            reader = SerialReader(
+                source=line.name,
+                port=SerialPort(line, self.clock, logger),
+                engine_factory=partial(make_engine, profile, line.name, line.max_message_bytes),
+                sink=intake,
+                clock=self.clock,
+                logger=logger,
+            )
+            self.serial_readers.append(reader)
+            self.supervisor.add_thread(f"serial:{line.name}", reader.run)
+
     def _listener(
         self, implementation_class_uid: str, quarantine: Quarantine, mwl: ListenerService | None
     ) -> None:
@@ -207,6 +249,9 @@ class Gateway:
             parts.append(f"{name}: {pending} queued, {failed} failed")
         if held:
             parts.append(f"{held} held")
+        down = [r.source for r in self.serial_readers if not r.port.is_open]
+        if down:
+            parts.append(f"serial port down: {', '.join(down)}")
         if self.refresher is not None:
             parts.append(_worklist_status(self.refresher, self.clock.now()))
         return "; ".join(parts) or "no destination configured"

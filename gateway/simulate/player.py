@@ -20,7 +20,12 @@ import serial
 from gateway.ingest.serial.astm_records import encode_records
 from gateway.ingest.serial.astm_sender import AstmSender
 from gateway.ingest.serial.engine import Note, Send
-from gateway.ingest.serial.profile import AstmProtocol, DeviceProfile
+from gateway.ingest.serial.profile import (
+    AstmProtocol,
+    DeviceProfile,
+    LineKvProtocol,
+    PrintCaptureProtocol,
+)
 from gateway.simulate.faults import (
     Injection,
     astm_faults,
@@ -109,7 +114,7 @@ class DeviceSimulator:
         for index in range(self.count):
             if stop.is_set():
                 break
-            if index and stop.wait(self.profile.simulator.pause_seconds):
+            if index and stop.wait(self._pause()):
                 break
             text = self.messages[index % len(self.messages)]
             faults = for_message(self.injections, index + 1)
@@ -167,11 +172,11 @@ class DeviceSimulator:
         if "noise" in kinds:
             self._write(noise(int(kinds["noise"].amount)))
             self._event("injected", "noise")
-            stop.wait(self.profile.simulator.pause_seconds)
+            stop.wait(self._pause())
         if "flood" in kinds:
             self._write(junk(int(kinds["flood"].amount)))
             self._event("injected", "flood")
-            stop.wait(self.profile.simulator.pause_seconds)
+            stop.wait(self._pause())
         if "drop" in kinds:
             data = drop_middle(data, int(kinds["drop"].amount))
             self._event("injected", "dropped bytes")
@@ -190,6 +195,17 @@ class DeviceSimulator:
         self.report.delivered += 1
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _pause(self) -> float:
+        """The pause between messages; longer than the idle timeout where only silence ends one."""
+        pause = self.profile.simulator.pause_seconds
+        link = self.profile.link
+        if isinstance(link, PrintCaptureProtocol) or (
+            isinstance(link, LineKvProtocol) and link.terminator_pattern is None
+        ):
+            # Otherwise two messages would reach the gateway as one report.
+            pause = max(pause, link.idle_timeout + 0.5)
+        return pause
 
     def _wrong_rate(self, data: bytes, fault: Injection) -> bytes:
         right = self.line.baudrate
