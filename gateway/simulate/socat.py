@@ -41,8 +41,10 @@ class PtyPair:
                     binary,
                     "-d",
                     "-d",
-                    f"pty,raw,echo=0,link={self.a}",
-                    f"pty,raw,echo=0,link={self.b}",
+                    # ignoreeof: one end closing (the simulator finishing) must not end the
+                    # cable; only stopping socat does, as pulling the adapter out would.
+                    f"pty,raw,echo=0,ignoreeof,link={self.a}",
+                    f"pty,raw,echo=0,ignoreeof,link={self.b}",
                 ],
                 stdout=out,
                 stderr=out,
