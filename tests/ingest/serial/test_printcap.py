@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +14,8 @@ from gateway.ingest.serial.message import DeviceMessage
 from gateway.ingest.serial.printcap import PrintCaptureEngine, render, strip_escapes
 from gateway.ingest.serial.profile import DeviceProfile
 from gateway.ingest.serial.profiles import load_profile
+from tests.ingest.serial.test_linekv import play_over_ptys
+from tests.peers import require_tool
 
 BUILTIN = load_profile("print-capture")
 IDLE = BUILTIN.link.idle_timeout
@@ -272,3 +276,19 @@ def test_random_bytes_never_raise_and_stay_bounded(
         eng.poll(deadline)
     assert eng.pending_bytes == 0
     assert eng.next_deadline() is None
+
+
+@pytest.mark.peers
+def test_simulator_print_jobs_over_ptys_become_one_message_each(tmp_path: Path) -> None:
+    require_tool("socat")
+    prof = profile(idle_timeout=0.5)
+    # Dropped bytes in job 2 (a bad cable): the job is still filed, with what arrived.
+    got, stats = play_over_ptys(tmp_path, prof, "drop:5@2", expected=2)
+    assert [m.identity.patient_id for m in got] == ["PID-3001", "PID-3002"]
+    whole = engine()
+    expected = delivered(job(whole, prof.simulator.messages[0].encode("cp437")))[0]
+    assert got[0].text == expected.text  # however the pty split the bytes
+    assert got[0].raw == expected.raw
+    assert (got[1].text or "").count("\n") >= 10
+    assert stats["delivered"] == 2
+    assert stats["escape_sequences"] == 2
