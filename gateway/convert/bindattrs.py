@@ -13,6 +13,8 @@ from pydicom.sequence import Sequence
 from gateway.identity import PatientIdentity
 from gateway.worklist.item import WorklistItem
 
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+
 
 def apply_item(ds: Dataset, item: WorklistItem) -> None:
     """Patient module, study identity and Request Attributes Sequence from the worklist item."""
@@ -48,6 +50,8 @@ def apply_item(ds: Dataset, item: WorklistItem) -> None:
     if item.scheduled_procedure_step_description:
         request.ScheduledProcedureStepDescription = item.scheduled_procedure_step_description
     ds.RequestAttributesSequence = Sequence([request])
+    if _is_sr(ds):
+        _sr_request(ds, item)
 
 
 def apply_demographics(ds: Dataset, identity: PatientIdentity) -> None:
@@ -60,6 +64,20 @@ def apply_demographics(ds: Dataset, identity: PatientIdentity) -> None:
     for keyword in ("IssuerOfPatientID", "RequestAttributesSequence", "ProcedureCodeSequence"):
         if keyword in ds:
             delattr(ds, keyword)
+    if _is_sr(ds):
+        _sr_request(ds, None)
+
+
+def _is_sr(ds: Dataset) -> bool:
+    # Structured Reports carry the order in Referenced Request Sequence (SR Document General),
+    # not in the General Series module's Request Attributes Sequence.
+    return str(ds.get("SOPClassUID", "")).startswith(SR_CLASS_PREFIX)
+
+
+def _sr_request(ds: Dataset, item: WorklistItem | None) -> None:
+    from gateway.convert.sr import apply_sr_request  # highdicom is heavy; only SRs need it
+
+    apply_sr_request(ds, item)
 
 
 def _code(item: WorklistItem) -> Dataset:

@@ -57,12 +57,6 @@ class SerialConverter:
         uids: UidFactory,
         profile: DeviceProfile,
     ) -> None:
-        if profile.output.measurements != "comprehensive-sr":
-            # TID 1500 needs an imaging procedure and image library: see gateway.convert.sr.
-            raise ValueError(
-                f"profile {profile.name!r}: output.measurements = "
-                f"{profile.output.measurements!r} is not supported; use 'comprehensive-sr'"
-            )
         self.settings = settings
         self.grouper = grouper
         self.uids = uids

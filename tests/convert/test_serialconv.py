@@ -445,9 +445,9 @@ def test_identity_that_is_no_valid_dicom_is_refused_and_leaves_no_file(
     assert list(out_dir.iterdir()) == []
 
 
-def test_tid1500_profile_is_refused_when_the_port_is_built(make_converter: Make) -> None:
+def test_a_tid1500_profile_is_refused_when_the_profile_is_loaded() -> None:
     with pytest.raises(ValueError, match="comprehensive-sr"):
-        make_converter(astm_profile(measurements="tid1500"))
+        astm_profile(measurements="tid1500")
 
 
 def test_series_description_comes_from_the_profile(make_converter: Make, staging: Staging) -> None:
@@ -492,3 +492,23 @@ def test_dcmtk_reads_every_sr_tree_without_a_complaint(
         ]
         assert complaints == []
         assert "<CONTAINER:" in proc.stdout
+
+
+def test_a_held_sr_reconciled_to_a_worklist_step_carries_a_referenced_request_and_stays_valid(
+    make_converter: Make, staging: Staging, out_dir: Path
+) -> None:
+    from gateway.convert.bindattrs import apply_item
+    from gateway.convert.coerce import rewrite_part10
+
+    held = Binding(None, PatientIdentity(), "no worklist match", "none")
+    (obj,) = make_converter(astm_profile()).convert(measurements(PatientIdentity()), held, staging)
+    rebound = out_dir / "rebound.dcm"
+    rewrite_part10(
+        obj.path, rebound, lambda ds: apply_item(ds, STEP), reason="CORRECT", keep_original=True
+    )
+    ds = _read(rebound)
+    assert "RequestAttributesSequence" not in ds
+    assert ds.ReferencedRequestSequence[0].AccessionNumber == "ACC1"
+    assert ds.StudyInstanceUID == STEP.study_instance_uid
+    assert str(ds.PatientName) == "Müller^Jörg"
+    assert_valid_dicom(rebound)

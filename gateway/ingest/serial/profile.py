@@ -109,8 +109,11 @@ ProtocolSpec = Annotated[
 class OutputSpec(_Strict):
     """Which DICOM objects a message becomes."""
 
-    measurements: Literal["comprehensive-sr", "tid1500"] = Field(
-        "comprehensive-sr", description="SR template for measurements."
+    # TID 1500 is an imaging Measurement Report (reported procedure, image library, measurement
+    # groups tied to image regions): a lab analyser or vital-signs monitor has none of these.
+    measurements: Literal["comprehensive-sr"] = Field(
+        "comprehensive-sr",
+        description="SR for measurements: a Comprehensive SR (TID 1500 needs images; refused).",
     )
     text_pdf: bool = Field(True, description="Free text becomes Encapsulated PDF.")
     text_sr: bool = Field(False, description="Free text also becomes a Basic Text SR.")
