@@ -193,6 +193,7 @@ def _message(
         title=profile.output.document_title.meaning,
         raw=b"".join(r.raw + b"\r" for r in records),
         sequence=sequence,
+        resent_until_acknowledged=True,
     )
 
 

@@ -42,8 +42,15 @@ class DeviceMessage:
     title: str = ""  # document title, from the profile (e.g. "Blood gas report")
     raw: bytes = field(default=b"", repr=False)  # the message bytes as received (bounded)
     sequence: int = 0  # counter within the port's session, for logs; not an identifier
+    # True when the device resends a message it saw no acknowledgement for (ASTM): the resend
+    # must be the same instance, so its UIDs must not depend on when it arrived. Protocols
+    # without acknowledgement never resend, and two identical reports are two observations.
+    resent_until_acknowledged: bool = False
 
     @property
     def digest_input(self) -> bytes:
-        """The bytes a SOP Instance UID is derived from: the same message yields the same UID."""
-        return self.source.encode() + b"\x00" + self.raw
+        """The bytes UIDs are derived from: a resent message yields the same UIDs."""
+        head = self.source.encode() + b"\x00"
+        if not self.resent_until_acknowledged:
+            head += repr(self.received_at).encode() + b"\x00"
+        return head + self.raw

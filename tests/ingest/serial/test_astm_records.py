@@ -188,3 +188,12 @@ def test_the_builtin_profile_maps_to_loinc_and_ucum() -> None:
     for m in PROFILE.measurement:
         assert m.concept.scheme == "LN"
         assert all(" " not in u for u in (m.unit, *m.device_units.values()))
+
+
+def test_a_resent_message_has_the_same_uid_input_whenever_it_arrives() -> None:
+    # ASTM devices resend what was not acknowledged: the resend must be the same instance.
+    stream = b"H|\\^&\rP|1|P1|||Doe^Jane\rR|1|^^^PH|7.40|[pH]\rL|1\r"
+    (first,) = to_messages(stream, PROFILE, "bga", 10.0, 1)
+    (resent,) = to_messages(stream, PROFILE, "bga", 500.0, 2)
+    assert first.resent_until_acknowledged
+    assert first.digest_input == resent.digest_input

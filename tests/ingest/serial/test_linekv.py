@@ -228,11 +228,16 @@ def test_reset_forgets_the_partial_report_and_counts_it() -> None:
     assert eng.reset() == []
 
 
-def test_the_raw_report_is_kept_for_a_deterministic_uid() -> None:
+def test_two_identical_reports_at_different_times_are_two_observations() -> None:
+    # line-kv has no acknowledgement, so the device never resends: the same values sent again
+    # later are a new measurement and must not be taken for a duplicate in the queue.
     (a,) = delivered(engine().feed(REPORT, 0.0))
     (b,) = delivered(engine().feed(REPORT, 50.0))
+    (c,) = delivered(engine().feed(REPORT, 50.0))
     assert a.raw == REPORT
-    assert a.digest_input == b.digest_input
+    assert not a.resent_until_acknowledged
+    assert a.digest_input != b.digest_input
+    assert b.digest_input == c.digest_input
 
 
 @settings(max_examples=200, deadline=None)
