@@ -14,6 +14,7 @@ from gateway.config import load_config
 from gateway.daemon import Gateway
 from gateway.demo.pacs import DemoPacs
 from gateway.demo.samples import write_samples
+from gateway.demo.serialdev import DemoSerialDevice
 from gateway.notify import SystemdNotifier
 from gateway.pki import TestAuthority
 from gateway.spool.entries import DeliveryState
@@ -80,7 +81,12 @@ def run_demo(stop: threading.Event, *, duration: float | None, workdir: Path | N
     authority.issue("gateway", "EDGE_GW")
     port = _free_port()
     config_path = root / "gateway.toml"
-    config_path.write_text(CONFIG_TEMPLATE.format(config=config_path, port=port), "utf-8")
+    config_text = CONFIG_TEMPLATE.format(config=config_path, port=port)
+    device = DemoSerialDevice(root) if DemoSerialDevice.available() else None
+    if device is not None:
+        device.start()
+        config_text += device.config_section()
+    config_path.write_text(config_text, "utf-8")
     config = load_config(config_path)
 
     pacs = DemoPacs(root / "pacs", port, _server_context(authority, pacs_cert.cert, pacs_cert.key))
@@ -93,11 +99,22 @@ def run_demo(stop: threading.Event, *, duration: float | None, workdir: Path | N
     )
     runner.start()
     samples = write_samples(root / "drop")
+    if device is not None:
+        device.play(lambda: all(r.port.is_open for r in gateway.serial_readers))
     print(f"demo: working folder   {root}")
     print(f"demo: configuration    {config_path}")
     print(f"demo: drop files into  {root / 'drop'}  (name them PATIENTID_NAME_anything.ext)")
     print(f"demo: demo PACS (TLS)  127.0.0.1:{port}, received files in {root / 'pacs'}")
     print(f"demo: queue            dicom-gateway queue list --config {config_path}")
+    if device is not None:
+        print(f"demo: serial device    line-kv vital-signs reports played onto {device.device_end}")
+        print(f"demo:                  (the gateway reads {device.gateway_end}; play more with")
+        print(
+            f"demo:                  dicom-gateway simulate-device --profile line-kv "
+            f"--port {device.device_end})"
+        )
+    else:
+        print("demo: serial device    skipped: socat is not installed (apt install socat)")
     print(f"demo: {len(samples)} sample files dropped; press Ctrl-C to stop", flush=True)
 
     deadline = None if duration is None else time.monotonic() + duration
@@ -109,6 +126,8 @@ def run_demo(stop: threading.Event, *, duration: float | None, workdir: Path | N
     finally:
         gateway_stop.set()
         runner.join(15)
+        if device is not None:
+            device.stop()
         pacs.stop()
     failed = _count_failed(gateway)
     print(f"demo: {pacs.received} received, {failed} failed", flush=True)

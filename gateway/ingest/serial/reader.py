@@ -27,6 +27,20 @@ MAX_READ_WAIT = 0.2  # seconds; how quickly a stop request is seen while the lin
 
 Sink = Callable[[DeviceMessage], bool]
 
+# Engine notes about how a good message was read, not about a fault on the line: logged at INFO
+# the first time a port sees them (then DEBUG), and not counted as a streak of line trouble.
+INFORMATIONAL = frozenset(
+    {
+        "unmapped_results",
+        "unit_not_mapped",
+        "value_not_numeric",
+        "report_ended_by_patient_change",
+        "duplicate_frame",
+        "busy",
+        "contention",
+    }
+)
+
 
 class EngineClock:
     """The time given to the engine: wall-clock seconds that never jump during a message.
@@ -218,10 +232,13 @@ class SerialReader:
 
     def _note(self, note: Note) -> None:
         self._count(note.counter)
-        streak = self._streaks.setdefault(note.counter, _Streak())
-        streak.count += 1
-        # Log the transition, not the repeat: the first of a kind since the last good message.
-        level = logging.WARNING if streak.count == 1 else logging.DEBUG
+        if note.counter in INFORMATIONAL:
+            level = logging.INFO if self.counters[note.counter] == 1 else logging.DEBUG
+        else:
+            streak = self._streaks.setdefault(note.counter, _Streak())
+            streak.count += 1
+            # Log the transition, not the repeat: the first of a kind since the last good message.
+            level = logging.WARNING if streak.count == 1 else logging.DEBUG
         event(
             self.log,
             level,

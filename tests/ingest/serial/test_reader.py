@@ -46,6 +46,8 @@ class LineEngine:
                 raise RuntimeError("engine bug: PATIENT SECRET")
             if byte == ord("!"):
                 out.append(Note("noise", "1 byte"))
+            elif byte == ord("?"):
+                out.append(Note("unmapped_results", "1 kept as text"))
             elif byte == ord("\n"):
                 self.tokens += 1
                 out.append(Deliver(message(bytes(self.buffer), now, self.tokens), self.tokens))
@@ -201,6 +203,17 @@ def test_notes_are_counted_and_logged_at_the_transition_not_the_repeat(
     assert len(warnings) == 2  # the first of each streak; the good message ends a streak
     recovered = [r for r in caplog.records if r.getMessage() == "good message after line events"]
     assert recovered[0].events == "noise=4"  # type: ignore[attr-defined]
+
+
+def test_informational_notes_are_info_once_and_no_line_trouble(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig()
+    caplog.set_level(logging.DEBUG, "t.reader")
+    rig.device_sends(b"?a\n?b\n")
+    levels = [r.levelno for r in caplog.records if r.getMessage() == "serial line event"]
+    assert levels == [logging.INFO, logging.DEBUG]
+    assert not [r for r in caplog.records if r.getMessage() == "good message after line events"]
 
 
 def test_reads_never_wait_past_the_engine_deadline_and_it_is_polled() -> None:
