@@ -518,7 +518,7 @@ def _file_problems(
     return problems
 
 
-class _LineFinder:
+class LineFinder:
     """Finds the line of a key in the TOML text, following [table] and [[array]] headers."""
 
     HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
@@ -557,7 +557,7 @@ class _LineFinder:
         return fallback
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
+def format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -595,7 +595,7 @@ def parse_config(
     credentials_dir: str | None = None,
 ) -> GatewayConfig:
     """Validate an already parsed TOML document; relative paths resolve against ``source``."""
-    finder = _LineFinder(text)
+    finder = LineFinder(text)
     label = source.name if source else "config"
 
     def where(loc: tuple[Any, ...]) -> str:
@@ -614,13 +614,13 @@ def parse_config(
             elif err["type"] == "missing":
                 msg = "required key is missing"
             msg = msg.removeprefix("Value error, ")
-            problems.append(f"{_format_loc(loc)} ({where(loc)}): {msg}")
+            problems.append(f"{format_loc(loc)} ({where(loc)}): {msg}")
         raise ConfigError(problems) from None
     base = source.resolve().parent if source else Path.cwd()
     config = _resolve_paths(config, base)
     if credentials_dir is not None or source is not None:
         problems = [
-            f"{_format_loc(loc)} ({where(loc)}): {msg}"
+            f"{format_loc(loc)} ({where(loc)}): {msg}"
             for loc, msg in _file_problems(config, credentials_dir)
         ]
         if problems:

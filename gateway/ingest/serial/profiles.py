@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config import ConfigError, _format_loc, _LineFinder, is_profile_path
+from gateway.config import ConfigError, LineFinder, format_loc, is_profile_path
 from gateway.identity import PatientIdentity
 from gateway.ingest.serial.engine import Note, ProtocolEngine
 from gateway.ingest.serial.profile import (
@@ -87,7 +87,7 @@ def parse_profile(raw: bytes, *, label: str = "profile") -> DeviceProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError([f"{label}: TOML syntax error: {exc}"]) from None
-    finder = _LineFinder(text)
+    finder = LineFinder(text)
 
     def problem(loc: tuple[Any, ...], msg: str) -> str:
         # A list entry such as simulator.messages[2] has no line of its own: point at its key.
@@ -95,7 +95,7 @@ def parse_profile(raw: bytes, *, label: str = "profile") -> DeviceProfile:
             loc = loc[:-1]
         line = finder.find(loc)
         where = f"{label} line {line}" if line else label
-        return f"{_format_loc(loc)} ({where}): {msg}"
+        return f"{format_loc(loc)} ({where}): {msg}"
 
     try:
         profile = DeviceProfile.model_validate(data)
