@@ -7,9 +7,12 @@ dciodvfy with zero errors and carry the patient the device sent.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -164,12 +167,13 @@ class Bench:
             line.close()
 
     def start_gateway(
-        self, serial_lines: list[tuple[str, str]], gateway_extra: str = ""
+        self, serial_lines: list[tuple[str, str]], gateway_extra: str = "", tail: str = ""
     ) -> GatewayProcess:
         config = write_config(self.root, self.pacs.port, gateway_extra=gateway_extra)
         text = config.read_text("utf-8")
         for name, profile in serial_lines:
             text += SERIAL.format(name=name, port=self.pairs[name].a, profile=profile)
+        text += tail
         config.write_text(text, "utf-8")
         self.gateway = GatewayProcess(config).start()
         return self.gateway
@@ -381,3 +385,83 @@ def test_message_is_acked_only_once_queued_queue_full_naks_then_room_delivers(
     assert log_events(gw, "queue has room: device messages taken again")
     assert_conformant(bench.pacs)
     assert gw.terminate() == 0
+
+
+def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Bench) -> None:
+    from tests.worklist.factory import mwl_dataset
+    from tests.worklist.wlmfiles import WlmScp
+
+    root = bench.root
+    today = datetime.date.today().strftime("%Y%m%d")
+    ris = WlmScp(root / "ris")
+    ris.add(
+        mwl_dataset(
+            patient_name="Doe^Jane",
+            patient_id="PID-2001",
+            accession_number="ACC-7001",
+            study_instance_uid="1.2.826.0.1.3680043.10.1.7001",
+            step_id="SPS7001",
+            start_date=today,
+        ),
+        "ISO_IR 100",
+    )
+    ris.start()
+    try:
+        bench.pacs.start()
+        bench.pair("vitals")
+        path = quick_profile(root, "line-kv", idle_timeout=2.0)
+        worklist = f"""
+[worklist]
+ae_title = "RIS"
+host = "127.0.0.1"
+port = {ris.port}
+refresh_seconds = 5
+connect_timeout = 2
+"""
+        gw = bench.start_gateway([("vitals", str(path))], tail=worklist)
+        profile = load_profile(str(path))
+        assert wait_until(lambda: worklist_ready(gw), 30), gw.log()[-3000:]
+        play(profile, bench.device("vitals"), profile.simulator.messages[:2])
+        assert wait_until(lambda: "PID-2001" in received_patients(bench.pacs), 30), gw.log()[-3000:]
+        [path_sr] = [
+            p
+            for p in bench.pacs.received()
+            if pydicom.dcmread(p, stop_before_pixels=True).PatientID == "PID-2001"
+        ]
+        ds = pydicom.dcmread(path_sr)
+        assert ds.StudyInstanceUID == "1.2.826.0.1.3680043.10.1.7001"
+        assert ds.AccessionNumber == "ACC-7001"
+        assert str(ds.PatientName) == "Doe^Jane"
+        assert_conformant(bench.pacs)
+        # PID-2002 has no scheduled step: held for reconciliation, not sent.
+        assert "PID-2002" not in received_patients(bench.pacs)
+        assert wait_until(lambda: held_count(gw) == 1, 20), gw.log()[-3000:]
+        assert gw.terminate() == 0
+    finally:
+        ris.stop()
+
+
+def worklist_ready(gw: GatewayProcess) -> bool:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "worklist", "list", "--json", "--config", str(gw.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return out.returncode == 0 and "ACC-7001" in out.stdout
+
+
+def held_count(gw: GatewayProcess) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "held", "list", "--json", "--config", str(gw.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        return -1
+    data = json.loads(out.stdout)
+    rows = data if isinstance(data, list) else data.get("items", data.get("objects", []))
+    return len(rows)
