@@ -8,7 +8,8 @@ Start order (stop order is the reverse):
   5. worklist       - the refresher thread asks the RIS every refresh_seconds (with [worklist])
   6. listener       - our DICOM port: C-ECHO, MWL C-FIND, C-STORE (with [dicom_listener])
   7. serial:NAME    - one port thread per serial line ([[ingest.serial]]), reopened on loss
-  8. watch:NAME     - one folder watcher per drop folder; from here on files are taken
+  8. local-api      - the JSON API on a Unix socket (worklist, procedure selection, held objects)
+  9. watch:NAME     - one folder watcher per drop folder; from here on files are taken
 Then READY=1 goes to systemd, and the main loop sends STATUS= and WATCHDOG=1 and restarts
 threads that died, within a budget.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 
+from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, default_max_queue_bytes
 from gateway.convert.converter import Converter
@@ -52,10 +54,14 @@ from gateway.notify import SystemdNotifier
 from gateway.spool.entries import DeliveryState
 from gateway.spool.store import Spool
 from gateway.supervisor import RestartBudgetExceededError, Supervisor
+from gateway.web.api import ApiServices, create_api
+from gateway.web.localapi import LocalApiError, LocalApiServer, peer_actor, socket_path
 from gateway.worklist.binding import Binder
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.client import MODALITY_WORKLIST_FIND, WorklistClient
+from gateway.worklist.lookup import EmptyWorklist
 from gateway.worklist.mwl import MwlService
+from gateway.worklist.reconcile import Reconciler
 from gateway.worklist.refresher import WorklistRefresher
 from gateway.worklist.selection import RoomSelection, selection_path
 
@@ -79,6 +85,8 @@ class Gateway:
     worklist_cache: WorklistCache | None = field(init=False, default=None)
     refresher: WorklistRefresher | None = field(init=False, default=None)
     listener: DicomListener | None = field(init=False, default=None)
+    room_selection: RoomSelection | None = field(init=False, default=None)
+    local_api: LocalApiServer | None = field(init=False, default=None)
     serial_readers: list[SerialReader] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -122,6 +130,7 @@ class Gateway:
             self._listener(uids.implementation_class_uid, quarantine, mwl)
 
         self._serial(settings, grouper, uids, binder, quarantine)
+        self._local_api(state)
 
         for folder in cfg.ingest.folder:
             pattern = re.compile(folder.filename_pattern) if folder.filename_pattern else None
@@ -170,6 +179,7 @@ class Gateway:
 
         self.supervisor.add("worklist-cache", open_cache, cache.close)
         selection = RoomSelection(selection_path(state), self.clock, wl.selection_expires_minutes)
+        self.room_selection = selection
         service = ListenerService(
             "mwl",
             (MODALITY_WORKLIST_FIND,),
@@ -209,6 +219,37 @@ class Gateway:
             )
             self.serial_readers.append(reader)
             self.supervisor.add_thread(f"serial:{line.name}", reader.run)
+
+    def _local_api(self, state: Path) -> None:
+        """The JSON API for operators on this box; the web panel (issue 5) mounts the same."""
+        cfg = self.config
+        audit = AuditLog(state / AUDIT_FILE, self.clock)
+        lookup = self.worklist_cache if self.worklist_cache is not None else EmptyWorklist()
+        services = ApiServices(
+            reconciler=Reconciler(self.spool, lookup, audit, self.spool.staging_dir, self.clock),
+            audit=audit,
+            worklist=self.worklist_cache,
+            refresher=self.refresher,
+            selection=self.room_selection,
+            selection_expires_minutes=(
+                cfg.worklist.selection_expires_minutes if cfg.worklist else 240.0
+            ),
+        )
+        api = LocalApiServer(
+            create_api(services, peer_actor),
+            cfg.gateway.api_socket or socket_path(state),
+            logging.getLogger("gateway.api"),
+        )
+        self.local_api = api
+
+        def start_api() -> None:
+            # The API is for operators; a socket that cannot be made must not stop the images.
+            try:
+                api.start()
+            except (LocalApiError, OSError) as exc:
+                event(log, logging.ERROR, "local API not available", reason=str(exc))
+
+        self.supervisor.add("local-api", start_api, api.stop)
 
     def _listener(
         self, implementation_class_uid: str, quarantine: Quarantine, mwl: ListenerService | None

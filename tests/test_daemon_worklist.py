@@ -222,3 +222,26 @@ def test_modality_keeps_its_worklist_through_an_ris_outage_and_its_objects_are_c
     assert str(original.PatientName) == "Typed^Wrongly"
     untouched = by_accession["ACC7777"]
     assert str(untouched.PatientName) == "Typed^Wrongly" and untouched.PatientID == "OTHER"
+
+
+def test_the_running_daemon_serves_the_local_api_on_its_socket(
+    room: tuple[GatewayProcess, WlmScp, StoreSCP, int],
+) -> None:
+    import httpx
+
+    gateway, _ris, pacs, _port = room
+    sock = gateway.root / "state" / "api.sock"
+    transport = httpx.HTTPTransport(uds=str(sock))
+    with httpx.Client(transport=transport, base_url="http://gateway") as api:
+        assert api.get("/healthz").json() == {"status": "ok"}
+        worklist = api.get("/api/v1/worklist").json()
+        assert sorted(i["accession_number"] for i in worklist["items"]) == ["ACC1001", "ACC1002"]
+        selected = api.put("/api/v1/procedure", json={"accession_number": "ACC1001"})
+        assert selected.status_code == 200, selected.text
+        drop(gateway.root / "drop", "from-the-device.png", png_bytes(9))
+        assert wait_until(lambda: len(received(pacs.output_dir)) == 1, 30), gateway.log()
+        assert api.delete("/api/v1/procedure").status_code in (200, 204)
+    (bound,) = received(pacs.output_dir)
+    assert bound.AccessionNumber == "ACC1001" and bound.PatientID == "PID-LAT"
+    audit = (gateway.root / "state" / "audit.jsonl").read_text()
+    assert '"actor": "local:' in audit
