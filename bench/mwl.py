@@ -20,7 +20,7 @@ server: median and p95 latency, and server CPU per query (utime+stime of its pro
 
 Shapes: ``station`` is what a modality asks at the start of a day (today, its modality, its
 station AE title, the usual return keys); ``name`` is an operator's search (patient name
-``M*`` today, any modality).
+``M*``, today, the modality's own); ``patient`` a scanned wristband (one Patient ID, no date).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class Shape:
     expected: frozenset[str]  # accession numbers
 
 
-def _query(name: str, date: str, modality: str, station: str) -> Dataset:
+def _query(name: str, date: str, modality: str, station: str, patient_id: str = "") -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = QUERY_CHARSET
     for keyword in (
@@ -231,6 +231,7 @@ def _query(name: str, date: str, modality: str, station: str) -> Dataset:
     ):
         setattr(ds, keyword, "")
     ds.PatientName = name
+    ds.PatientID = patient_id
     step = Dataset()
     step.ScheduledStationAETitle = station
     step.ScheduledProcedureStepStartDate = date
@@ -244,7 +245,7 @@ def _query(name: str, date: str, modality: str, station: str) -> Dataset:
 
 
 def shapes(steps: Sequence[Step], today: datetime.date) -> list[Shape]:
-    """The two query shapes, with the accession numbers each must return."""
+    """The query shapes, with the accession numbers each must return."""
     date = f"{today:%Y%m%d}"
     modality, station = "US", "US_ROOM1"
     by_station = frozenset(
@@ -259,18 +260,28 @@ def shapes(steps: Sequence[Step], today: datetime.date) -> list[Shape]:
         for s in steps
         if s.date == date and s.modality == modality and s.family[0] == "M"
     )
+    # A scanned wristband: one patient, no date, so no index helps the gateway here.
+    patient = str(min(steps, key=lambda s: s.accession).dataset.PatientID)
+    by_patient = frozenset(s.accession for s in steps if s.dataset.PatientID == patient)
+    keys = "10 keys and 7 in the step sequence"
     return [
         Shape(
             "station",
-            f"date {date}, modality {modality}, station {station}; 16 return keys",
+            f"date {date}, modality {modality}, station {station}; {keys}",
             _query("", date, modality, station),
             by_station,
         ),
         Shape(
             "name",
-            f'patient name "M*", date {date}, modality {modality}; same return keys',
+            f'patient name "M*", date {date}, modality {modality}; {keys}',
             _query("M*", date, modality, ""),
             by_name,
+        ),
+        Shape(
+            "patient",
+            f"patient ID {patient}, any date, modality or station; {keys}",
+            _query("", "", "", "", patient),
+            by_patient,
         ),
     ]
 

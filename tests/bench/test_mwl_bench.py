@@ -59,7 +59,7 @@ def test_small_run_reports_both_servers_with_the_same_answers(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gateway/wlmscpfs |" in proc.stdout
     results = json.loads(out.read_text())
-    assert set(results["shapes"]) == {"station", "name"}
+    assert set(results["shapes"]) == {"station", "name", "patient"}
     for shape in results["shapes"].values():
         assert shape["matches"] > 0
         for server in ("gateway", "wlmscpfs"):
