@@ -389,6 +389,42 @@ class WorklistSection(_Strict):
         return value
 
 
+class WebSection(_Strict):
+    """[web]: the HTTPS panel for field engineers and technologists."""
+
+    enabled: bool = Field(True, description="Serve the panel.")
+    # Field engineers reach the box from a laptop on the room's network.
+    bind: str = Field("0.0.0.0", min_length=1, description="Address to listen on.")  # noqa: S104
+    port: int = Field(8443, ge=1, le=65535, description="HTTPS port.")
+    cert: Path | None = Field(
+        None,
+        strict=False,
+        description="Certificate chain (PEM); unset: a self-signed one generated on first start "
+        "under <state_dir>/web/ (replaceable from the panel).",
+    )
+    key: Path | None = Field(
+        None, strict=False, description="Private key (PEM) for ``cert``; set both or neither."
+    )
+    session_idle_minutes: float = Field(
+        30.0, gt=0, description="A session unused this long ends (the user logs in again)."
+    )
+    session_max_hours: float = Field(
+        12.0, gt=0, description="A session ends this long after login, used or not."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Wrong passwords in a row before the account is locked."
+    )
+    lockout_minutes: float = Field(
+        15.0, gt=0, description="How long an account (and the address) stays locked."
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> WebSection:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("set both cert and key, or neither (a self-signed pair is generated)")
+        return self
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -402,6 +438,7 @@ class GatewayConfig(_Strict):
     worklist: WorklistSection | None = Field(
         None, description="[worklist]; absent: identity comes from file names only."
     )
+    web: WebSection = Field(default_factory=WebSection, description="[web]")
 
     @model_validator(mode="after")
     def _unique_names(self) -> GatewayConfig:
@@ -471,6 +508,12 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             ),
             "worklist": config.worklist
             and config.worklist.model_copy(update={"tls": fix_tls(config.worklist.tls)}),
+            "web": config.web.model_copy(
+                update={
+                    "cert": config.web.cert and fix(config.web.cert),
+                    "key": config.web.key and fix(config.web.key),
+                }
+            ),
         }
     )
 

@@ -20,6 +20,9 @@ institution_name = "Test Hospital"
 station_name = "TEST-ROOM"
 {gateway_extra}
 
+[web]
+enabled = false
+
 [modality]
 modality = "US"
 manufacturer = "Acme"
