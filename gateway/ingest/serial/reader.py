@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from gateway.clock import Clock
 from gateway.ingest.serial.engine import Action, Deliver, Note, ProtocolEngine, Send
 from gateway.ingest.serial.message import DeviceMessage
+from gateway.ingest.serial.monitor import SerialMonitor
 from gateway.ingest.serial.port import PortLostError, SerialPort, WriteStalledError
 from gateway.logsetup import event
 
@@ -97,6 +98,7 @@ class SerialReader:
         self.counters: dict[str, int] = {}
         self._streaks: dict[str, _Streak] = {}
         self._lock = threading.Lock()  # stats() is read from other threads (status, web)
+        self.monitor = SerialMonitor(clock)  # framing events for the panel's live view
 
     # -- thread body -------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class SerialReader:
             return
         if data:
             self._count("bytes_in", len(data))
+            self.monitor.record("in", data)
             self._safely(lambda: self.engine.feed(data, self._now()))
         else:
             self._safely(lambda: self.engine.poll(self._now()))
@@ -200,6 +203,7 @@ class SerialReader:
             self._count("write_stalled")
             return
         self._count("bytes_out", len(data))
+        self.monitor.record("out", data)
 
     def _deliver(self, message: DeviceMessage) -> bool:
         try:
