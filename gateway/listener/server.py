@@ -14,6 +14,7 @@ does I/O with a peer, so a peer that connects and says nothing delays no one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -183,6 +184,9 @@ class DicomListener:
             self._stopping.wait(0.1)
             return
         raw.setblocking(True)
+        # Short answers (C-ECHO, a few C-FIND matches) must not wait for the peer's delayed ACK.
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             if len(self._served) < self._settings.max_associations:
                 table = self._served
