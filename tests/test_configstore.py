@@ -208,3 +208,60 @@ def test_exec_same_command_keeps_the_pid_and_the_command_line(tmp_path: Path) ->
     assert len(out) == 2
     assert out[0] == out[1]
     assert out[0].endswith("['run', '--config', 'x.toml']")
+
+
+# -- writing TOML back (form edits) --------------------------------------------------------------
+
+
+FULL = """\
+[gateway]
+ae_title = "EDGE_GW"
+state_dir = "state"
+study_window_minutes = 12.5
+
+[modality]
+modality = "US"
+manufacturer = "Acme \\"Sono\\" \\\\ Co"
+
+[[ingest.folder]]
+name = "export"
+path = "drop"
+filename_pattern = '^(?P<patient_id>[^_]+)_(?P<patient_name>[^_]+)_'
+
+[[ingest.folder]]
+name = "second"
+path = "drop2"
+
+[[destination]]
+name = "pacs"
+ae_title = "PACS"
+host = "127.0.0.1"
+port = 11112
+[destination.tls]
+ca = "tls/ca.pem"
+cert = "tls/gw.pem"
+key = "tls/gw.key"
+verify_hostname = false
+
+[[destination]]
+name = "backup"
+ae_title = "BACKUP"
+host = "::1"
+port = 104
+
+[dicom_listener]
+allowed_calling_ae_titles = ["US1", "US 2"]
+"""
+
+
+def test_dumps_round_trips_every_shape_the_config_uses() -> None:
+    import tomllib
+
+    from gateway.configtoml import dumps
+
+    data = tomllib.loads(FULL)
+    text = dumps(data)
+    assert tomllib.loads(text) == data
+    assert "[[destination]]" in text and "[destination.tls]" in text
+    assert '"weird key" = "\\u007f\\n"' in dumps({"weird key": "\x7f\n"})
+    assert tomllib.loads(dumps({"weird key": "\x7f\n"})) == {"weird key": "\x7f\n"}
