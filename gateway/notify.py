@@ -1,4 +1,4 @@
-"""systemd's notify protocol (READY, STATUS, WATCHDOG, STOPPING) through sdnotify."""
+"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,17 @@ class SystemdNotifier:
     def watchdog(self) -> None:
         """The main loop is alive."""
         self._send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask systemd for ``seconds`` more before it gives up on the current start or stop.
+
+        Call it before each slow step of start-up (queue recovery, a schema migration), with
+        what that step may need: systemd moves its deadline to now + ``seconds`` if that is
+        later (it never shortens it). Without NOTIFY_SOCKET nothing happens.
+        """
+        if seconds <= 0:
+            raise ValueError(f"extend_timeout needs a positive number of seconds, not {seconds}")
+        self._send(f"EXTEND_TIMEOUT_USEC={round(seconds * 1_000_000)}")
 
     def stopping(self) -> None:
         """Shutdown has begun."""

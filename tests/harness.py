@@ -82,8 +82,10 @@ def write_config(
 class GatewayProcess:
     """`python -m gateway run --config ...` with a NOTIFY_SOCKET we listen on."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        # Added to the daemon's environment (WATCHDOG_USEC, PYTHONPATH, ...).
+        self.env = dict(env or {})
         self.root = config.parent
         self.log_path = self.root / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -95,7 +97,12 @@ class GatewayProcess:
         sock_path = self.root / f"notify-{free_port()}.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(sock_path))
-        env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), PYTHONUNBUFFERED="1")
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(sock_path),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
