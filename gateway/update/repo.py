@@ -160,11 +160,16 @@ class KeyRing:
         return cls(folder, signers)
 
     @staticmethod
+    def path_of(folder: Path, role: str, signer: CryptoSigner) -> Path:
+        """Where ``generate`` writes a key: the role and the start of the key id, for people."""
+        return folder / f"{role}-{signer.public_key.keyid[:12]}.pem"
+
+    @staticmethod
     def generate(folder: Path, role: str) -> CryptoSigner:
         """Make a new ed25519 key for ``role`` and write it to ``folder`` (owner-only, 0600)."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         signer = CryptoSigner.generate_ed25519()
-        path = folder / f"{role}-{signer.public_key.keyid[:12]}.pem"
+        path = KeyRing.path_of(folder, role, signer)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(signer.private_bytes)
@@ -333,15 +338,21 @@ class TufRepository:
         root.signed.add_key(new.public_key, role)
         for keyid in dropped:
             root.signed.revoke_key(keyid, role)
-        if len(root.signed.roles[role].keyids) < root.signed.roles[role].threshold:
-            raise RepoError(f"{role} would keep fewer keys than its threshold")
         keys = KeyRing.load(keys_dir)
-        self._write_root(root, keys, previous=previous)
+        try:
+            if len(root.signed.roles[role].keyids) < root.signed.roles[role].threshold:
+                raise RepoError(f"{role} would keep fewer keys than its threshold")
+            self._write_root(root, keys, previous=previous)
+        except RepoError:
+            # Nothing was signed: a key no root lists must not be mistaken for a live one.
+            KeyRing.path_of(keys_dir, role, new).unlink()
+            raise
         if role == Targets.type:
             self._publish_chain(self.targets(), keys)
         elif role == Snapshot.type:
-            snapshot_bytes = self._write_snapshot(self.snapshot(), keys)
-            self._write_timestamp(self._snapshot_version(), snapshot_bytes, keys)
+            snapshot = self.snapshot()
+            snapshot_bytes = self._write_snapshot(snapshot, keys)
+            self._write_timestamp(snapshot.signed.version, snapshot_bytes, keys)
         elif role == Timestamp.type:
             self.refresh_timestamp(keys)
         return new
@@ -353,9 +364,6 @@ class TufRepository:
 
     def _expiry(self, role: str) -> datetime:
         return self._now() + self._lifetimes.of(role)
-
-    def _snapshot_version(self) -> int:
-        return self.timestamp().signed.snapshot_meta.version
 
     def _sign(self, md: Metadata[Any], keys: KeyRing, roots: Iterable[Root]) -> None:
         """Sign with every available key the given root(s) list for the role; enforce thresholds."""
