@@ -96,7 +96,10 @@ class RepoFetcher(FetcherInterface):
 
     def _stream(self, response: urllib3.BaseHTTPResponse, url: str) -> Iterator[bytes]:
         try:
-            yield from response.stream(CHUNK)
+            # read1, not stream(): stream reads whole chunks and loses a partial one when the
+            # connection drops, and those bytes are exactly what a resume starts from.
+            while chunk := response.read1(CHUNK):
+                yield chunk
         except urllib3.exceptions.TimeoutError as exc:
             raise exceptions.SlowRetrievalError(f"{url}: stalled") from exc
         except urllib3.exceptions.HTTPError as exc:
@@ -160,6 +163,8 @@ def download_bundle(
         except BundleRejectedError:
             part.unlink()
             raise
+        except exceptions.DownloadHTTPError:
+            raise  # the server answered: asking again at once gets the same answer
         except RangeRefusedError as exc:
             event(log, logging.WARNING, "update.download.restart", target=name, error=str(exc))
             part.unlink(missing_ok=True)
