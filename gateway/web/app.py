@@ -33,7 +33,13 @@ from gateway.web.services import WebServices
 from gateway.web.templating import STATIC_DIR, NavLink, make_environment, render
 
 # One line per screen, in menu order.
-PAGES: tuple[str, ...] = ("gateway.web.pages.login",)
+PAGES: tuple[str, ...] = (
+    "gateway.web.pages.dashboard",
+    "gateway.web.pages.worklist",
+    "gateway.web.pages.held",
+    "gateway.web.pages.queue",
+    "gateway.web.pages.login",
+)
 
 MAX_BODY_BYTES = 256 * 1024  # a configuration file or a certificate chain, pasted or uploaded
 

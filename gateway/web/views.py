@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from starlette.datastructures import FormData
+
 from gateway.spool.entries import DeliveryState, DestinationStats
 from gateway.worklist.item import WorklistItem
 
@@ -180,3 +182,9 @@ def item_view(item: WorklistItem, now: float, selected_key: str | None) -> ItemV
         starts="" if start is None else ago(now, start),
         selected=item.key == selected_key,
     )
+
+
+def form_text(form: FormData, name: str) -> str:
+    """A posted form field as stripped text; "" when absent (the services check its form)."""
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""

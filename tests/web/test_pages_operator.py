@@ -7,10 +7,36 @@ WorklistCache, RoomSelection, Reconciler and AuditLog in a tmp state dir.
 from __future__ import annotations
 
 import datetime
+import json
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import httpx
+import pydicom
 import pytest
+import uvicorn
+from argon2 import PasswordHasher
+from fastapi import FastAPI
 
-from gateway.spool.entries import DeliveryState, DestinationStats
+from gateway.audit import AUDIT_FILE, AuditLog
+from gateway.clock import SystemClock
+from gateway.config import GatewayConfig
+from gateway.convert.converter import Converter
+from gateway.convert.grouping import StudyGrouper
+from gateway.convert.uids import UidFactory
+from gateway.identity import PatientIdentity
+from gateway.ingest.items import RawItem
+from gateway.spool.entries import DeliveryState, DestinationStats, EnqueueResult
+from gateway.spool.store import Spool
+from gateway.web.app import create_web_app
+from gateway.web.auth import PanelAuth, Role, open_auth
+from gateway.web.services import WebServices
 from gateway.web.views import (
     ago,
     destination_view,
@@ -23,7 +49,20 @@ from gateway.web.views import (
     size_text,
     status_text,
 )
-from tests.worklist.factory import make_item
+from gateway.worklist.binding import HELD_NO_IDENTITY, Binding
+from gateway.worklist.cache import WorklistCache
+from gateway.worklist.client import WorklistClient
+from gateway.worklist.item import WorklistItem
+from gateway.worklist.reconcile import Reconciler
+from gateway.worklist.refresher import WorklistRefresher
+from gateway.worklist.selection import RoomSelection, selection_path
+from tests.conftest import Pki
+from tests.convert.builders import assert_valid_dicom, gray_image
+from tests.convert.conftest import MTIME, make_settings
+from tests.peers import free_port
+from tests.web.conftest import ITEM, ITEMS, OTHER, TODAY_DA, ris_settings
+from tests.worklist.conftest import MakeRis
+from tests.worklist.factory import make_item, mwl_dataset
 
 NOW = 1_700_000_000.0
 
@@ -126,3 +165,564 @@ def test_a_destination_view_counts_waiting_and_failed_and_ages_the_oldest() -> N
     assert view.last_success == "never"
     assert view.last_error_at == "1 min ago"
     assert dict(view.counts)["pending"] == 3
+
+
+# -- the screens through the panel app ---------------------------------------------------------
+
+PASSWORD = "correct horse battery staple"
+SCRIPT_NAME = "<script>alert(1)</script>"
+HOSTILE = make_item(
+    patient_name=SCRIPT_NAME,
+    patient_id="PIDX<b>",
+    accession_number="ACCX",
+    study_instance_uid="1.2.826.0.1.3680043.10.1.90",
+    step_id="SPSX",
+    start_date=TODAY_DA,
+    start_time="120000",
+)
+PATIENT_VALUES = ("PID001", "PID002", "Doe", "Jane", "Müller", "ACC001", "ACC002", "PIDX", "ACCX")
+_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Panel:
+    """The panel app over a real spool, worklist cache, selection and audit log."""
+
+    state: Path
+    app: FastAPI
+    services: WebServices
+    spool: Spool
+    cache: WorklistCache
+    selection: RoomSelection
+    converter: Converter
+    base_url: str
+    tls: ssl.SSLContext
+    clients: list[httpx.Client] = field(default_factory=list)
+    made: int = 0
+
+    def client(self, role: Role | None) -> httpx.Client:
+        """A browser: signed in as a user of this role, or with no session at all."""
+        client = httpx.Client(base_url=self.base_url, verify=self.tls, follow_redirects=False)
+        self.clients.append(client)
+        if role is None:
+            return client
+        username = f"{role.value[:4]}{len(self.clients)}"
+        self.auth.users.create(username, PASSWORD, role)
+        page = client.get("/login")
+        assert page.status_code == 200, page.text
+        response = client.post(
+            "/login",
+            data={"username": username, "password": PASSWORD, "csrf_token": token(page.text)},
+        )
+        assert response.status_code == 303, response.text
+        return client
+
+    @property
+    def auth(self) -> PanelAuth:
+        auth = self.app.state.auth
+        assert isinstance(auth, PanelAuth)
+        return auth
+
+    def held_object(self) -> int:
+        """Drop a PNG with no identity through the real converter: it is queued, held."""
+        return self._enqueue(PatientIdentity()).object_id
+
+    def failed_object(self, status: int = 0xA700, reason: str = "Refused: Out of Resources") -> int:
+        """A bound object the PACS refused for good (the lane's mark_failed, as after C-STORE)."""
+        identity = PatientIdentity(patient_id="PID001", patient_name="Doe^Jane")
+        object_id = self._enqueue(identity).object_id
+        entry = self.spool.claim_next("pacs")
+        assert entry is not None and entry.object_id == object_id
+        self.spool.mark_failed(entry.delivery_id, "dimse_failure", reason, status)
+        return object_id
+
+    def _enqueue(self, identity: PatientIdentity) -> EnqueueResult:
+        drop = self.state.parent / "drop"
+        drop.mkdir(exist_ok=True)
+        self.made += 1  # different pixels each time: same bytes would be the same instance
+        path = drop / f"capture{self.made}.png"
+        gray_image(seed=self.made).save(path)
+        item = RawItem(
+            path=path,
+            source="export",
+            size=path.stat().st_size,
+            mtime=MTIME,
+            binding=Binding.from_identity(identity),
+        )
+        converted = self.converter.convert(item, self.spool.staging_path())
+        return self.spool.enqueue(converted, "export")
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        """Every audit record written so far, logins left out."""
+        path = self.state / AUDIT_FILE
+        if not path.exists():
+            return []
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        return [line for line in lines if line["action"] != "login"]
+
+
+def token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    found = _TOKEN.search(html)
+    assert found is not None, "no CSRF field on the page"
+    return found.group(1)
+
+
+MakePanel = Callable[..., Panel]
+
+
+@pytest.fixture
+def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
+    """Build the panel; everything is stopped and closed when the test ends."""
+    closers: list[Callable[[], None]] = []
+    panels: list[Panel] = []
+
+    def make(*, ris_port: int | None = None, items: Sequence[WorklistItem] = ITEMS) -> Panel:
+        clock = SystemClock()
+        state = tmp_path / "state"
+        drop = tmp_path / "in"
+        drop.mkdir(exist_ok=True)
+        config = GatewayConfig.model_validate(
+            {
+                "gateway": {"state_dir": str(state), "ae_title": "EDGE_GW"},
+                "ingest": {"folder": [{"name": "export", "path": str(drop)}]},
+                "destination": [
+                    {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104}
+                ],
+                "worklist": ris_settings(ris_port or 104).model_dump(),
+            }
+        )
+        settings = make_settings()
+        uids = UidFactory(settings.uid_root)
+        grouper = StudyGrouper(tmp_path / "grouping.sqlite", settings.study_window_seconds, uids)
+        grouper.open()
+        closers.append(grouper.close)
+        spool = Spool(state, ["pacs"], 1 << 30, clock)
+        spool.open()
+        closers.append(spool.close)
+        cache = WorklistCache(state / "worklist.sqlite", clock)
+        cache.open()
+        closers.append(cache.close)
+        cache.replace(list(items), clock.now())
+        audit = AuditLog(state / AUDIT_FILE, clock)
+        selection = RoomSelection(selection_path(state), clock, 240.0)
+        refresher = None
+        if ris_port is not None:
+            assert config.worklist is not None
+            client = WorklistClient(config.worklist, "EDGE_GW", None)
+            refresher = WorklistRefresher(
+                client, cache, config.worklist, clock, logging.getLogger("t.wl")
+            )
+        services = WebServices(
+            config_path=tmp_path / "gateway.toml",
+            config=config,
+            credentials_dir=None,
+            clock=clock,
+            started_at=clock.now() - 3 * 3600,
+            version="9.8.7",
+            spool=spool,
+            reconciler=Reconciler(spool, cache, audit, spool.staging_dir, clock),
+            audit=audit,
+            worklist=cache,
+            refresher=refresher,
+            selection=selection,
+        )
+        # A cheap hash: the panel's own argon2 parameters are tested with the accounts.
+        hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        auth = open_auth(state, config.web, clock, hasher)
+        app = create_web_app(services, auth)
+        base_url, stop = serve_https(app, pki)
+        closers.append(stop)
+        converter = Converter(settings, grouper, uids)
+        tls = ssl.create_default_context(cafile=str(pki.ca))
+        panel = Panel(state, app, services, spool, cache, selection, converter, base_url, tls)
+        panels.append(panel)
+        return panel
+
+    yield make
+    for panel in panels:
+        for client in panel.clients:
+            client.close()
+    for close in reversed(closers):
+        close()
+
+
+def serve_https(app: FastAPI, pki: Pki) -> tuple[str, Callable[[], None]]:
+    """The app over HTTPS on a loopback port (a test CA's certificate); returns URL and stop."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        ssl_certfile=str(pki.gateway.cert),
+        ssl_keyfile=str(pki.gateway.key),
+        lifespan="off",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-panel", daemon=True)
+    thread.start()
+    started = threading.Event()
+    while thread.is_alive() and not server.started:
+        started.wait(0.02)
+    assert server.started, "the panel did not start"
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return f"https://localhost:{port}", stop
+
+
+@pytest.fixture
+def panel(make_panel: MakePanel) -> Panel:
+    """The panel with the worklist cache holding ITEMS and the hostile-named step; no RIS."""
+    return make_panel(items=(*ITEMS, HOSTILE))
+
+
+# Dashboard
+
+
+def test_the_dashboard_shows_sources_queues_held_worklist_disk_version_and_uptime(
+    panel: Panel,
+) -> None:
+    panel.held_object()
+    panel.failed_object(reason="Refused: Out of Resources")
+    browser = panel.client(Role.TECHNOLOGIST)
+    page = browser.get("/")
+    assert page.status_code == 200
+    text = page.text
+    assert "export" in text  # the drop folder
+    assert "pacs" in text
+    assert "Refused: Out of Resources" in text  # last error of the destination
+    assert 'class="big">1<' in text  # one held object
+    assert "4 step(s) cached" not in text  # ITEMS and the hostile step: five
+    assert "5 step(s) cached" in text
+    assert "Version 9.8.7" in text
+    assert "Up 3 h 00 min" in text
+    assert "free" in text
+
+
+def test_without_a_session_every_screen_sends_the_browser_to_login(panel: Panel) -> None:
+    browser = panel.client(None)
+    object_id = panel.held_object()
+    for path in ("/", "/worklist", "/held", f"/held/{object_id}", "/queue", f"/queue/{object_id}"):
+        response = browser.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"] == "/login"
+
+
+# Worklist
+
+
+def test_the_worklist_lists_cached_steps_and_a_hostile_name_renders_as_text(panel: Panel) -> None:
+    browser = panel.client(Role.TECHNOLOGIST)
+    page = browser.get("/worklist")
+    assert page.status_code == 200
+    assert "Doe, Jane" in page.text
+    assert "Müller, Jörg" in page.text
+    assert SCRIPT_NAME not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "PIDX&lt;b&gt;" in page.text
+    assert "Select for this room" in page.text
+    assert "Fetched from the RIS" in page.text
+
+
+def test_a_technologist_selects_a_step_for_the_room_and_clears_it(panel: Panel) -> None:
+    browser = panel.client(Role.TECHNOLOGIST)
+    csrf = token(browser.get("/worklist").text)
+    response = browser.post("/worklist/select", data={"item_key": OTHER.key, "csrf_token": csrf})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/worklist"
+    current = panel.selection.current()
+    assert current is not None and current.item_key == OTHER.key
+    assert current.by.startswith("web:tech")
+    page = browser.get("/worklist")
+    assert "Selected for this room" in page.text  # the flash after the redirect
+    assert 'class="selected"' in page.text
+    response = browser.post("/worklist/clear", data={"csrf_token": csrf})
+    assert response.status_code == 303
+    assert panel.selection.current() is None
+    select, clear = panel.audit_lines()
+    assert (select["action"], select["target"]) == ("procedure select", "accession ACC002")
+    assert select["details"] == {"item_key": OTHER.key, "step": "SPS002"}
+    assert clear["action"] == "procedure clear"
+    assert select["actor"] == clear["actor"] == current.by
+
+
+def test_selecting_a_step_that_left_the_cache_is_refused_on_the_page(panel: Panel) -> None:
+    browser = panel.client(Role.TECHNOLOGIST)
+    csrf = token(browser.get("/worklist").text)
+    response = browser.post("/worklist/select", data={"item_key": "0" * 32, "csrf_token": csrf})
+    assert response.status_code == 404
+    assert "no longer in the worklist" in response.text
+    assert panel.selection.current() is None
+    assert panel.audit_lines() == []
+
+
+@pytest.mark.parametrize("sent", [None, "forged-token"])
+def test_a_post_without_the_sessions_csrf_token_changes_nothing(
+    panel: Panel, sent: str | None
+) -> None:
+    browser = panel.client(Role.ENGINEER)
+    object_id = panel.held_object()
+    failed = panel.failed_object()
+    extra = {} if sent is None else {"csrf_token": sent}
+    posts = [
+        ("/worklist/select", {"item_key": ITEM.key}),
+        (f"/held/{object_id}/bind", {"item_key": ITEM.key}),
+        (f"/held/{object_id}/discard", {"reason": "forged"}),
+        (f"/queue/{failed}/retry", {}),
+        ("/queue/purge", {"confirm": "yes"}),
+    ]
+    for path, data in posts:
+        response = browser.post(path, data={**data, **extra})
+        assert response.status_code == 403, path
+    assert panel.selection.current() is None
+    assert [info.object_id for info in panel.services.reconciler.list_held()] == [object_id]
+    assert len(panel.spool.list_deliveries(DeliveryState.FAILED)) == 1
+    assert panel.audit_lines() == []
+
+
+@pytest.mark.peers
+def test_refresh_now_asks_the_ris_and_an_outage_keeps_the_cache(
+    make_panel: MakePanel, make_ris: MakeRis
+) -> None:
+    ris = make_ris(ae_title="RIS")
+    ris.add(
+        mwl_dataset(
+            patient_name="Fresh^Ann",
+            patient_id="RIS1",
+            accession_number="RISACC1",
+            start_date=TODAY_DA,
+        )
+    )
+    ris.start()
+    panel = make_panel(ris_port=ris.port, items=())
+    browser = panel.client(Role.TECHNOLOGIST)
+    page = browser.get("/worklist")
+    assert "The worklist cache is empty" in page.text
+    response = browser.post("/worklist/refresh", data={"csrf_token": token(page.text)})
+    assert response.status_code == 303, response.text
+    page = browser.get("/worklist")
+    assert "Worklist refreshed: 1 step(s)." in page.text
+    assert "Fresh, Ann" in page.text
+    ris.stop()  # the RIS is down: the cache must stay as it was
+    response = browser.post("/worklist/refresh", data={"csrf_token": token(page.text)})
+    assert response.status_code == 502
+    assert "the cache was kept" in response.text
+    assert "Fresh, Ann" in response.text
+    assert [i.patient_id for i in panel.cache.items()] == ["RIS1"]
+    ok, failed = panel.audit_lines()
+    assert ok["action"] == failed["action"] == "worklist refresh"
+    assert (ok["details"]["ok"], failed["details"]["ok"]) == (True, False)
+
+
+# Held objects
+
+
+def test_held_objects_are_listed_with_why_and_open_with_header_and_worklist_steps(
+    panel: Panel,
+) -> None:
+    object_id = panel.held_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    listing = browser.get("/held")
+    assert listing.status_code == 200
+    assert f'href="/held/{object_id}"' in listing.text
+    assert HELD_NO_IDENTITY in listing.text
+    page = browser.get(f"/held/{object_id}")
+    assert page.status_code == 200
+    assert "What its header says" in page.text
+    assert "No step shares its accession number or patient ID" in page.text
+    assert "All other steps in the worklist (5)" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert SCRIPT_NAME not in page.text
+    assert browser.get("/held/99999").status_code == 404
+
+
+@pytest.mark.peers
+def test_a_technologist_binds_a_held_object_to_a_worklist_step(panel: Panel) -> None:
+    object_id = panel.held_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    csrf = token(browser.get(f"/held/{object_id}").text)
+    response = browser.post(
+        f"/held/{object_id}/bind", data={"item_key": ITEM.key, "csrf_token": csrf}
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/held"
+    assert "bound and released to 1 destination" in browser.get("/held").text
+    info = panel.spool.show(object_id)
+    assert info is not None and info.payload is not None
+    assert [d.state for d in info.deliveries] == [DeliveryState.PENDING]
+    ds = pydicom.dcmread(info.payload)
+    assert (ds.PatientID, ds.AccessionNumber) == ("PID001", "ACC001")
+    assert_valid_dicom(info.payload)
+    (line,) = panel.audit_lines()
+    assert line["action"] == "held.bind_item"
+    assert line["actor"].startswith("web:tech")
+    assert line["target"] == f"object:{object_id}"
+
+
+def test_typed_demographics_that_are_wrong_come_back_with_the_reason_then_bind(
+    panel: Panel,
+) -> None:
+    object_id = panel.held_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    csrf = token(browser.get(f"/held/{object_id}").text)
+    typed = {
+        "patient_id": "TYPED1",
+        "patient_name": "Ödön^Zsófia",
+        "birth_date": "19701340",
+        "sex": "F",
+        "accession_number": "WALKIN1",
+        "csrf_token": csrf,
+    }
+    response = browser.post(f"/held/{object_id}/demographics", data=typed)
+    assert response.status_code == 422
+    assert "birth date must be a date written YYYYMMDD" in response.text
+    assert 'value="Ödön^Zsófia"' in response.text  # kept for the correction
+    assert panel.audit_lines() == []
+    response = browser.post(
+        f"/held/{object_id}/demographics", data={**typed, "birth_date": "19700203"}
+    )
+    assert response.status_code == 303, response.text
+    info = panel.spool.show(object_id)
+    assert info is not None and info.payload is not None
+    ds = pydicom.dcmread(info.payload)
+    assert (ds.PatientID, str(ds.PatientName), ds.PatientBirthDate) == (
+        "TYPED1",
+        "Ödön^Zsófia",
+        "19700203",
+    )
+    (line,) = panel.audit_lines()
+    assert line["action"] == "held.bind_demographics"
+    assert "TYPED1" not in str(line) and "Zsófia" not in str(line)
+
+
+def test_discarding_needs_a_reason_and_keeps_the_file(panel: Panel) -> None:
+    object_id = panel.held_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    csrf = token(browser.get(f"/held/{object_id}").text)
+    response = browser.post(f"/held/{object_id}/discard", data={"reason": "", "csrf_token": csrf})
+    assert response.status_code == 422
+    assert [i.object_id for i in panel.services.reconciler.list_held()] == [object_id]
+    response = browser.post(
+        f"/held/{object_id}/discard", data={"reason": "test shot", "csrf_token": csrf}
+    )
+    assert response.status_code == 303
+    assert panel.services.reconciler.list_held() == []
+    (line,) = panel.audit_lines()
+    assert (line["action"], line["details"]["reason"]) == ("held.discard", "test shot")
+    again = browser.post(f"/held/{object_id}/discard", data={"reason": "twice", "csrf_token": csrf})
+    assert again.status_code == 404  # no longer held: said above the list
+
+
+# Queue
+
+
+def test_the_queue_shows_failures_with_their_dicom_status_and_reason(panel: Panel) -> None:
+    object_id = panel.failed_object(0xA700, "Refused: Out of Resources")
+    browser = panel.client(Role.TECHNOLOGIST)
+    page = browser.get("/queue")
+    assert page.status_code == 200
+    assert "0xA700" in page.text
+    assert "Refused: Out of Resources" in page.text
+    assert "dimse_failure" in page.text
+    assert f'href="/queue/{object_id}"' in page.text
+    detail = browser.get(f"/queue/{object_id}")
+    assert detail.status_code == 200
+    assert "0xA700" in detail.text
+    assert browser.get("/queue/99999").status_code == 404
+
+
+def test_a_technologist_may_look_at_the_queue_but_not_retry_or_purge(panel: Panel) -> None:
+    object_id = panel.failed_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    page = browser.get("/queue")
+    assert "Retry" not in page.text and "Purge" not in page.text
+    csrf = token(page.text)
+    for path, data in (
+        (f"/queue/{object_id}/retry", {}),
+        ("/queue/retry", {"destination": "pacs"}),
+        ("/queue/purge", {"confirm": "yes"}),
+        (f"/queue/{object_id}/purge", {"confirm": "yes"}),
+    ):
+        response = browser.post(path, data={**data, "csrf_token": csrf})
+        assert response.status_code == 403, path
+    assert len(panel.spool.list_deliveries(DeliveryState.FAILED)) == 1
+    assert panel.audit_lines() == []
+
+
+def test_an_engineer_retries_one_object_then_every_failed_one_of_a_destination(
+    panel: Panel,
+) -> None:
+    first, second = panel.failed_object(), panel.failed_object()
+    browser = panel.client(Role.ENGINEER)
+    csrf = token(browser.get("/queue").text)
+    response = browser.post(f"/queue/{first}/retry", data={"csrf_token": csrf})
+    assert response.status_code == 303
+    states = {d.object_id: d.state for d in panel.spool.list_deliveries()}
+    assert states == {first: DeliveryState.PENDING, second: DeliveryState.FAILED}
+    response = browser.post("/queue/retry", data={"destination": "pacs", "csrf_token": csrf})
+    assert response.status_code == 303
+    assert "1 failed deliveries set to be sent again now" in browser.get("/queue").text
+    assert {d.state for d in panel.spool.list_deliveries()} == {DeliveryState.PENDING}
+    one, every = panel.audit_lines()
+    assert (one["action"], one["target"], one["details"]) == (
+        "queue retry",
+        f"object:{first}",
+        {"deliveries": 1},
+    )
+    assert (every["target"], every["details"]) == ("destination:pacs", {"deliveries": 1})
+    assert one["actor"].startswith("web:engi")
+    unknown = browser.post("/queue/retry", data={"destination": "nope", "csrf_token": csrf})
+    assert unknown.status_code == 404
+
+
+def test_purging_failed_deliveries_needs_confirmation(panel: Panel) -> None:
+    object_id = panel.failed_object()
+    browser = panel.client(Role.ENGINEER)
+    csrf = token(browser.get("/queue").text)
+    response = browser.post("/queue/purge", data={"csrf_token": csrf})
+    assert response.status_code == 422
+    assert "Tick the box" in response.text
+    assert len(panel.spool.list_deliveries(DeliveryState.FAILED)) == 1
+    response = browser.post("/queue/purge", data={"confirm": "yes", "csrf_token": csrf})
+    assert response.status_code == 303
+    assert panel.spool.list_deliveries() == []
+    assert panel.spool.show(object_id) is None  # nothing left to send: gone with its file
+    (line,) = panel.audit_lines()
+    assert (line["action"], line["details"]) == ("queue purge", {"deliveries": 1})
+
+
+# No patient data in URLs
+
+
+_LINKS = re.compile(r'(?:href|action)="([^"]*)"')
+
+
+def test_no_link_form_or_redirect_carries_patient_data(panel: Panel) -> None:
+    held = panel.held_object()
+    failed = panel.failed_object()
+    browser = panel.client(Role.ENGINEER)
+    urls: set[str] = set()
+    for path in ("/", "/worklist", "/held", f"/held/{held}", "/queue", f"/queue/{failed}"):
+        page = browser.get(path)
+        assert page.status_code == 200, path
+        urls.update(_LINKS.findall(page.text))
+    csrf = token(browser.get("/worklist").text)
+    for path, data in (
+        ("/worklist/select", {"item_key": HOSTILE.key}),
+        (f"/held/{held}/bind", {"item_key": ITEM.key}),
+        (f"/queue/{failed}/retry", {}),
+    ):
+        response = browser.post(path, data={**data, "csrf_token": csrf})
+        assert response.status_code == 303, path
+        urls.add(response.headers["location"])
+    assert f"/held/{held}/bind" in urls and "/worklist/select" in urls
+    for url in urls:
+        for value in PATIENT_VALUES:
+            assert value not in url, url
+        assert "script" not in url.lower()

@@ -1,0 +1,192 @@
+"""The dashboard (/): is the box taking images in, sending them out, and bound to the worklist?
+
+One screen a technologist or engineer reads at a glance: each ingest source with its last
+activity, each destination's queue (depth, age of the oldest waiting object, last success and
+last error), how many objects are held, how fresh the worklist is, disk use, version, uptime.
+Read-only; it carries no patient data (counts, names of sources and destinations, reasons).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from gateway.web.deps import User, current_user
+from gateway.web.services import WebServices
+from gateway.web.templating import NavLink, render
+from gateway.web.views import (
+    DestinationView,
+    ago,
+    destination_view,
+    duration,
+    local_time,
+    size_text,
+)
+
+NAV = (NavLink("/", "Dashboard"),)
+HELD_COUNT_CAP = 500  # beyond it the dashboard says "500+": listing more costs the Pi too much
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """One ingest source: a drop folder, a serial port or the DICOM listener."""
+
+    kind: str  # "folder", "serial" or "listener"
+    name: str
+    where: str  # the folder's path, the serial device, or the listener's port
+    state: str  # e.g. "watching", "port open", "port closed"
+    last_activity: str  # when it last handed an object over ("" when it cannot tell)
+    counters: tuple[tuple[str, int], ...]  # name, value (serial and listener counters)
+
+
+@dataclass(frozen=True)
+class WorklistFreshness:
+    """How old the cached worklist is and whether the last refresh worked."""
+
+    configured: bool
+    fetched: str  # "3 min ago" / "never"
+    fetched_at: str
+    items: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class DiskView:
+    """The state folder's filesystem, and the spool's share of it."""
+
+    path: str
+    total: str
+    used: str
+    free: str
+    used_percent: int
+    spool_used: str
+    spool_limit: str
+
+
+@dataclass(frozen=True)
+class DashboardView:
+    """Everything the dashboard shows."""
+
+    sources: tuple[SourceView, ...]
+    destinations: tuple[DestinationView, ...]
+    held: str  # "3", or "500+" past the cap
+    worklist: WorklistFreshness
+    disk: DiskView
+    version: str
+    uptime: str
+    started_at: str
+
+
+def dashboard_view(services: WebServices) -> DashboardView:
+    """The dashboard as of now, read from the running parts."""
+    now = services.clock.now()
+    held = len(services.reconciler.list_held(HELD_COUNT_CAP + 1))
+    return DashboardView(
+        sources=source_views(services, now),
+        destinations=tuple(
+            destination_view(stats, now) for stats in services.spool.stats().values()
+        ),
+        held=f"{HELD_COUNT_CAP}+" if held > HELD_COUNT_CAP else str(held),
+        worklist=worklist_freshness(services, now),
+        disk=disk_view(services),
+        version=services.version,
+        uptime=duration(now - services.started_at),
+        started_at=local_time(services.started_at),
+    )
+
+
+def source_views(services: WebServices, now: float) -> tuple[SourceView, ...]:
+    """Folders, serial ports and the listener, in configuration order."""
+    out: list[SourceView] = []
+    for folder in services.config.ingest.folder:
+        watcher = services.watchers.get(folder.name)
+        seen = None if watcher is None else watcher.last_activity
+        out.append(
+            SourceView(
+                kind="folder",
+                name=folder.name,
+                where=str(folder.path),
+                state="not running" if watcher is None else "watching",
+                last_activity=ago(now, seen),
+                counters=(),
+            )
+        )
+    for port in services.config.ingest.serial:
+        reader = services.serial_readers.get(port.name)
+        counters: tuple[tuple[str, int], ...] = ()
+        if reader is None:
+            state = "not running"
+        else:
+            state = "port open" if reader.port.is_open else "port closed"
+            counters = tuple(sorted(reader.stats().items()))
+        out.append(
+            SourceView(
+                kind="serial",
+                name=port.name,
+                where=port.port,
+                state=state,
+                last_activity="",  # the reader keeps counters, not a time of the last message
+                counters=counters,
+            )
+        )
+    listener = services.config.dicom_listener
+    if listener is not None:
+        running = services.listener
+        out.append(
+            SourceView(
+                kind="listener",
+                name="DICOM listener",
+                where=f"port {listener.port}",
+                state="not running" if running is None else "listening",
+                last_activity="",
+                counters=() if running is None else tuple(sorted(running.stats().items())),
+            )
+        )
+    return tuple(out)
+
+
+def worklist_freshness(services: WebServices, now: float) -> WorklistFreshness:
+    """Age of the worklist cache and the refresher's last error."""
+    cache = services.worklist
+    if cache is None:
+        return WorklistFreshness(False, "", "", 0, None)
+    fetched_at = cache.fetched_at
+    refresher = services.refresher
+    return WorklistFreshness(
+        configured=True,
+        fetched=ago(now, fetched_at),
+        fetched_at=local_time(fetched_at),
+        items=len(cache.items()),
+        last_error=None if refresher is None else refresher.last_error,
+    )
+
+
+def disk_view(services: WebServices) -> DiskView:
+    """Disk use of the filesystem holding state_dir, and the spool within its limit."""
+    usage = shutil.disk_usage(services.state_dir)
+    spool = services.spool
+    return DiskView(
+        path=str(services.state_dir),
+        total=size_text(usage.total),
+        used=size_text(usage.used),
+        free=size_text(usage.free),
+        used_percent=round(100 * usage.used / usage.total) if usage.total else 0,
+        spool_used=size_text(spool.used_bytes()),
+        spool_limit=size_text(spool.max_bytes),
+    )
+
+
+def routes(services: WebServices) -> APIRouter:
+    """GET /: the dashboard (any signed-in user)."""
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    def dashboard(request: Request, user: Annotated[User, Depends(current_user)]) -> HTMLResponse:
+        """The dashboard."""
+        return render(request, "dashboard.html", view=dashboard_view(services))
+
+    return router
