@@ -38,6 +38,11 @@ PAGES: tuple[str, ...] = (
     "gateway.web.pages.worklist",
     "gateway.web.pages.held",
     "gateway.web.pages.queue",
+    "gateway.web.pages.destinations",
+    "gateway.web.pages.ingest",
+    "gateway.web.pages.certificates",
+    "gateway.web.pages.config",
+    "gateway.web.pages.support",
     "gateway.web.pages.login",
 )
 
