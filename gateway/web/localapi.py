@@ -9,7 +9,8 @@ into place, so no client can connect while it still has the default mode.
 Who calls is known from the kernel (SO_PEERCRED on the connection): the peer's uid, as a user
 name, makes the actor ``local:<user>`` written to the audit log (:func:`peer_actor`).
 
-uvicorn runs in one thread that :class:`LocalApiServer` starts and joins (``start``/``stop``, a
+uvicorn runs in one thread (gateway.web.server.UvicornThread, shared with the HTTPS panel) that
+:class:`LocalApiServer` starts and joins (``start``/``stop``, a
 supervisor service); request handlers run in FastAPI's worker threads.
 """
 
@@ -23,25 +24,21 @@ import socket
 import stat
 import struct
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import uvicorn
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gateway.logsetup import event
+from gateway.web.server import ServerStartError, UvicornThread, uvicorn_config
 
 SOCKET_NAME = "api.sock"
 SOCKET_MODE = 0o660
 PEER_EXTENSION = "gateway.peer_credentials"  # key in the ASGI scope's "extensions"
-MAX_CONNECTIONS = 32  # beyond it uvicorn answers 503; a local API has few callers
-MAX_HEADER_BYTES = 16 * 1024
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -102,16 +99,14 @@ class LocalApiServer:
         self._mode = mode
         self._stop_timeout = stop_timeout
         self._start_timeout = start_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: UvicornThread | None = None
         self._sock: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
-        self._error: BaseException | None = None
 
     @property
     def running(self) -> bool:
         """True while the server thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.running
 
     def start(self) -> None:
         """Bind the socket (mode set before it appears at ``path``) and serve until stop()."""
@@ -120,63 +115,37 @@ class LocalApiServer:
         sock = bind_socket(self.path, self._mode)
         st = self.path.stat()
         self._sock, self._inode = sock, (st.st_dev, st.st_ino)
-        config = uvicorn.Config(
-            cast(ASGI3Application, self._app),
+        config = uvicorn_config(
+            self._app,
+            self._stop_timeout,
             uds=str(self.path),  # for uvicorn's own messages; the socket is ours, already bound
             http=_PeerCredentialsH11,
-            ws="none",
-            lifespan="off",
-            loop="asyncio",
-            log_config=None,  # the gateway's logging stays as configured
-            log_level="warning",
-            access_log=False,  # request lines are not logged: paths may carry an accession number
-            proxy_headers=False,
-            server_header=False,
-            limit_concurrency=MAX_CONNECTIONS,
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=max(1, int(self._stop_timeout)),
         )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._error = None
-        self._thread = threading.Thread(
-            target=self._serve, args=(server, sock), name="local-api", daemon=True
+        self._thread = UvicornThread(
+            config,
+            "local-api",
+            self._log,
+            stop_timeout=self._stop_timeout,
+            start_timeout=self._start_timeout,
         )
-        self._thread.start()
-        deadline = time.monotonic() + self._start_timeout
-        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            reason = repr(self._error) if self._error else "timed out"
-            self.stop()
-            raise LocalApiError(f"local API on {self.path} did not start: {reason}")
-        event(self._log, logging.INFO, "local API listening", socket=str(self.path))
-
-    def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
         try:
-            server.run(sockets=[sock])
-        except BaseException as exc:  # noqa: BLE001 - seen by start() and logged, not lost
-            self._error = exc
-            self._log.exception("local API server failed")
+            self._thread.start([sock])
+        except ServerStartError as exc:
+            self.stop()
+            raise LocalApiError(f"local API on {self.path}: {exc}") from None
+        event(self._log, logging.INFO, "local API listening", socket=str(self.path))
 
     def stop(self) -> None:
         """Finish requests in progress (within the stop timeout), close and remove the socket."""
-        server, thread = self._server, self._thread
-        if server is not None and thread is not None:
-            server.should_exit = True
-            thread.join(self._stop_timeout + 1.0)
-            if thread.is_alive():
-                server.force_exit = True
-                thread.join(2.0)
-            if thread.is_alive():
-                event(self._log, logging.ERROR, "local API did not stop in time")
+        thread = self._thread
+        if thread is not None and not thread.stop():
+            event(self._log, logging.ERROR, "local API did not stop in time")
         if self._sock is not None:
             self._sock.close()
         self._remove_own_socket()
-        self._server = self._thread = self._sock = None
+        self._thread = self._sock = None
         self._inode = None
-        if server is not None:
+        if thread is not None:
             event(self._log, logging.INFO, "local API stopped", socket=str(self.path))
 
     def _remove_own_socket(self) -> None:

@@ -1,0 +1,279 @@
+"""Accounts through the real HTTPS panel: first-run setup, login, lockout, sessions, CSRF, roles,
+and the audit trail of every change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.web.auth import Role
+from gateway.web.auth.setup import read_token
+from gateway.web.templating import make_environment
+from tests.web.panelkit import (
+    ENGINEER,
+    TECHNOLOGIST,
+    MakePanel,
+    RunningPanel,
+    csrf_of,
+    panel_factory,
+)
+
+
+@pytest.fixture
+def make_panel(tmp_path: Path) -> Iterator[MakePanel]:
+    yield from panel_factory(tmp_path)
+
+
+@pytest.fixture
+def panel(make_panel: MakePanel) -> RunningPanel:
+    return make_panel()
+
+
+def test_a_fresh_box_sends_every_visitor_to_setup_and_has_no_account(panel: RunningPanel) -> None:
+    client = panel.browser()
+    assert client.get("/").headers["location"] == "/login"
+    assert client.get("/login").headers["location"] == "/setup"
+    assert client.get("/setup").status_code == 200
+    assert panel.auth.users.count() == 0
+    # No default password: nothing logs in.
+    token = csrf_of(client.get("/setup").text)
+    for name, password in (("admin", "admin"), ("root", ""), ("engineer", "engineer")):
+        answer = client.post(
+            "/login", data={"csrf_token": token, "username": name, "password": password}
+        )
+        assert answer.status_code == 401
+    assert panel.auth.users.count() == 0
+
+
+def test_setup_with_the_token_makes_the_first_engineer_once(panel: RunningPanel) -> None:
+    token = read_token(panel.state)
+    engineer = panel.setup()
+    assert engineer.get("/users").status_code == 200
+    assert read_token(panel.state) is None  # the file is gone
+    # The token is spent: a second visitor cannot make another engineer with it.
+    other = panel.browser()
+    assert other.get("/setup").headers["location"] == "/login"
+    page = other.get("/login")
+    again = other.post(
+        "/setup",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "token": token,
+            "username": "mallory",
+            "password": "mallory-pass-1",
+            "password2": "mallory-pass-1",
+        },
+    )
+    assert again.status_code == 303 and again.headers["location"] == "/login"
+    assert [u.username for u in panel.auth.users.list()] == [ENGINEER[0]]
+    created = [r for r in panel.audit_lines() if r["action"] == "user create"]
+    assert created[0]["actor"] == f"web:{ENGINEER[0]}"
+    assert created[0]["details"] == {"role": "engineer", "first_engineer": True}
+
+
+def test_a_wrong_setup_token_creates_nothing(panel: RunningPanel) -> None:
+    client = panel.browser()
+    page = client.get("/setup")
+    answer = client.post(
+        "/setup",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "token": "0000-0000-0000-0000-0000",
+            "username": "eng",
+            "password": "engineer-pass-1",
+            "password2": "engineer-pass-1",
+        },
+    )
+    assert answer.status_code == 422
+    assert "setup token is not right" in answer.text
+    assert panel.auth.users.count() == 0
+
+
+def test_session_cookie_is_httponly_secure_samesite_strict(panel: RunningPanel) -> None:
+    panel.setup()
+    answer = panel.post_login(panel.browser(), *ENGINEER)
+    cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith("__Host-gw_session=")
+    )
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite=strict", "path=/"} <= flags
+    assert not any(f.startswith("domain") for f in flags)
+
+
+def test_wrong_passwords_lock_the_account_even_against_the_right_one(panel: RunningPanel) -> None:
+    panel.setup()
+    client = panel.browser()
+    for _ in range(4):
+        assert panel.post_login(client, ENGINEER[0], "wrong-password").status_code == 401
+    fifth = panel.post_login(client, ENGINEER[0], "wrong-password")
+    assert fifth.status_code == 429
+    assert "Too many failed logins" in fifth.text
+    right = panel.post_login(panel.browser(), *ENGINEER)
+    assert right.status_code == 429
+    failed = [r for r in panel.audit_lines() if r["action"] == "login failed"]
+    assert len(failed) == 5 and failed[-1]["details"] == {"locked": True}
+    assert all("wrong-password" not in str(r) for r in panel.audit_lines())
+
+
+def test_an_engineer_unlocks_a_locked_account(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    panel.add_user(*TECHNOLOGIST, Role.TECHNOLOGIST)
+    for _ in range(5):
+        panel.post_login(panel.browser(), TECHNOLOGIST[0], "wrong-password")
+    assert panel.post_login(panel.browser(), *TECHNOLOGIST).status_code == 429
+    page = engineer.get("/users")
+    assert "locked" in page.text
+    engineer.post(f"/users/{TECHNOLOGIST[0]}/unlock", data={"csrf_token": csrf_of(page.text)})
+    assert panel.post_login(panel.browser(), *TECHNOLOGIST).status_code == 303
+
+
+def test_without_a_session_pages_redirect_to_login_and_the_api_answers_401(
+    panel: RunningPanel,
+) -> None:
+    panel.setup()
+    client = panel.browser()
+    for path in ("/users", "/account"):
+        answer = client.get(path)
+        assert answer.status_code == 303 and answer.headers["location"] == "/login"
+    assert client.get("/api/v1/held").status_code == 401
+    assert client.put("/api/v1/procedure", json={"accession_number": "A"}).status_code == 401
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_forged_or_missing_csrf_token_is_refused(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    form = {"username": "newuser", "role": "technologist", "password": "x" * 12}
+    form["password2"] = form["password"]
+    assert engineer.post("/users", data={**form, "csrf_token": "forged"}).status_code == 403
+    assert engineer.post("/users", data=form).status_code == 403
+    assert panel.auth.users.get("newuser") is None
+    # The API: a change needs the session's token in X-CSRF-Token.
+    assert engineer.delete("/api/v1/procedure").status_code == 403
+    assert (
+        engineer.delete("/api/v1/procedure", headers={"X-CSRF-Token": "forged"}).status_code == 403
+    )
+    token = csrf_of(engineer.get("/account").text)
+    # No [worklist] in this box: past CSRF, the API's own answer.
+    assert engineer.delete("/api/v1/procedure", headers={"X-CSRF-Token": token}).status_code == 409
+    assert engineer.post("/users", data={**form, "csrf_token": token}).status_code == 303
+    assert panel.auth.users.get("newuser") is not None
+
+
+def test_a_post_from_another_origin_is_refused_even_with_the_token(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    token = csrf_of(engineer.get("/account").text)
+    answer = engineer.post(
+        "/logout", data={"csrf_token": token}, headers={"Origin": "https://evil.example"}
+    )
+    assert answer.status_code == 403
+
+
+def test_a_technologist_gets_403_on_engineer_screens(panel: RunningPanel) -> None:
+    panel.setup()
+    panel.add_user(*TECHNOLOGIST, Role.TECHNOLOGIST)
+    tech = panel.login(*TECHNOLOGIST)
+    assert tech.get("/account").status_code == 200
+    assert tech.get("/users").status_code == 403
+    token = csrf_of(tech.get("/account").text)
+    answer = tech.post(
+        "/users",
+        data={
+            "csrf_token": token,
+            "username": "sneaky",
+            "role": "engineer",
+            "password": "sneaky-pass-1",
+            "password2": "sneaky-pass-1",
+        },
+    )
+    assert answer.status_code == 403
+    assert panel.auth.users.get("sneaky") is None
+    assert "Users" not in tech.get("/account").text.split("<main>")[0]  # not in its menu
+
+
+def test_logout_ends_the_session_for_good(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    cookie = engineer.cookies["__Host-gw_session"]
+    token = csrf_of(engineer.get("/account").text)
+    assert engineer.post("/logout", data={"csrf_token": token}).headers["location"] == "/login"
+    replay = panel.browser()
+    replay.cookies.set("__Host-gw_session", cookie)
+    assert replay.get("/account").status_code == 303
+
+
+def test_a_password_change_ends_the_users_other_sessions(panel: RunningPanel) -> None:
+    first = panel.setup()
+    second = panel.login(*ENGINEER)
+    token = csrf_of(first.get("/account").text)
+    answer = first.post(
+        "/account",
+        data={
+            "csrf_token": token,
+            "current": ENGINEER[1],
+            "password": "a-new-password-2",
+            "password2": "a-new-password-2",
+        },
+    )
+    assert answer.status_code == 303
+    assert first.get("/account").status_code == 200
+    assert second.get("/account").status_code == 303
+    assert panel.post_login(panel.browser(), *ENGINEER).status_code == 401
+    assert panel.login(ENGINEER[0], "a-new-password-2").get("/account").status_code == 200
+
+
+def test_user_changes_are_audited_and_the_last_engineer_stays(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    page = engineer.get("/users")
+    token = csrf_of(page.text)
+    engineer.post(
+        "/users",
+        data={
+            "csrf_token": token,
+            "username": "tech",
+            "role": "technologist",
+            "password": "technologist-pass-1",
+            "password2": "technologist-pass-1",
+        },
+    )
+    engineer.post("/users/tech/role", data={"csrf_token": token, "role": "engineer"})
+    engineer.post("/users/tech/delete", data={"csrf_token": token})
+    refused = engineer.post("/users/eng/role", data={"csrf_token": token, "role": "technologist"})
+    assert refused.status_code == 422 and "last engineer" in refused.text
+    actions = [(r["action"], r["target"]) for r in panel.audit_lines()]
+    assert ("user create", "user:tech") in actions
+    assert ("user role", "user:tech") in actions
+    assert ("user remove", "user:tech") in actions
+    assert all(r["actor"] == "web:eng" for r in panel.audit_lines() if r["target"] == "user:tech")
+
+
+def test_pages_carry_the_security_headers(panel: RunningPanel) -> None:
+    answer = panel.browser().get("/setup")
+    headers = answer.headers
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["cache-control"] == "no-store"
+    assert "server" not in headers
+    css = panel.browser().get("/static/panel.css")
+    assert css.status_code == 200 and css.headers.get("cache-control") != "no-store"
+
+
+def test_templates_escape_what_they_show() -> None:
+    html = (
+        make_environment()
+        .get_template("error.html")
+        .render(
+            message="<script>alert(1)</script>",
+            status=404,
+            user=None,
+            nav=[],
+            flash=None,
+            csrf_token="t",
+            csrf_field=lambda: "",
+        )
+    )
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
