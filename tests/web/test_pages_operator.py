@@ -397,7 +397,7 @@ def test_the_dashboard_shows_sources_queues_held_worklist_disk_version_and_uptim
     assert "export" in text  # the drop folder
     assert "pacs" in text
     assert "Refused: Out of Resources" in text  # last error of the destination
-    assert 'class="big">1<' in text  # one held object
+    assert "<strong>1</strong> held" in text  # one held object
     assert "4 step(s) cached" not in text  # ITEMS and the hostile step: five
     assert "5 step(s) cached" in text
     assert "Version 9.8.7" in text
