@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from gateway.cli_update import register
 from gateway.clock import FakeClock, SystemClock
 from gateway.update.audit import UpdateAudit
 from gateway.update.client import (
@@ -16,11 +20,14 @@ from gateway.update.client import (
     RepositoryRejectedError,
     RepositoryUnreachableError,
     UpdateClient,
+    UpdateOffer,
     UpdateSettings,
     device_id,
     rollout_bucket,
 )
 from gateway.update.fetch import BundleRejectedError
+from gateway.update.installer import InstallOutcome
+from gateway.update.offline import STICK_FOLDER, NotARepositoryError, offline_settings
 from gateway.update.repo import target_name
 from tests.update.repofactory import HOST_ARCH, FakeRelease, build_repo, serve_repo
 
@@ -243,3 +250,131 @@ def test_device_id_prefers_machine_id_else_keeps_a_generated_one(tmp_path: Path)
     assert len(made) == 32
     assert device_id(tmp_path / "state", missing) == made
     assert (tmp_path / "state" / "update" / "device-id").read_text().strip() == made
+
+
+# -- offline (USB stick) ---------------------------------------------------------------------
+
+
+def test_offline_stick_gets_the_same_checks(tmp_path: Path) -> None:
+    fx = build_repo(tmp_path, [FakeRelease("1.1.0")])
+    stick = tmp_path / "usb"
+    shutil.copytree(fx.path, stick / STICK_FOLDER)
+    state = tmp_path / "state"
+    settings = offline_settings(UpdateSettings("", arch=HOST_ARCH), stick)
+    audit = UpdateAudit(state, SystemClock(), "test")
+    box = BoxState("1.0.0", None, frozenset(), "box-1")
+    client = UpdateClient(settings, state, fx.root_bytes, box, audit)
+    offer = client.check()
+    assert offer is not None and offer.url.startswith("file://")
+    assert client.download(offer).path.read_bytes() == fx.bundles[offer.target_name].read_bytes()
+
+    fx.publish(FakeRelease("1.2.0"))
+    with serve_repo(fx.path) as server:  # the box goes online and sees a newer repository
+        newer = make_client(state, server.base_url, fx.root_bytes).check()
+        assert newer is not None and newer.version == "1.2.0"
+    old_stick = UpdateClient(settings, state, fx.root_bytes, box, audit)
+    with pytest.raises(RepositoryRejectedError) as caught:
+        old_stick.check()  # yesterday's stick is a replay now
+    assert caught.value.kind == "replayed"
+
+
+def test_offline_path_without_a_repository_says_so(tmp_path: Path) -> None:
+    with pytest.raises(NotARepositoryError, match="is the stick mounted"):
+        offline_settings(UpdateSettings("", arch=HOST_ARCH), tmp_path)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingInstaller:
+    """Stands in for gateway.update.installer.Installer: records what it is handed."""
+
+    handed: list[tuple[Path, UpdateOffer]] = field(default_factory=list)
+    downloading_seen: list[str] = field(default_factory=list)
+
+    def resume(self) -> InstallOutcome | None:
+        return None
+
+    def downloading(self, offer: UpdateOffer) -> None:
+        self.downloading_seen.append(offer.version)
+
+    def install(self, bundle_path: Path, offer: UpdateOffer) -> InstallOutcome:
+        self.handed.append((bundle_path, offer))
+        return InstallOutcome(offer.version, "committed", "self-test passed")
+
+
+def run_update(argv: list[str], installer: RecordingInstaller) -> int:
+    parser = argparse.ArgumentParser(prog="dicom-gateway")
+    register(parser.add_subparsers(dest="command", required=True), lambda _ctx: installer)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_cli_check_apply_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway import __version__
+
+    fx = build_repo(tmp_path, [FakeRelease("99.0.0"), FakeRelease("99.1.0", arch=OTHER_ARCH)])
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n')
+    (tmp_path / "root.json").write_bytes(fx.root_bytes)
+    installer = RecordingInstaller()
+    with serve_repo(fx.path) as server:
+        common = ["--config", str(config), "--install-root", str(tmp_path / "opt")]
+        source = [
+            "--repository-url",
+            server.base_url,
+            "--trusted-root",
+            str(tmp_path / "root.json"),
+        ]
+        assert run_update(["update", "check", *common, *source], installer) == 0
+        out = capsys.readouterr().out
+        assert f"installed: {__version__}" in out
+        assert "offer: 99.0.0" in out
+        assert f"skipped {target_name('99.1.0', OTHER_ARCH)}: built for {OTHER_ARCH}" in out
+
+        assert run_update(["update", "apply", *common, *source], installer) == 0
+        assert "99.0.0: committed (self-test passed)" in capsys.readouterr().out
+    assert installer.downloading_seen == ["99.0.0"]
+    [(bundle, offer)] = installer.handed
+    assert bundle.read_bytes() == fx.bundles[offer.target_name].read_bytes()
+
+    assert run_update(["update", "status", *common, "--json"], installer) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["last_check"]["result"] == "offer"
+    assert view["last_check"]["target"] == "release:99.0.0"
+
+
+def test_cli_refuses_tampered_metadata_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = build_repo(tmp_path, [FakeRelease("99.0.0")])
+    other = build_repo(tmp_path / "other")  # a root this repository was never signed by
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n')
+    (tmp_path / "root.json").write_bytes(other.root_bytes)
+    installer = RecordingInstaller()
+    with serve_repo(fx.path) as server:
+        argv = ["update", "apply", "--config", str(config), "--from-timer"]
+        argv += ["--repository-url", server.base_url, "--trusted-root", str(tmp_path / "root.json")]
+        assert run_update(argv, installer) == 1
+    assert "refused: tampered" in capsys.readouterr().err
+    assert installer.handed == []
+
+
+def test_cli_from_timer_treats_an_unreachable_repository_as_try_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = build_repo(tmp_path, [])
+    with serve_repo(fx.path) as server:
+        url = server.base_url
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n')
+    (tmp_path / "root.json").write_bytes(fx.root_bytes)
+    argv = ["update", "apply", "--config", str(config), "--repository-url", url]
+    argv += ["--trusted-root", str(tmp_path / "root.json")]
+    assert run_update([*argv, "--from-timer"], RecordingInstaller()) == 0
+    assert run_update(argv, RecordingInstaller()) == 75
+    assert "try later" in capsys.readouterr().err
