@@ -176,17 +176,20 @@ class Installer:
         return outcome
 
     def resume(self, *, gateway_starting: bool = False) -> InstallOutcome | None:
-        """Carry an interrupted install on to its end; None when there is none.
+        """Carry an unfinished install on to its end; None when none is unfinished.
 
         ``gateway_starting``: called just before the gateway starts (ExecStartPre), so never
         restart it and never wait for its trial; a trial past its deadline is rolled back.
+        While another process drives the install, its state is answered as pending.
         """
+        record = read_install(self.state_dir)
+        if record is None or record.state in (REPORTED, DOWNLOADING):
+            return None
         try:
             with self._lock(wait=False):
                 return self._drive(gateway_starting=gateway_starting)
         except InstallBusyError:
-            event(self._log, logging.INFO, "update.resume_skipped", why="another process holds it")
-            return None
+            return InstallOutcome(record.version, PENDING, "another process is driving it")
 
     def conclude_trial(self, passed: bool, reason: str) -> InstallOutcome | None:
         """The health check's verdict on the release on trial: commit it or roll it back."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -232,8 +233,26 @@ def test_gateway_start_after_the_deadline_rolls_back_without_restarting_itself(b
     assert box.restarts == ["1.1.0"]  # only the trial's own restart; systemd starts the old one
 
 
-def test_resume_with_nothing_to_do_returns_none(box: Box) -> None:
+def test_resume_with_nothing_unfinished_returns_none(box: Box) -> None:
     assert box.installer().resume() is None
+    bundle, offer = box.bundle("1.1.0")
+    box.installer().install(bundle, offer)
+
+    assert box.installer().resume() is None
+
+
+def test_resume_while_another_process_drives_the_install_answers_pending(box: Box) -> None:
+    bundle, offer = box.bundle("1.1.0")
+    assert box.installer(probe=None).install(bundle, offer).result == PENDING
+    fd = os.open(box.state / "update" / "install.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as the health check does while it polls
+        outcome = box.installer().resume()
+    finally:
+        os.close(fd)
+
+    assert outcome is not None and (outcome.version, outcome.result) == ("1.1.0", PENDING)
+    assert read_install(box.state) is not None
 
 
 # -- kill -9 at every step boundary --------------------------------------------------------
