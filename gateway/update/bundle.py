@@ -212,3 +212,21 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> None:
 
 def _capture(argv: Sequence[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def read_release_info(bundle: Path) -> ReleaseInfo:
+    """The ``RELEASE.json`` of a bundle, checked against the folder it sits in."""
+    try:
+        with tarfile.open(bundle, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if len(parts) == 2 and parts[1] == RELEASE_FILE and member.isreg():
+                    fh = tar.extractfile(member)
+                    assert fh is not None  # a regular member always has contents
+                    info = ReleaseInfo.from_json(fh.read())
+                    if parts[0] != bundle_folder(info.version):
+                        raise BundleError(f"{bundle}: {member.name} is not in the right folder")
+                    return info
+    except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{bundle}: not a readable bundle ({exc})") from None
+    raise BundleError(f"{bundle}: no {RELEASE_FILE} in its top folder")
