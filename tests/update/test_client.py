@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli_update import register
+from gateway.cli_update import UpdateContext, register
 from gateway.clock import FakeClock, SystemClock
 from gateway.update.audit import UpdateAudit
 from gateway.update.client import (
@@ -26,7 +27,7 @@ from gateway.update.client import (
     rollout_bucket,
 )
 from gateway.update.fetch import BundleRejectedError
-from gateway.update.installer import InstallOutcome
+from gateway.update.installer import Installer, InstallOutcome, TrialVerdict
 from gateway.update.offline import STICK_FOLDER, NotARepositoryError, offline_settings
 from gateway.update.repo import target_name
 from tests.update.repofactory import HOST_ARCH, FakeRelease, build_repo, serve_repo
@@ -378,3 +379,46 @@ def test_cli_from_timer_treats_an_unreachable_repository_as_try_later(
     assert run_update([*argv, "--from-timer"], RecordingInstaller()) == 0
     assert run_update(argv, RecordingInstaller()) == 75
     assert "try later" in capsys.readouterr().err
+
+
+def test_cli_apply_hands_the_verified_bundle_to_the_real_installer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = build_repo(tmp_path, [FakeRelease("99.0.0")])
+    state, opt = tmp_path / "state", tmp_path / "opt"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n')
+    (tmp_path / "root.json").write_bytes(fx.root_bytes)
+    restarts: list[str] = []
+
+    def installer(ctx: UpdateContext) -> Installer:
+        return Installer(
+            ctx.install_root / "releases",
+            ctx.install_root / "current",
+            ctx.state_dir,
+            ctx.clock,
+            logging.getLogger("test"),
+            lambda: restarts.append("gateway"),
+            probe=lambda _trial: TrialVerdict(True, "self-test passed"),
+        )
+
+    parser = argparse.ArgumentParser(prog="dicom-gateway")
+    register(parser.add_subparsers(dest="command", required=True), installer)
+    with serve_repo(fx.path) as server:
+        argv = ["update", "apply", "--config", str(config), "--install-root", str(opt)]
+        argv += ["--repository-url", server.base_url, "--trusted-root", str(tmp_path / "root.json")]
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0
+    assert "99.0.0: committed" in capsys.readouterr().out
+    assert (opt / "current").resolve() == (opt / "releases" / "99.0.0").resolve()
+    assert restarts == ["gateway"]
+    actions = [
+        (r.action, r.target, r.details["result"])
+        for r in UpdateAudit(state, SystemClock(), "test").read()
+    ]
+    assert actions[:3] == [
+        ("update.check", "release:99.0.0", "offer"),
+        ("update.download", "release:99.0.0", "ok"),
+        ("update.install", "release:99.0.0", "ok"),
+    ]
+    assert ("update.commit", "release:99.0.0", "ok") in actions
