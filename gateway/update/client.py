@@ -334,6 +334,8 @@ class UpdateClient:
             return Skipped(name, version, problem)
         assert version is not None
         s, box = self.settings, self.box
+        if name != f"dicom-gateway-{version}-{custom['arch']}.tar.gz":
+            return Skipped(name, version, "its name does not match its signed version and arch")
         if custom["arch"] != s.arch:
             return Skipped(name, version, f"built for {custom['arch']}, this box is {s.arch}")
         if s.hardware not in custom["hardware"]:

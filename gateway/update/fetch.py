@@ -148,7 +148,7 @@ def download_bundle(
         with contextlib.suppress(BundleRejectedError):
             _verify(final, target)
             return DownloadResult(final, target.length, target.length, 0)
-        final.unlink()
+        final.unlink(missing_ok=True)  # _verify removed it already; be sure
     resumed_from = _size(part)
     if resumed_from > target.length:
         part.unlink()  # longer than the signed file: not ours to continue

@@ -118,3 +118,14 @@ def test_a_missing_file_on_a_stick_reads_as_not_found(tmp_path: Path) -> None:
     with pytest.raises(exceptions.DownloadHTTPError) as caught:
         RepoFetcher().fetch((tmp_path / "metadata" / "2.root.json").as_uri())
     assert caught.value.status_code == 404
+
+
+def test_a_damaged_finished_bundle_is_downloaded_again(tmp_path: Path) -> None:
+    data, target = publish(tmp_path / "repo", size=5000)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / NAME).write_bytes(b"x" * 5000)  # bit rot on the card since the last run
+    with serve_repo(tmp_path / "repo") as server:
+        result = download_bundle(RepoFetcher(), server.targets_url + NAME, target, downloads)
+        assert server.requests == [(f"targets/{NAME}", None)]
+    assert result.path.read_bytes() == data
