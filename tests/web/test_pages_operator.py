@@ -12,6 +12,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,16 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from gateway.audit import AUDIT_FILE, AuditLog
-from gateway.clock import SystemClock
-from gateway.config import GatewayConfig
+from gateway.clock import FakeClock, SystemClock
+from gateway.config import FolderIngest, GatewayConfig
 from gateway.convert.converter import Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
+from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.items import RawItem
+from gateway.ingest.serial.port import SerialPort
+from gateway.ingest.serial.reader import SerialReader
 from gateway.spool.entries import DeliveryState, DestinationStats, EnqueueResult
 from gateway.spool.store import Spool
 from gateway.web.app import create_web_app
@@ -59,6 +63,8 @@ from gateway.worklist.selection import RoomSelection, selection_path
 from tests.conftest import Pki
 from tests.convert.builders import assert_valid_dicom, gray_image
 from tests.convert.conftest import MTIME, make_settings
+from tests.ingest.serial.test_port import FakeOpener, serial_config
+from tests.ingest.serial.test_reader import LineEngine
 from tests.peers import free_port
 from tests.web.conftest import ITEM, ITEMS, OTHER, TODAY_DA, ris_settings
 from tests.worklist.conftest import MakeRis
@@ -277,19 +283,30 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
     closers: list[Callable[[], None]] = []
     panels: list[Panel] = []
 
-    def make(*, ris_port: int | None = None, items: Sequence[WorklistItem] = ITEMS) -> Panel:
+    def make(
+        *,
+        ris_port: int | None = None,
+        items: Sequence[WorklistItem] = ITEMS,
+        watcher: FolderWatcher | None = None,
+        serial: SerialReader | None = None,
+        listener_port: int | None = None,
+    ) -> Panel:
         clock = SystemClock()
         state = tmp_path / "state"
         drop = tmp_path / "in"
         drop.mkdir(exist_ok=True)
+        ingest: dict[str, Any] = {"folder": [{"name": "export", "path": str(drop)}]}
+        if serial is not None:
+            ingest["serial"] = [serial.port.cfg.model_dump()]
         config = GatewayConfig.model_validate(
             {
                 "gateway": {"state_dir": str(state), "ae_title": "EDGE_GW"},
-                "ingest": {"folder": [{"name": "export", "path": str(drop)}]},
+                "ingest": ingest,
                 "destination": [
                     {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104}
                 ],
                 "worklist": ris_settings(ris_port or 104).model_dump(),
+                **({} if listener_port is None else {"dicom_listener": {"port": listener_port}}),
             }
         )
         settings = make_settings()
@@ -326,6 +343,8 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
             worklist=cache,
             refresher=refresher,
             selection=selection,
+            watchers={} if watcher is None else {"export": watcher},
+            serial_readers={} if serial is None else {serial.source: serial},
         )
         # A cheap hash: the panel's own argon2 parameters are tested with the accounts.
         hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -403,6 +422,41 @@ def test_the_dashboard_shows_sources_queues_held_worklist_disk_version_and_uptim
     assert "Version 9.8.7" in text
     assert "Up 3 h 00 min" in text
     assert "free" in text
+
+
+def test_the_dashboard_shows_when_a_folder_last_took_a_file_and_the_state_of_ports(
+    make_panel: MakePanel, tmp_path: Path
+) -> None:
+    drop = tmp_path / "in"
+    drop.mkdir()
+    (drop / "a.png").write_bytes(b"png")
+    # The watcher's clock is 150 s behind: the file it takes was taken "2 min ago".
+    clock = FakeClock(time.time() - 150)
+    folder = FolderIngest.model_validate({"name": "export", "path": str(drop)})
+    watcher = FolderWatcher(folder, lambda path: True, clock, logging.getLogger("t.watch"))
+    watcher.scan_once()
+    clock.advance(folder.settle_seconds)
+    watcher.scan_once()
+    assert watcher.last_activity is not None
+    port = SerialPort(
+        serial_config("/dev/ttyUSB7"), clock, logging.getLogger("t.port"), FakeOpener()
+    )
+    reader = SerialReader(
+        source="dev",
+        port=port,
+        engine_factory=LineEngine,
+        sink=lambda message: True,
+        clock=clock,
+        logger=logging.getLogger("t.reader"),
+    )
+    assert port.open()
+    panel = make_panel(watcher=watcher, serial=reader, listener_port=free_port())
+    text = panel.client(Role.TECHNOLOGIST).get("/").text
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>.*?</tr>", text, re.S)
+    assert rows[-3:] == ["export", "dev", "DICOM listener"]
+    assert "2 min ago" in text
+    assert "/dev/ttyUSB7" in text and "port open" in text
+    assert "not running" in text  # the listener: configured, not started here
 
 
 def test_without_a_session_every_screen_sends_the_browser_to_login(panel: Panel) -> None:
