@@ -73,11 +73,13 @@ def ensure_certificate(
             cert = _read_cert(cert_path)
         except CertificateError:
             cert = None  # unreadable: replaced below
-        fresh = cert is not None and cert.not_valid_after_utc - now > datetime.timedelta(RENEW_DAYS)
-        if cert is not None and fresh and _key_matches(cert, key_path):
-            return PanelCertificate(
-                cert_path, key_path, _is_self_signed(cert), cert.not_valid_after_utc
-            )
+        if cert is not None and _key_matches(cert, key_path):
+            self_signed = _is_self_signed(cert)
+            fresh = cert.not_valid_after_utc - now > datetime.timedelta(RENEW_DAYS)
+            # An installed certificate is never replaced here: the certificates screen warns
+            # before it expires, and a self-signed one would break the site's trust.
+            if fresh or not self_signed:
+                return PanelCertificate(cert_path, key_path, self_signed, cert.not_valid_after_utc)
     names, addresses = local_names_and_addresses(web.bind)
     not_after = generate_self_signed(cert_path, key_path, names, addresses, now)
     return PanelCertificate(cert_path, key_path, True, not_after)

@@ -1,0 +1,152 @@
+"""/metrics: who may scrape it, what it reports from the running parts, and that it names no
+patient."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.convert.converter import Converter
+from gateway.convert.grouping import StudyGrouper
+from gateway.convert.uids import UidFactory
+from gateway.identity import PatientIdentity
+from gateway.ingest.items import RawItem
+from gateway.web.auth import Role
+from gateway.web.metrics import metrics_token_path
+from gateway.worklist.binding import Binding
+from tests.convert.builders import gray_image
+from tests.convert.conftest import MTIME, make_settings
+from tests.web.panelkit import (
+    TECHNOLOGIST,
+    MakePanel,
+    RunningPanel,
+    panel_factory,
+    services_for,
+)
+
+PATIENT = PatientIdentity(patient_id="PID4711", patient_name="Doe^Jane", accession_number="ACC9")
+
+
+class FakeListener:
+    """Duck-types DicomListener.stats()."""
+
+    def stats(self) -> dict[str, int]:
+        return {"accepted": 7, "tls_failed": 2, "refused_busy": 1, "active": 1}
+
+
+class FakeSerial:
+    """Duck-types SerialReader.stats()."""
+
+    def stats(self) -> dict[str, int]:
+        return {"delivered": 3, "refused": 1, "port_lost": 0}
+
+
+class FakeWatcher:
+    """Duck-types FolderWatcher.last_activity."""
+
+    last_activity = 1_700_000_100.0
+
+
+@pytest.fixture
+def make_panel(tmp_path: Path) -> Iterator[MakePanel]:
+    yield from panel_factory(tmp_path)
+
+
+@pytest.fixture
+def busy(tmp_path: Path, make_panel: MakePanel) -> Iterator[RunningPanel]:
+    """A panel whose spool holds one pending and one held object, with a listener, a serial
+    port and a watched folder reporting."""
+    services, closers = services_for(tmp_path)
+    settings = make_settings()
+    uids = UidFactory(settings.uid_root)
+    grouper = StudyGrouper(tmp_path / "grouping.sqlite", settings.study_window_seconds, uids)
+    grouper.open()
+    converter = Converter(settings, grouper, uids)
+    for n, identity in enumerate((PATIENT, PatientIdentity()), start=1):
+        path = tmp_path / f"capture{n}.png"
+        gray_image(seed=n).save(path)
+        item = RawItem(
+            path=path,
+            source="export",
+            size=path.stat().st_size,
+            mtime=MTIME,
+            binding=Binding.from_identity(identity),
+        )
+        converted = converter.convert(item, services.spool.staging_path())
+        services.spool.enqueue(converted, "export")
+    services = dataclasses.replace(
+        services,
+        listener=FakeListener(),  # type: ignore[arg-type]
+        serial_readers={"monitor": FakeSerial()},  # type: ignore[dict-item]
+        watchers={"export": FakeWatcher()},  # type: ignore[dict-item]
+    )
+    yield make_panel(services)
+    grouper.close()
+    for close in closers:
+        close()
+
+
+def _scrape(panel: RunningPanel) -> str:
+    token = metrics_token_path(panel.state).read_text().strip()
+    answer = panel.browser().get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    return answer.text
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_need_the_scrape_token_or_an_engineer(make_panel: MakePanel) -> None:
+    panel = make_panel()
+    assert panel.browser().get("/metrics").status_code == 401
+    wrong = panel.browser().get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    token_file = metrics_token_path(panel.state)
+    assert token_file.stat().st_mode & 0o077 == 0
+    engineer = panel.setup()
+    assert engineer.get("/metrics").status_code == 200
+    panel.add_user(*TECHNOLOGIST, Role.TECHNOLOGIST)
+    assert panel.login(*TECHNOLOGIST).get("/metrics").status_code == 401
+    assert "dicom_gateway_queue_deliveries" in _scrape(panel)
+
+
+def test_a_new_token_in_the_file_works_without_a_restart(make_panel: MakePanel) -> None:
+    panel = make_panel()
+    metrics_token_path(panel.state).write_text("rotated-token\n")
+    answer = panel.browser().get("/metrics", headers={"Authorization": "Bearer rotated-token"})
+    assert answer.status_code == 200
+
+
+def test_metrics_report_the_queue_sources_and_listener(busy: RunningPanel) -> None:
+    samples = _samples(_scrape(busy))
+    pending = ("dicom_gateway_queue_deliveries", (("destination", "pacs"), ("state", "pending")))
+    held = ("dicom_gateway_queue_deliveries", (("destination", "pacs"), ("state", "held")))
+    assert samples[pending] == 1.0
+    assert samples[held] == 1.0
+    assert samples[("dicom_gateway_held_objects", ())] == 1.0
+    age = samples[("dicom_gateway_queue_oldest_pending_age_seconds", (("destination", "pacs"),))]
+    assert age >= 0.0
+    assert samples[("dicom_gateway_queue_pending_bytes", (("destination", "pacs"),))] > 0
+    assert samples[("dicom_gateway_listener_associations_total", (("outcome", "tls_failed"),))] == 2
+    assert samples[("dicom_gateway_listener_active_associations", ())] == 1
+    serial = ("dicom_gateway_serial_events_total", (("event", "delivered"), ("source", "monitor")))
+    assert samples[serial] == 3
+    folder = ("dicom_gateway_folder_last_activity_timestamp_seconds", (("source", "export"),))
+    assert samples[folder] == FakeWatcher.last_activity
+    assert samples[("dicom_gateway_info", (("version", "9.8.7"),))] == 1
+
+
+def test_metrics_name_no_patient(busy: RunningPanel) -> None:
+    text = _scrape(busy)
+    for value in ("PID4711", "Doe", "Jane", "ACC9"):
+        assert value not in text
