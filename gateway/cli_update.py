@@ -189,6 +189,8 @@ def _settings(config: GatewayConfig, args: argparse.Namespace) -> UpdateSettings
         if value:
             fields[name] = value
     settings = UpdateSettings(**fields)
+    if settings.maintenance_window:
+        preconditions.MaintenanceWindow.parse(settings.maintenance_window)  # fail before work
     offline = getattr(args, "offline", None)
     if offline is not None:
         return offline_settings(settings, offline)
