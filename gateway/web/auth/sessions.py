@@ -80,7 +80,7 @@ class SessionStore:
             if row is None:
                 return None
             username, csrf, created, seen = row
-            if now - seen > self.idle_seconds or now - created > self.max_seconds:
+            if now - seen >= self.idle_seconds or now - created >= self.max_seconds:
                 conn.execute("DELETE FROM sessions WHERE id_hash = ?", (key,))
                 return None
             if now - seen >= TOUCH_EVERY:
