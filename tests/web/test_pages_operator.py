@@ -619,6 +619,28 @@ def test_a_technologist_binds_a_held_object_to_a_worklist_step(panel: Panel) -> 
     assert line["target"] == f"object:{object_id}"
 
 
+def test_binding_by_accession_number_needs_exactly_one_step(panel: Panel) -> None:
+    object_id = panel.held_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    csrf = token(browser.get(f"/held/{object_id}").text)
+    for accession, words in (
+        ("ACC003", "Several worklist steps have this accession number"),  # two steps
+        ("NOPE", "no worklist item with accession number"),
+    ):
+        response = browser.post(
+            f"/held/{object_id}/bind", data={"accession_number": accession, "csrf_token": csrf}
+        )
+        assert response.status_code == 409
+        assert words in response.text
+    assert [i.object_id for i in panel.services.reconciler.list_held()] == [object_id]
+    response = browser.post(
+        f"/held/{object_id}/bind", data={"accession_number": "ACC002", "csrf_token": csrf}
+    )
+    assert response.status_code == 303, response.text
+    (line,) = panel.audit_lines()
+    assert (line["action"], line["details"]["item_key"]) == ("held.bind_item", OTHER.key)
+
+
 def test_typed_demographics_that_are_wrong_come_back_with_the_reason_then_bind(
     panel: Panel,
 ) -> None:

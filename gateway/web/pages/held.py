@@ -35,6 +35,10 @@ from gateway.worklist.reconcile import BindResult, HeldView, ObjectNotHeldError,
 PATH = "/held"
 NAV = (NavLink(PATH, "Held objects"),)
 MAX_LISTED = 200
+SEVERAL_STEPS = (
+    'Several worklist steps have this accession number: choose one with "Bind to this step".'
+)
+MAX_OTHERS = 300  # a page a tablet still renders; the usual room worklist is far shorter
 TYPED_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "accession_number")
 
 ObjectId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -63,7 +67,8 @@ class HeldDetail:
     study_instance_uid: str
     attributes: tuple[tuple[str, str], ...]  # (label, value) from the object's header
     candidates: tuple[ItemView, ...]  # steps sharing its accession number or patient ID
-    others: tuple[ItemView, ...]  # every other cached step
+    others: tuple[ItemView, ...]  # other cached steps, in scheduled order (MAX_OTHERS at most)
+    others_total: int
     worklist: bool  # False: no [worklist]; only typed demographics can bind it
 
 
@@ -113,13 +118,8 @@ def held_detail(services: WebServices, held: HeldView) -> HeldDetail:
     candidates = tuple(item_view(item, now, selected) for item in held.candidates)
     taken = {c.key for c in candidates}
     cache = services.worklist
-    others = (
-        ()
-        if cache is None
-        else tuple(
-            item_view(item, now, selected) for item in cache.items() if item.key not in taken
-        )
-    )
+    rest = [] if cache is None else [i for i in cache.items() if i.key not in taken]
+    others = tuple(item_view(item, now, selected) for item in rest[:MAX_OTHERS])
     attributes = []
     for keyword, value in held.attributes.items():
         if keyword == "PatientName":
@@ -134,6 +134,7 @@ def held_detail(services: WebServices, held: HeldView) -> HeldDetail:
         attributes=tuple(attributes),
         candidates=candidates,
         others=others,
+        others_total=len(rest),
         worklist=cache is not None,
     )
 
@@ -196,15 +197,26 @@ def routes(services: WebServices) -> APIRouter:
         user: Annotated[User, Depends(require_technologist)],
         form: Annotated[FormData, Depends(read_form)],
     ) -> HTMLResponse | RedirectResponse:
-        """Bind to the worklist step with this key and release it to its destinations."""
+        """Bind to the worklist step with this key (or the one step with this accession number)
+        and release it to its destinations."""
+        key, accession = form_text(form, "item_key"), form_text(form, "accession_number")
         try:
-            result = reconciler.bind_to_item(
-                object_id, form_text(form, "item_key"), web_actor(user)
-            )
+            if key or not accession:
+                result = reconciler.bind_to_item(object_id, key, web_actor(user))
+            else:
+                result = reconciler.bind_to_accession(object_id, accession, web_actor(user))
         except ObjectNotHeldError as exc:
             return listing(request, str(exc), 404)
         except ReconcileError as exc:
-            return detail(request, object_id, str(exc), 409)
+            message = str(exc)
+            if (
+                not key
+                and services.worklist
+                and len(services.worklist.find(accession_number=accession)) > 1
+            ):
+                # The reconciler's hint names the CLI's option; on the page the list is the way.
+                message = SEVERAL_STEPS
+            return detail(request, object_id, message, 409)
         return redirect(PATH, bound_message(result))
 
     @router.post(PATH + "/{object_id}/demographics", response_model=None)
