@@ -18,6 +18,10 @@ from gateway.demo.serialdev import DemoSerialDevice
 from gateway.notify import SystemdNotifier
 from gateway.pki import TestAuthority
 from gateway.spool.entries import DeliveryState
+from gateway.web.auth.setup import read_token
+from gateway.web.tlscert import cert_paths
+
+PANEL_WAIT_SECONDS = 10.0  # the panel makes its token when it starts, just after the spool
 
 CONFIG_TEMPLATE = """\
 # Written by `dicom-gateway demo`. Run it again with:  dicom-gateway run --config {config}
@@ -54,6 +58,11 @@ verify_hostname = true
 [destination.retry]
 initial_seconds = 1
 max_seconds = 10
+
+[web]
+# The panel only on this machine in the demo; a real box listens on the room's network.
+bind = "127.0.0.1"
+port = {web_port}
 """
 
 
@@ -81,7 +90,8 @@ def run_demo(stop: threading.Event, *, duration: float | None, workdir: Path | N
     authority.issue("gateway", "EDGE_GW")
     port = _free_port()
     config_path = root / "gateway.toml"
-    config_text = CONFIG_TEMPLATE.format(config=config_path, port=port)
+    web_port = _free_port()
+    config_text = CONFIG_TEMPLATE.format(config=config_path, port=port, web_port=web_port)
     device = DemoSerialDevice(root) if DemoSerialDevice.available() else None
     if device is not None:
         device.start()
@@ -106,6 +116,7 @@ def run_demo(stop: threading.Event, *, duration: float | None, workdir: Path | N
     print(f"demo: drop files into  {root / 'drop'}  (name them PATIENTID_NAME_anything.ext)")
     print(f"demo: demo PACS (TLS)  127.0.0.1:{port}, received files in {root / 'pacs'}")
     print(f"demo: queue            dicom-gateway queue list --config {config_path}")
+    _print_panel(config.gateway.state_dir, web_port, runner)
     if device is not None:
         print(f"demo: serial device    line-kv vital-signs reports played onto {device.device_end}")
         print(f"demo:                  (the gateway reads {device.gateway_end}; play more with")
@@ -132,6 +143,24 @@ def run_demo(stop: threading.Event, *, duration: float | None, workdir: Path | N
     failed = _count_failed(gateway)
     print(f"demo: {pacs.received} received, {failed} failed", flush=True)
     return code[0] if code else 1
+
+
+def _print_panel(state_dir: Path, web_port: int, runner: threading.Thread) -> None:
+    """The panel's address and, while no account exists, its one-time setup token."""
+    cert = cert_paths(state_dir)[0]  # written after the token, just before the panel listens
+    deadline = time.monotonic() + PANEL_WAIT_SECONDS
+    while not cert.exists() and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not cert.exists():
+        print("demo: web panel        not started (see the gateway's log)")
+        return
+    print(f"demo: web panel        https://127.0.0.1:{web_port}/  (self-signed certificate:")
+    print("demo:                  accept the browser's warning for this demo)")
+    token = read_token(state_dir)
+    if token is None:
+        print("demo: setup token      none: the panel is set up, log in with your account")
+    else:
+        print(f"demo: setup token      {token}  (once, to create the first engineer)")
 
 
 def _count_failed(gateway: Gateway) -> int:
