@@ -34,22 +34,47 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _restart(restart: threading.Event, stop: threading.Event) -> None:
+    restart.set()
+    stop.set()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the gateway in the foreground until SIGTERM/SIGINT."""
+    """Run the gateway in the foreground until SIGTERM/SIGINT (or a restart it asked for)."""
+    from gateway import configstore
     from gateway.daemon import Gateway
     from gateway.notify import SystemdNotifier
 
-    config = _load(args)
+    path = Path(args.config)
+    # A configuration applied from the panel is on trial until the gateway reports READY.
+    configstore.on_start(path)
+    try:
+        config = _load(args)
+    except ConfigError:
+        if configstore.rollback(path, "the new configuration does not validate"):
+            configstore.exec_same_command()
+        raise
     setup_logging(config.gateway.log_level)
     stop = threading.Event()
+    restart = threading.Event()
     _install_stop_signals(stop)
     gateway = Gateway(
         config,
         SystemClock(),
         SystemdNotifier(),
         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY"),
+        config_path=path,
+        on_ready=lambda: configstore.confirm(path),
+        request_restart=lambda: _restart(restart, stop),
     )
-    return gateway.run(stop)
+    code = gateway.run(stop)
+    failed_start = code != 0 and not gateway.reached_ready
+    if failed_start and configstore.rollback(path, "a service did not start with it"):
+        configstore.exec_same_command()
+    if restart.is_set() and code == 0:
+        # Same PID, same NOTIFY_SOCKET: systemd sees the service come up again with READY=1.
+        configstore.exec_same_command()
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

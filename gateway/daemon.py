@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -79,6 +80,10 @@ class Gateway:
     notifier: SystemdNotifier
     credentials_dir: str | None = None
     status_interval: float = 10.0
+    config_path: Path | None = None  # the file the gateway runs from (the panel edits it)
+    on_ready: Callable[[], object] | None = None  # after READY=1 (confirms a config on trial)
+    request_restart: Callable[[], object] | None = None  # stop, then start again from the file
+    reached_ready: bool = field(init=False, default=False)
     supervisor: Supervisor = field(init=False)
     spool: Spool = field(init=False)
     watchers: list[FolderWatcher] = field(init=False, default_factory=list)
@@ -305,6 +310,9 @@ class Gateway:
             event(log, logging.CRITICAL, "gateway failed to start", reason=str(exc))
             return 1
         self.notifier.ready(self.status_line())
+        self.reached_ready = True
+        if self.on_ready is not None:
+            self.on_ready()
         event(log, logging.INFO, "gateway ready", services=",".join(self.supervisor.names))
         code = 0
         tick = min(
