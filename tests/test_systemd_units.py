@@ -189,7 +189,7 @@ def test_sysusers_and_tmpfiles_make_the_user_and_the_directories(tmp_path: Path)
     state = (root / "var/lib/dicom-gateway").stat()
     assert (state.st_uid, state.st_gid, state.st_mode & 0o7777) == (int(uid), int(gid), 0o750)
     update = (root / "var/lib/dicom-gateway/update").stat()
-    assert (update.st_uid, update.st_gid, update.st_mode & 0o7777) == (0, int(gid), 0o750)
+    assert (update.st_uid, update.st_gid, update.st_mode & 0o7777) == (0, int(gid), 0o770)
     config = (root / "etc/dicom-gateway").stat()
     assert (config.st_uid, config.st_gid) == (0, int(gid))
     assert (root / "etc/credstore").stat().st_mode & 0o777 == 0o700
