@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
@@ -40,6 +38,7 @@ from gateway.spool.entries import DeliveryState, DestinationStats, EnqueueResult
 from gateway.spool.store import Spool
 from gateway.web.app import create_web_app
 from gateway.web.auth import PanelAuth, Role, open_auth
+from gateway.web.server import WebServer, panel_ssl_context
 from gateway.web.services import WebServices
 from gateway.web.views import (
     ago,
@@ -367,32 +366,11 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
 
 
 def serve_https(app: FastAPI, pki: Pki) -> tuple[str, Callable[[], None]]:
-    """The app over HTTPS on a loopback port (a test CA's certificate); returns URL and stop."""
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ssl_certfile=str(pki.gateway.cert),
-        ssl_keyfile=str(pki.gateway.key),
-        lifespan="off",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="test-panel", daemon=True)
-    thread.start()
-    started = threading.Event()
-    while thread.is_alive() and not server.started:
-        started.wait(0.02)
-    assert server.started, "the panel did not start"
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-
-    return f"https://localhost:{port}", stop
+    """The app on the panel's own HTTPS server on a free loopback port; returns URL and stop."""
+    context = panel_ssl_context(pki.gateway.cert, pki.gateway.key)
+    server = WebServer(app, "127.0.0.1", 0, context, logging.getLogger("t.web"))
+    server.start()
+    return f"https://localhost:{server.port}", server.stop
 
 
 @pytest.fixture
