@@ -261,10 +261,13 @@ class Installer:
             self._decide(record, False, "rollback interrupted; finishing it")
             return True
         if record.restarted_at is None:
+            # The time before the restart: a restart that waits for the start sees READY
+            # before it returns, and that READY belongs to this trial.
+            asked = self._clock.now()
             if not gateway_starting:
                 self._restart()
                 self._checkpoint("restarted")
-            self._write(replace(record, restarted_at=self._clock.now()))
+            self._write(replace(record, restarted_at=asked))
             return True
         deadline = record.trial_deadline or 0.0
         if gateway_starting or self._probe is None:
