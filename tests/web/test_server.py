@@ -15,10 +15,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.config import WebSection
 from gateway.pki import TestAuthority
 from gateway.web.tlscert import (
+    RENEW_DAYS,
     CertificateError,
     cert_paths,
+    ensure_certificate,
     install_certificate,
 )
 from tests.conftest import Pki
@@ -168,3 +171,13 @@ def test_stop_closes_the_port(make_panel: MakePanel) -> None:
     panel.panel.stop()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+def test_a_self_signed_certificate_near_expiry_is_renewed(tmp_path: Path) -> None:
+    web = WebSection()
+    first = ensure_certificate(tmp_path, web)
+    same = ensure_certificate(tmp_path, web)
+    assert same.cert.read_bytes() == first.cert.read_bytes()
+    later = first.not_after - datetime.timedelta(days=RENEW_DAYS - 1)
+    renewed = ensure_certificate(tmp_path, web, now=later)
+    assert renewed.self_signed and renewed.not_after > first.not_after
