@@ -124,8 +124,9 @@ def register(
     common.add_argument(
         "--install-root",
         type=Path,
-        default=INSTALL_ROOT,
-        help="holds releases/ and the current symlink (default %(default)s)",
+        default=None,
+        help=f"holds releases/ and the current symlink (default: [update] install_root, "
+        f"{INSTALL_ROOT})",
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
     source = argparse.ArgumentParser(add_help=False)
@@ -167,7 +168,7 @@ def _run(args: argparse.Namespace, command: Command, make_installer: InstallerFa
     ctx = UpdateContext(
         config_path,
         config.gateway.state_dir,
-        args.install_root,
+        args.install_root or config.update.install_root,
         settings,
         SystemClock(),
         "timer" if getattr(args, "from_timer", False) else _actor(),
@@ -177,7 +178,7 @@ def _run(args: argparse.Namespace, command: Command, make_installer: InstallerFa
 
 def _settings(config: GatewayConfig, args: argparse.Namespace) -> UpdateSettings:
     """[update] from the config (when the config has it), then the command line on top."""
-    section = getattr(config, "update", None)
+    section = config.update
     fields: dict[str, Any] = {"repository_url": ""}
     if section is not None:
         for name in ("repository_url", "channel", "hardware", "maintenance_window"):

@@ -425,6 +425,41 @@ class WebSection(_Strict):
         return self
 
 
+class UpdateSection(_Strict):
+    """[update]: where signed releases come from, and when they may be installed."""
+
+    repository_url: str = Field(
+        "",
+        description="Base URL of the TUF repository (https://..., or file:///media/usb/...); "
+        "empty: updates only from a USB stick (`dicom-gateway update apply --offline PATH`).",
+    )
+    channel: Literal["stable", "beta"] = Field(
+        "stable", description="Release channel; beta boxes also take stable releases."
+    )
+    hardware: str = Field(
+        "generic", min_length=1, description="Hardware profile a release must list (rpi4, rpi5)."
+    )
+    maintenance_window: str | None = Field(
+        None,
+        description="Local time window 'HH:MM-HH:MM' (may wrap midnight) in which an update may "
+        "interrupt a transfer; unset: only when nothing is being sent.",
+    )
+    install_root: Path = Field(
+        Path("/opt/dicom-gateway"),
+        strict=False,
+        description="Where releases/<version>/ and the `current` symlink live.",
+    )
+
+    @field_validator("maintenance_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]", value):
+            raise ValueError("write the window as HH:MM-HH:MM, e.g. 02:00-04:00")
+        return value
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -439,6 +474,7 @@ class GatewayConfig(_Strict):
         None, description="[worklist]; absent: identity comes from file names only."
     )
     web: WebSection = Field(default_factory=WebSection, description="[web]")
+    update: UpdateSection = Field(default_factory=UpdateSection, description="[update]")
 
     @model_validator(mode="after")
     def _unique_names(self) -> GatewayConfig:

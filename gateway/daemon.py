@@ -17,6 +17,7 @@ threads that died, within a budget.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pathlib import Path
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 
+from gateway import __version__ as gateway_version
 from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, default_max_queue_bytes
@@ -55,6 +57,7 @@ from gateway.notify import SystemdNotifier
 from gateway.spool.entries import DeliveryState
 from gateway.spool.store import Spool
 from gateway.supervisor import RestartBudgetExceededError, Supervisor
+from gateway.update.status import ReadyMarker, mark_ready
 from gateway.web.api import ApiServices, create_api
 from gateway.web.localapi import LocalApiError, LocalApiServer, peer_actor, socket_path
 from gateway.worklist.binding import Binder
@@ -67,6 +70,7 @@ from gateway.worklist.refresher import WorklistRefresher
 from gateway.worklist.selection import RoomSelection, selection_path
 
 WORKLIST_CACHE_FILE = "worklist.sqlite"
+START_STEP_ALLOWANCE = 120.0  # seconds systemd grants each long start step (EXTEND_TIMEOUT_USEC)
 
 log = logging.getLogger("gateway.daemon")
 
@@ -108,6 +112,8 @@ class Gateway:
 
         def open_spool() -> None:
             state.mkdir(parents=True, exist_ok=True)
+            # Recovery and a schema migration on a slow SD card may outlast TimeoutStartSec.
+            self.notifier.extend_timeout(START_STEP_ALLOWANCE)
             self.spool.open()
 
         self.supervisor.add("spool", open_spool, self.spool.close)
@@ -179,6 +185,7 @@ class Gateway:
         )
 
         def open_cache() -> None:
+            self.notifier.extend_timeout(START_STEP_ALLOWANCE)
             cache.open()
             mwl.prepare()
 
@@ -283,6 +290,14 @@ class Gateway:
         )
         self.supervisor.add("listener", self.listener.start, self.listener.stop)
 
+    def _mark_ready(self) -> None:
+        # The trial check of a newly installed release waits for this marker.
+        marker = ReadyMarker(pid=os.getpid(), at=self.clock.now(), version=gateway_version)
+        try:
+            mark_ready(self.config.gateway.state_dir, marker)
+        except OSError as exc:
+            event(log, logging.ERROR, "cannot write the ready marker", error=str(exc))
+
     def status_line(self) -> str:
         """One line for systemd's STATUS=: queue depth per destination, held and failed counts."""
         parts = []
@@ -311,6 +326,7 @@ class Gateway:
             return 1
         self.notifier.ready(self.status_line())
         self.reached_ready = True
+        self._mark_ready()
         if self.on_ready is not None:
             self.on_ready()
         event(log, logging.INFO, "gateway ready", services=",".join(self.supervisor.names))
