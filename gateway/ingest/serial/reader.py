@@ -99,6 +99,7 @@ class SerialReader:
         self._streaks: dict[str, _Streak] = {}
         self._lock = threading.Lock()  # stats() is read from other threads (status, web)
         self.monitor = SerialMonitor(clock)  # framing events for the panel's live view
+        self.last_activity: float | None = None  # wall clock of the last message queued
 
     # -- thread body -------------------------------------------------------------------------
 
@@ -219,6 +220,7 @@ class SerialReader:
             ok = False
         if ok:
             self._count("delivered")
+            self.last_activity = self.clock.now()
             self._recovered()
         else:
             self._count("refused")
