@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_profile import register as register_profile
     from gateway.cli_simulate import register as register_simulate
     from gateway.cli_update import register as register_update
+    from gateway.cli_web import register as register_web
     from gateway.cli_worklist import register as register_worklist
 
     register_worklist(sub)
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_profile(sub)
     register_simulate(sub)
     register_update(sub)
+    register_web(sub, default_config=str(DEFAULT_CONFIG))
 
     demo = sub.add_parser("demo", help="run on built-in defaults with a demo PACS")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")

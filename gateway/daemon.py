@@ -10,6 +10,7 @@ Start order (stop order is the reverse):
   7. serial:NAME    - one port thread per serial line ([[ingest.serial]]), reopened on loss
   8. local-api      - the JSON API on a Unix socket (worklist, procedure selection, held objects)
   9. watch:NAME     - one folder watcher per drop folder; from here on files are taken
+ 10. web            - the HTTPS panel ([web] enabled), which reads and drives all of the above
 Then READY=1 goes to systemd, and the main loop sends STATUS= and WATCHDOG=1 and restarts
 threads that died, within a budget.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +62,10 @@ from gateway.supervisor import RestartBudgetExceededError, Supervisor
 from gateway.update.status import ReadyMarker, mark_ready
 from gateway.web.api import ApiServices, create_api
 from gateway.web.localapi import LocalApiError, LocalApiServer, peer_actor, socket_path
+from gateway.web.panel import WebPanel
+from gateway.web.server import ServerStartError
+from gateway.web.services import WebServices
+from gateway.web.tlscert import CertificateError
 from gateway.worklist.binding import Binder
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.client import MODALITY_WORKLIST_FIND, WorklistClient
@@ -86,7 +92,7 @@ class Gateway:
     status_interval: float = 10.0
     config_path: Path | None = None  # the file the gateway runs from (the panel edits it)
     on_ready: Callable[[], object] | None = None  # after READY=1 (confirms a config on trial)
-    request_restart: Callable[[], object] | None = None  # stop, then start again from the file
+    request_restart: Callable[[], None] | None = None  # stop, then start again from the file
     reached_ready: bool = field(init=False, default=False)
     supervisor: Supervisor = field(init=False)
     spool: Spool = field(init=False)
@@ -96,6 +102,7 @@ class Gateway:
     listener: DicomListener | None = field(init=False, default=None)
     room_selection: RoomSelection | None = field(init=False, default=None)
     local_api: LocalApiServer | None = field(init=False, default=None)
+    web_panel: WebPanel | None = field(init=False, default=None)
     serial_readers: list[SerialReader] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -141,7 +148,7 @@ class Gateway:
             self._listener(uids.implementation_class_uid, quarantine, mwl)
 
         self._serial(settings, grouper, uids, binder, quarantine)
-        self._local_api(state)
+        reconciler, audit = self._local_api(state)
 
         for folder in cfg.ingest.folder:
             pattern = re.compile(folder.filename_pattern) if folder.filename_pattern else None
@@ -161,6 +168,9 @@ class Gateway:
             )
             self.watchers.append(watcher)
             self.supervisor.add(f"watch:{folder.name}", watcher.start, watcher.stop)
+
+        if cfg.web.enabled:
+            self._web(reconciler, audit)
 
     def _worklist(self, state: Path) -> tuple[Binder, ListenerService | None]:
         """Cache, refresher and MWL service with [worklist]; the binder for file drops."""
@@ -232,13 +242,14 @@ class Gateway:
             self.serial_readers.append(reader)
             self.supervisor.add_thread(f"serial:{line.name}", reader.run)
 
-    def _local_api(self, state: Path) -> None:
-        """The JSON API for operators on this box; the web panel (issue 5) mounts the same."""
+    def _local_api(self, state: Path) -> tuple[Reconciler, AuditLog]:
+        """The JSON API for operators on this box; the web panel mounts the same routes."""
         cfg = self.config
         audit = AuditLog(state / AUDIT_FILE, self.clock)
         lookup = self.worklist_cache if self.worklist_cache is not None else EmptyWorklist()
+        reconciler = Reconciler(self.spool, lookup, audit, self.spool.staging_dir, self.clock)
         services = ApiServices(
-            reconciler=Reconciler(self.spool, lookup, audit, self.spool.staging_dir, self.clock),
+            reconciler=reconciler,
             audit=audit,
             worklist=self.worklist_cache,
             refresher=self.refresher,
@@ -262,6 +273,40 @@ class Gateway:
                 event(log, logging.ERROR, "local API not available", reason=str(exc))
 
         self.supervisor.add("local-api", start_api, api.stop)
+        return reconciler, audit
+
+    def _web(self, reconciler: Reconciler, audit: AuditLog) -> None:
+        """The HTTPS panel, last to start and first to stop; it only reads and drives the rest."""
+        cfg = self.config
+        services = WebServices(
+            config_path=self.config_path or Path("gateway.toml"),
+            config=cfg,
+            credentials_dir=self.credentials_dir,
+            clock=self.clock,
+            started_at=self.clock.now(),
+            version=gateway_version,
+            spool=self.spool,
+            reconciler=reconciler,
+            audit=audit,
+            worklist=self.worklist_cache,
+            refresher=self.refresher,
+            selection=self.room_selection,
+            watchers={f.name: w for f, w in zip(cfg.ingest.folder, self.watchers, strict=True)},
+            serial_readers={r.source: r for r in self.serial_readers},
+            listener=self.listener,
+            request_restart=self.request_restart,
+        )
+        panel = WebPanel(services, logging.getLogger("gateway.web"))
+        self.web_panel = panel
+
+        def start_web() -> None:
+            # Like the local API: a panel that cannot start must never stop the images.
+            try:
+                panel.start()
+            except (ServerStartError, CertificateError, OSError, sqlite3.Error) as exc:
+                event(log, logging.ERROR, "web panel not available", reason=str(exc))
+
+        self.supervisor.add("web", start_web, panel.stop)
 
     def _listener(
         self, implementation_class_uid: str, quarantine: Quarantine, mwl: ListenerService | None
