@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--out", type=Path, required=True, help="bundle file to write")
     build.add_argument("--wheels", type=Path, help="install offline from this wheel folder")
     build.add_argument(
+        "--trusted-root",
+        type=Path,
+        required=True,
+        help="REPO/metadata/root.json: the root the box trusts first (baked into the bundle)",
+    )
+    build.add_argument(
         "--releases-root",
         type=Path,
         default=DEFAULT_RELEASES_ROOT,
@@ -128,6 +134,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             source=args.source,
             clock=SystemClock(),
             wheels=args.wheels,
+            trusted_root=args.trusted_root,
             python=args.python,
         )
     except BundleError as exc:

@@ -39,6 +39,7 @@ cd "$TREE"
 # shellcheck disable=SC2086  # GATEWAY may be a command with arguments
 $GATEWAY release build --version "$VERSION" --arch "$ARCH" --out "$BUNDLE" \
     --releases-root "$RELEASES_ROOT" --source "$TREE" --python "$PYTHON" \
+    --trusted-root "$REPO/metadata/root.json" \
     ${WHEELS:+--wheels "$WHEELS"}
 # shellcheck disable=SC2086
 $GATEWAY release publish "$REPO" "$BUNDLE" --keys "$KEYS" --channel "$CHANNEL" \

@@ -37,6 +37,7 @@ from gateway.clock import Clock
 from gateway.spool.durable import durable_replace, temp_sibling
 
 RELEASE_FILE = "RELEASE.json"
+TRUSTED_ROOT = "trusted_root.json"  # beside gateway/update/client.py, which reads it
 # 1980-01-01: the earliest time every archive format (zip included) can hold.
 DEFAULT_MTIME = 315_532_800
 
@@ -149,6 +150,7 @@ def build_bundle(
     source: Path,
     clock: Clock,
     wheels: Path | None = None,
+    trusted_root: Path | None = None,
     python: str = "/usr/bin/python3",
     mtime: int = DEFAULT_MTIME,
 ) -> ReleaseInfo:
@@ -156,7 +158,9 @@ def build_bundle(
 
     ``source`` is the gateway source tree (its ``__version__`` must be ``version``); with
     ``wheels`` every package, build tools included, comes from that folder and no index is
-    asked. The virtualenv is left in place (it is the release folder on a build machine).
+    asked. ``trusted_root`` (the repository's ``metadata/root.json``) is installed as the
+    package's ``gateway/update/trusted_root.json``: the root a box trusts first. The
+    virtualenv is left in place (it is the release folder on a build machine).
     """
     if Version(version) != Version(_tree_version(source)):
         raise BundleError(
@@ -179,11 +183,17 @@ def build_bundle(
         _run([vpython, "-m", "pip", "wheel", *index, "--no-deps", "-w", tmp, str(source)], env)
         (wheel,) = Path(tmp).glob("*.whl")
         _run([vpython, "-m", "pip", "install", *index, str(wheel)], env)
+    if trusted_root is not None:
+        # -I: the installed package, never a source tree in the working directory.
+        package = _capture(
+            [vpython, "-I", "-c", "import gateway.update as u; print(u.__path__[0])"]
+        )
+        (Path(package) / TRUSTED_ROOT).write_bytes(trusted_root.read_bytes())
     info = ReleaseInfo(
         version=version,
         arch=arch,
         built_at=datetime.fromtimestamp(int(clock.now()), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        python=_capture([vpython, "-c", "import platform; print(platform.python_version())"]),
+        python=_capture([vpython, "-I", "-c", "import platform; print(platform.python_version())"]),
         dependencies=_installed(vpython),
     )
     (venv / RELEASE_FILE).write_bytes(info.to_json())
@@ -199,7 +209,7 @@ def _tree_version(source: Path) -> str:
 
 
 def _installed(vpython: str) -> dict[str, str]:
-    listed = json.loads(_capture([vpython, "-m", "pip", "list", "--format", "json"]))
+    listed = json.loads(_capture([vpython, "-I", "-m", "pip", "list", "--format", "json"]))
     return {str(d["name"]): str(d["version"]) for d in listed}
 
 

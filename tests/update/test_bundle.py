@@ -21,7 +21,7 @@ from gateway.update.bundle import (
     read_release_info,
     write_tarball,
 )
-from tests.update.repofactory import TREE, FakeRelease, make_fake_bundle
+from tests.update.repofactory import TREE, FakeRelease, build_repo, make_fake_bundle
 
 
 def _tree(folder: Path) -> Path:
@@ -146,6 +146,7 @@ def test_bundle_built_offline_runs_once_unpacked_at_its_release_path(
         pytest.skip("bundles are built for aarch64 and x86_64 only")
     releases = tmp_path / "releases"
     out = tmp_path / f"dicom-gateway-{__version__}.tar.gz"
+    anchor = build_repo(tmp_path / "maint").metadata_dir / "root.json"
     info = build_bundle(
         version=__version__,
         arch=platform.machine(),
@@ -154,6 +155,7 @@ def test_bundle_built_offline_runs_once_unpacked_at_its_release_path(
         source=TREE,
         clock=FakeClock(1_700_000_000.0),
         wheels=wheels,
+        trusted_root=anchor,
         python=sys._base_executable,
     )
     assert info.built_at == "2023-11-14T22:13:20Z"
@@ -172,3 +174,7 @@ def test_bundle_built_offline_runs_once_unpacked_at_its_release_path(
         [str(entry), "--version"], capture_output=True, text=True, check=True, env={}
     )
     assert done.stdout.strip() == f"dicom-gateway {__version__}"
+    # The box trusts the repository's root from its first check on.
+    site = releases / __version__ / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    baked = site / "site-packages" / "gateway" / "update" / "trusted_root.json"
+    assert baked.read_bytes() == anchor.read_bytes()
