@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_held import register as register_held
     from gateway.cli_procedure import register as register_procedure
     from gateway.cli_profile import register as register_profile
+    from gateway.cli_release import register as register_release
     from gateway.cli_simulate import register as register_simulate
     from gateway.cli_update import register as register_update
     from gateway.cli_web import register as register_web
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_procedure(sub, default_config=str(DEFAULT_CONFIG))
     register_held(sub)
     register_profile(sub)
+    register_release(sub)
     register_simulate(sub)
     register_update(sub)
     register_web(sub, default_config=str(DEFAULT_CONFIG))

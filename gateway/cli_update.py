@@ -68,7 +68,7 @@ class Outcome(Protocol):
 class InstallerLike(Protocol):
     """The part of gateway.update.installer.Installer this command drives."""
 
-    def resume(self) -> Outcome | None: ...
+    def resume(self, *, gateway_starting: bool = False) -> Outcome | None: ...
 
     def downloading(self, offer: UpdateOffer) -> None: ...
 
@@ -92,6 +92,8 @@ InstallerFactory = Callable[[UpdateContext], InstallerLike]
 
 def systemd_restart() -> None:
     """Restart the gateway without waiting for it: the trial start watches it come up."""
+    # A release that crash-looped may have hit the start limit: clear it so the restart runs.
+    subprocess.run(["systemctl", "reset-failed", GATEWAY_UNIT], check=False)
     subprocess.run(["systemctl", "restart", "--no-block", GATEWAY_UNIT], check=True)
 
 
@@ -153,6 +155,17 @@ def register(
         "trial-check", help="health check of a release on trial (systemd)", parents=[common]
     )
     trial.set_defaults(func=lambda a: _run(a, cmd_trial_check, make_installer))
+    resume = sub.add_parser(
+        "resume",
+        help="finish an interrupted install (systemd runs it before the gateway starts)",
+        parents=[common],
+    )
+    resume.add_argument(
+        "--gateway-starting",
+        action="store_true",
+        help="the gateway is about to start: a release past its trial deadline is rolled back",
+    )
+    resume.set_defaults(func=lambda a: _run(a, cmd_resume, make_installer))
 
 
 Command = Callable[[argparse.Namespace, UpdateContext, InstallerFactory], int]
@@ -332,6 +345,19 @@ def cmd_trial_check(
         f"{outcome.version}: {outcome.result}" + (f" ({outcome.reason})" if outcome.reason else "")
     )
     return 1 if outcome.result in ("rolled_back", "failed") else 0
+
+
+def cmd_resume(
+    args: argparse.Namespace, ctx: UpdateContext, make_installer: InstallerFactory
+) -> int:
+    """Bring an interrupted install to a stable state; never stops the gateway from starting."""
+    outcome = make_installer(ctx).resume(gateway_starting=args.gateway_starting)
+    if outcome is None:
+        return 0
+    print(
+        f"{outcome.version}: {outcome.result}" + (f" ({outcome.reason})" if outcome.reason else "")
+    )
+    return 0
 
 
 def _preconditions_met(
