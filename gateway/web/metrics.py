@@ -26,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from gateway.spool.entries import DeliveryState
+from gateway.update.status import read_status
 from gateway.web.auth.db import web_dir, write_private
 from gateway.web.auth.users import Role
 from gateway.web.deps import optional_user
@@ -60,6 +61,7 @@ class GatewayCollector(Collector):
         yield from self._queue()
         yield from self._sources()
         yield from self._worklist()
+        yield from self._update()
         up = GaugeMetricFamily(f"{PREFIX}_start_time_seconds", "When the gateway started.")
         up.add_metric([], self._s.started_at)
         yield up
@@ -161,6 +163,25 @@ class GatewayCollector(Collector):
             failing.add_metric([], 1.0 if refresher.last_error else 0.0)
         yield age
         yield failing
+
+
+    def _update(self) -> Iterator[Metric]:
+        status = read_status(self._s.state_dir)
+        last = GaugeMetricFamily(
+            f"{PREFIX}_update_last_install",
+            "The updater's last install: 1 for its version and result (committed, rolled_back, "
+            "failed, or the state it is in).",
+            labels=["version", "result"],
+        )
+        if status.version:
+            last.add_metric([status.version, status.result or status.state or ""], 1.0)
+        blacklisted = GaugeMetricFamily(
+            f"{PREFIX}_update_blacklisted_releases",
+            "Releases that failed their trial on this box and will not be offered again.",
+        )
+        blacklisted.add_metric([], float(len(status.blacklist)))
+        yield last
+        yield blacklisted
 
 
 def metrics_text(services: WebServices) -> bytes:

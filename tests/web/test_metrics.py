@@ -150,3 +150,12 @@ def test_metrics_name_no_patient(busy: RunningPanel) -> None:
     text = _scrape(busy)
     for value in ("PID4711", "Doe", "Jane", "ACC9"):
         assert value not in text
+
+
+def test_metrics_report_a_rolled_back_release(make_panel: MakePanel) -> None:
+    from gateway.update.status import add_to_blacklist
+
+    panel = make_panel()
+    add_to_blacklist(panel.state, "9.9.9", "self-test failed: PACS unreachable", 1.0)
+    samples = _samples(_scrape(panel))
+    assert samples[("dicom_gateway_update_blacklisted_releases", ())] == 1.0
