@@ -402,6 +402,14 @@ def test_the_dashboard_shows_sources_queues_held_worklist_disk_version_and_uptim
     assert "free" in text
 
 
+def test_the_dashboard_says_when_an_update_was_rolled_back(panel: Panel) -> None:
+    from gateway.update.status import add_to_blacklist
+
+    add_to_blacklist(panel.state, "9.9.9", "self-test failed", 1.0)
+    text = panel.client(Role.TECHNOLOGIST).get("/").text
+    assert "refused for good: 9.9.9" in text
+
+
 def test_the_dashboard_shows_when_a_folder_last_took_a_file_and_the_state_of_ports(
     make_panel: MakePanel, tmp_path: Path
 ) -> None:

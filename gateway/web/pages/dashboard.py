@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from gateway.update.status import read_status
 from gateway.web.deps import User, current_user
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, render
@@ -79,6 +80,21 @@ class DashboardView:
     version: str
     uptime: str
     started_at: str
+    update: str  # the updater's last install and its result, or "" when it never installed
+
+
+def update_line(services: WebServices) -> str:
+    """The last software update as one line: version, result, reason; blacklisted versions."""
+    status = read_status(services.state_dir)
+    parts = []
+    if status.version:
+        result = status.result or status.state or ""
+        parts.append(f"last update {status.version}: {result.replace('_', ' ')}")
+        if status.reason:
+            parts.append(status.reason)
+    if status.blacklist:
+        parts.append("refused for good: " + ", ".join(sorted(status.blacklist)))
+    return "; ".join(parts)
 
 
 def dashboard_view(services: WebServices) -> DashboardView:
@@ -96,6 +112,7 @@ def dashboard_view(services: WebServices) -> DashboardView:
         version=services.version,
         uptime=duration(now - services.started_at),
         started_at=local_time(services.started_at),
+        update=update_line(services),
     )
 
 
