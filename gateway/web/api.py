@@ -17,10 +17,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit import AuditLog
 from gateway.identity import PatientIdentity
+from gateway.spool.entries import DeliveryState
+from gateway.web.deps import User, require_engineer
+from gateway.web.pages.dashboard import DashboardView, dashboard_view
+from gateway.web.pages.queue import ObjectView, QueueView, object_view, queue_view
 from gateway.web.schemas import (
     BindOut,
     BindRequest,
@@ -37,6 +42,7 @@ from gateway.web.schemas import (
     WorklistOut,
     utc,
 )
+from gateway.web.services import WebServices
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.item import WorklistItem
 from gateway.worklist.lookup import NoSuchStepError, SeveralStepsError, one_step
@@ -290,6 +296,124 @@ def _held_routes(services: ApiServices, actor_dependency: ActorDependency) -> AP
         return DiscardOut(object_id=object_id, kept_at=str(kept))
 
     return router
+
+
+QueuedId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The object's queue id.")]
+
+
+class QueueRetry(BaseModel):
+    """Which failed deliveries to send again: one destination's, or every one."""
+
+    model_config = ConfigDict(extra="forbid")
+    destination: str | None = Field(None, max_length=64, description="Only this destination.")
+
+
+class QueuePurge(BaseModel):
+    """Purging is for good: the caller must say so."""
+
+    model_config = ConfigDict(extra="forbid")
+    confirm: bool = Field(description="Must be true.")
+
+
+class QueueCount(BaseModel):
+    """How many deliveries a retry or purge changed."""
+
+    deliveries: int
+
+
+_QUEUE_404: dict[int | str, dict[str, object]] = {404: {"description": "no such object"}}
+
+
+def panel_api_router(services: WebServices, actor_dependency: ActorDependency) -> APIRouter:
+    """The panel's own /api/v1 endpoints (mount at API_PREFIX): the dashboard's status and the
+    queue. Reads need any session; retry and purge need the engineer role, as on the screens."""
+    router = APIRouter(dependencies=[Depends(actor_dependency)])
+    spool = services.spool
+
+    @router.get("/status", tags=["status"])
+    def get_status() -> DashboardView:
+        """What the dashboard shows: sources, queues per destination, held, worklist, disk."""
+        return dashboard_view(services)
+
+    @router.get("/queue", tags=["queue"])
+    def get_queue() -> QueueView:
+        """Each destination's queue with its failed deliveries (status and reason)."""
+        return queue_view(services)
+
+    @router.get("/queue/{object_id}", tags=["queue"], responses=_QUEUE_404)
+    def get_queued(object_id: QueuedId) -> ObjectView:
+        """One queued object and each of its deliveries."""
+        info = spool.show(object_id)
+        if info is None:
+            raise HTTPException(404, f"no object {object_id} in the queue")
+        return object_view(info, services.clock.now())
+
+    @router.post(
+        "/queue/retry", tags=["queue"], responses={404: {"description": "no such destination"}}
+    )
+    def retry_queue(
+        body: QueueRetry,
+        actor: Annotated[str, Depends(actor_dependency)],
+        user: Annotated[User, Depends(require_engineer)],
+    ) -> QueueCount:
+        """Failed deliveries (of one destination, when named) go back to pending now."""
+        if body.destination is not None and body.destination not in spool.stats():
+            raise HTTPException(404, f"no destination {body.destination!r} in the queue")
+        count = spool.retry(None, body.destination)
+        target = f"destination:{body.destination}" if body.destination else "queue"
+        services.audit.append(actor, "queue retry", target, {"deliveries": count})
+        return QueueCount(deliveries=count)
+
+    @router.post("/queue/purge", tags=["queue"], responses={422: {"description": "not confirmed"}})
+    def purge_queue(
+        body: QueuePurge,
+        actor: Annotated[str, Depends(actor_dependency)],
+        user: Annotated[User, Depends(require_engineer)],
+    ) -> QueueCount:
+        """Remove every failed delivery for good (an object left with none is deleted)."""
+        _confirmed(body)
+        count = spool.purge(None, states=(DeliveryState.FAILED,))
+        services.audit.append(actor, "queue purge", "queue", {"deliveries": count})
+        return QueueCount(deliveries=count)
+
+    @router.post("/queue/{object_id}/retry", tags=["queue"], responses=_QUEUE_404)
+    def retry_queued(
+        object_id: QueuedId,
+        actor: Annotated[str, Depends(actor_dependency)],
+        user: Annotated[User, Depends(require_engineer)],
+    ) -> QueueCount:
+        """This object's failed and waiting deliveries are sent again now."""
+        if spool.show(object_id) is None:
+            raise HTTPException(404, f"no object {object_id} in the queue")
+        count = spool.retry([object_id])
+        services.audit.append(actor, "queue retry", f"object:{object_id}", {"deliveries": count})
+        return QueueCount(deliveries=count)
+
+    @router.post(
+        "/queue/{object_id}/purge",
+        tags=["queue"],
+        responses={**_QUEUE_404, 422: {"description": "not confirmed"}},
+    )
+    def purge_queued(
+        object_id: QueuedId,
+        body: QueuePurge,
+        actor: Annotated[str, Depends(actor_dependency)],
+        user: Annotated[User, Depends(require_engineer)],
+    ) -> QueueCount:
+        """Remove this object's failed deliveries for good."""
+        _confirmed(body)
+        if spool.show(object_id) is None:
+            raise HTTPException(404, f"no object {object_id} in the queue")
+        count = spool.purge([object_id], states=(DeliveryState.FAILED,))
+        services.audit.append(actor, "queue purge", f"object:{object_id}", {"deliveries": count})
+        return QueueCount(deliveries=count)
+
+    return router
+
+
+def _confirmed(body: QueuePurge) -> None:
+    if not body.confirm:
+        raise HTTPException(422, "set confirm to true: a purge cannot be undone")
 
 
 def _is_ambiguous(services: ApiServices, body: BindRequest) -> bool:
