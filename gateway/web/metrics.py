@@ -164,7 +164,6 @@ class GatewayCollector(Collector):
         yield age
         yield failing
 
-
     def _update(self) -> Iterator[Metric]:
         status = read_status(self._s.state_dir)
         last = GaugeMetricFamily(
