@@ -18,7 +18,7 @@ from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.transport import AddressInformation
 
-from gateway.listener import handshake
+from gateway.listener import handshake, tuning
 from gateway.listener.guard import GuardedSocket, PduLimits, PeerRefusedError
 from gateway.listener.services import ListenerService
 from gateway.logsetup import event
@@ -108,6 +108,7 @@ class Connection:
         plan = self._plan
         assoc = Association(plan.ae, MODE_ACCEPTOR)
         assoc.name = f"listener-assoc-{self._peer[1]}"
+        tuning.tune_association(assoc)
         guarded = GuardedSocket(assoc, sock, first, limits, plan.pdu_timeout, self._refused)
         assoc.set_socket(guarded)
         acceptor = assoc.acceptor

@@ -28,6 +28,7 @@ from pynetdicom.ae import ApplicationEntity
 from pynetdicom.transport import AddressInformation
 
 from gateway.config import DicomListenerSection
+from gateway.listener import tuning
 from gateway.listener.connection import Connection, ConnectionPlan
 from gateway.listener.services import ListenerService, verification_service
 from gateway.logsetup import event
@@ -99,6 +100,7 @@ class DicomListener:
             sock.close()
             raise
         self._sock = sock
+        tuning.install()  # process-wide, changes no bytes: see gateway/listener/tuning.py
         s = self._settings
         self._plan = ConnectionPlan(
             ae=self._ae,

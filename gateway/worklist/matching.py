@@ -308,6 +308,24 @@ def response_from_record(
     return out
 
 
+def response_shape(identifier: Dataset) -> tuple[Any, ...]:
+    """What :func:`response_from_record` takes from ``identifier``: equal shapes, equal answers.
+
+    Top-level keys give a response their tag and VR only; a sequence key also filters the
+    items returned by its values, so inside sequences the values count too.
+    """
+    return tuple(
+        (int(e.tag), str(e.VR), _items_shape(e) if e.VR == "SQ" else None) for e in identifier
+    )
+
+
+def _items_shape(element: DataElement) -> tuple[Any, ...]:
+    return tuple(
+        tuple((int(e.tag), str(e.VR), _items_shape(e) if e.VR == "SQ" else _text(e)) for e in item)
+        for item in element.value or ()
+    )
+
+
 def _response_items(requested: DataElement, items: list[Record], sub: Query | None) -> Sequence:
     wanted = list(requested.value or ())
     if sub is not None:

@@ -8,6 +8,9 @@ For each query from the modality:
    answered from the cache with :mod:`gateway.worklist.matching`: the modality sees no outage.
    A query whose step start date is one plain date reads only that day's records (an index
    kept per cache generation): the same answers as matching every record, at a fraction of it.
+   A response is built and encoded once per record, query shape (requested keys, sequence
+   values), character set and transfer syntax, then sent as those bytes
+   (:mod:`gateway.listener.tuning`): a modality asks the same shape all day.
 
 Responses carry exactly the requested keys. Specific Character Set of a response: the set the
 query declared when every value of that response encodes in it; otherwise ISO_IR 192 (UTF-8);
@@ -31,8 +34,10 @@ from typing import Any, Protocol
 
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
+from pynetdicom.dsutils import encode as encode_dataset
 
 from gateway.clock import Clock, SystemClock
+from gateway.listener.tuning import EncodedIdentifier
 from gateway.logsetup import event as log_event
 from gateway.worklist.cache import CacheSnapshot
 from gateway.worklist.charset import (
@@ -51,6 +56,7 @@ from gateway.worklist.matching import (
     exact_step_date,
     record_from_json,
     response_from_record,
+    response_shape,
     step_dates,
 )
 
@@ -63,6 +69,11 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 UTF8 = "ISO_IR 192"
 _RETRIEVE_ONLY = ("QueryRetrieveLevel",)
 _DEFAULT_TERMS = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
+MAX_RESPONSE_SHAPES = 8  # encoded answers kept for this many query shapes (a site has a few)
+
+Encoding = tuple[bool, bool]  # (implicit VR, little endian)
+# Encoded responses of one query shape: item key -> (the record they were built from, bytes).
+_Encoded = dict[str, tuple["Record", bytes]]
 
 
 class LiveWorklist(Protocol):
@@ -79,6 +90,7 @@ class CachedWorklist(Protocol):
 
 @dataclass(frozen=True)
 class _Prepared:
+    key: str
     expires_at: float
     dataset_json: str
     record: Record
@@ -111,6 +123,7 @@ class MwlService:
         # Records by step start date: a modality's query names one day, so it reads that day's
         # records instead of the whole cache.
         self._by_date: dict[str, list[_Prepared]] = {}
+        self._encoded: dict[tuple[Any, ...], _Encoded] = {}
         self._live_failed_at: float | None = None
 
     def handle_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
@@ -148,17 +161,16 @@ class MwlService:
         source, live = self._live(query, terms)
         responses: Iterable[Dataset]
         if live is None:
-            records = self._matching(compiled, exact_step_date(query))
-            responses = (response_from_record(query, record, compiled) for record in records)
+            matched = self._matching(compiled, exact_step_date(query))
+            responses = self._from_cache(query, compiled, terms, matched, _encoding(event))
         else:
-            responses = live
+            responses = _with_character_set(live, terms)
         count = 0
         for response in responses:
             if event.is_cancelled:
                 log_event(self._log, logging.INFO, "mwl query cancelled", calling_ae=calling)
                 yield CANCEL, None
                 return
-            _set_character_set(response, terms)
             count += 1
             yield PENDING, response
         log_event(
@@ -203,7 +215,7 @@ class MwlService:
         """Index the cached items for matching now (else on the first query); returns count."""
         return len(self._current())
 
-    def _current(self, step_date: str | None = None) -> list[Record]:
+    def _current(self, step_date: str | None = None) -> list[_Prepared]:
         """Unexpired records in cache order; only those with this step date when given."""
         snapshot = self._cache.snapshot()
         with self._lock:
@@ -211,11 +223,12 @@ class MwlService:
                 self._prepared = self._reindex(snapshot)
                 self._by_date = _index_by_date(self._prepared.values())
                 self._generation = snapshot.generation
+                self._encoded = {}
             pool: Iterable[_Prepared] = (
                 self._prepared.values() if step_date is None else self._by_date.get(step_date, ())
             )
         now = self._clock.now()
-        return [p.record for p in pool if p.expires_at > now]
+        return [p for p in pool if p.expires_at > now]
 
     def _reindex(self, snapshot: CacheSnapshot) -> dict[str, _Prepared]:
         # A refresh mostly brings the same items again: keep their records, parse only changes.
@@ -228,13 +241,49 @@ class MwlService:
                 record = old.record
             else:
                 record = record_from_json(json.loads(item.dataset_json))
-            fresh[key] = _Prepared(expires, item.dataset_json, record)
+            fresh[key] = _Prepared(key, expires, item.dataset_json, record)
         return fresh
 
-    def _matching(self, compiled: Query, step_date: str | None) -> Iterator[Record]:
-        for record in self._current(step_date):
-            if compiled.matches(record):
-                yield record
+    def _matching(self, compiled: Query, step_date: str | None) -> Iterator[_Prepared]:
+        for prepared in self._current(step_date):
+            if compiled.matches(prepared.record):
+                yield prepared
+
+    def _from_cache(
+        self,
+        query: Dataset,
+        compiled: Query,
+        terms: list[str] | None,
+        matched: Iterable[_Prepared],
+        encoding: Encoding | None,
+    ) -> Iterator[Dataset]:
+        """Responses for the matched records, each encoded once (see the module docstring)."""
+        known = None if encoding is None else self._known(query, terms, encoding)
+        for prepared in matched:
+            hit = None if known is None else known.get(prepared.key)
+            if hit is not None and hit[0] is prepared.record:
+                encoded = hit[1]
+            else:
+                response = response_from_record(query, prepared.record, compiled)
+                _set_character_set(response, terms)
+                raw = None if encoding is None else encode_dataset(response, *encoding)
+                if known is None or not raw:  # pynetdicom will say why it cannot encode it
+                    yield response
+                    continue
+                known[prepared.key] = (prepared.record, raw)
+                encoded = raw
+            assert encoding is not None
+            yield EncodedIdentifier(encoded, *encoding)
+
+    def _known(self, query: Dataset, terms: list[str] | None, encoding: Encoding) -> _Encoded:
+        shape = (response_shape(query), None if terms is None else tuple(terms), encoding)
+        with self._lock:
+            known = self._encoded.get(shape)
+            if known is None:
+                if len(self._encoded) >= MAX_RESPONSE_SHAPES:
+                    del self._encoded[next(iter(self._encoded))]  # the oldest shape
+                known = self._encoded[shape] = {}
+            return known
 
 
 def _index_by_date(prepared: Iterable[_Prepared]) -> dict[str, list[_Prepared]]:
@@ -243,6 +292,23 @@ def _index_by_date(prepared: Iterable[_Prepared]) -> dict[str, list[_Prepared]]:
         for date in step_dates(entry.record):
             index.setdefault(date, []).append(entry)
     return index
+
+
+def _encoding(event: Any) -> Encoding | None:
+    """The negotiated encoding of the request's presentation context; None: do not cache."""
+    try:
+        syntax = event.context.transfer_syntax
+        if syntax.is_deflated:
+            return None
+        return bool(syntax.is_implicit_VR), bool(syntax.is_little_endian)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _with_character_set(responses: Iterable[Dataset], terms: list[str] | None) -> Iterator[Dataset]:
+    for response in responses:
+        _set_character_set(response, terms)
+        yield response
 
 
 def _calling_ae(event: Any) -> str:
