@@ -24,7 +24,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.web.api import API_PREFIX, OPENAPI_URL, ApiServices, BodyLimit, api_router
+from gateway.web.api import (
+    API_PREFIX,
+    OPENAPI_URL,
+    ApiServices,
+    BodyLimit,
+    api_router,
+    panel_api_router,
+)
 from gateway.web.api import health_router as health_router
 from gateway.web.auth import PanelAuth
 from gateway.web.deps import API_PATH, LoginRequired, api_actor, optional_user, verify_csrf
@@ -79,6 +86,7 @@ def create_web_app(services: WebServices, auth: PanelAuth) -> FastAPI:
     app.include_router(health_router())
     app.include_router(metrics_router(services))
     app.include_router(api_router(api_services(services), api_actor), prefix=API_PREFIX)
+    app.include_router(panel_api_router(services, api_actor), prefix=API_PREFIX)
     for name in PAGES:
         module = importlib.import_module(name)
         routes: Callable[[WebServices], APIRouter] = module.routes

@@ -1,17 +1,13 @@
 """The panel's JSON API for what the dashboard and queue screens do (issue 5 item 4): status,
-queue list and object, retry and purge, over the panel's real HTTPS server with a session.
-
-The router is mounted on the panel's app the way gateway.web.app is asked to mount it (see the
-module docstring of gateway.web.api.panel_api_router)."""
+queue list and object, retry and purge, over the panel's real HTTPS server with a session."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from gateway.web.api import API_PREFIX, panel_api_router
+from gateway.web.api import API_PREFIX
 from gateway.web.auth import Role
-from gateway.web.deps import api_actor
 from tests.web.test_pages_operator import MakePanel, Panel, make_panel, token
 
 __all__ = ["make_panel"]  # the fixture, shared with the operator screen tests
@@ -19,9 +15,7 @@ __all__ = ["make_panel"]  # the fixture, shared with the operator screen tests
 
 @pytest.fixture
 def panel(make_panel: MakePanel) -> Panel:
-    made = make_panel()
-    made.app.include_router(panel_api_router(made.services, api_actor), prefix=API_PREFIX)
-    return made
+    return make_panel()
 
 
 def csrf(client: httpx.Client) -> dict[str, str]:

@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.web.api import API_PREFIX, OPENAPI_URL, panel_api_router
+from gateway.web.api import OPENAPI_URL
 from gateway.web.auth import Role
-from gateway.web.deps import api_actor
 from tests.web.test_pages_operator import MakePanel, Panel, make_panel, token
 
 __all__ = ["make_panel"]
@@ -22,7 +21,6 @@ __all__ = ["make_panel"]
 @pytest.fixture
 def session_panel(make_panel: MakePanel) -> tuple[Panel, httpx.Client]:
     panel = make_panel()
-    panel.app.include_router(panel_api_router(panel.services, api_actor), prefix=API_PREFIX)
     panel.held_object()
     panel.failed_object()
     return panel, panel.client(Role.ENGINEER)
