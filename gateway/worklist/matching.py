@@ -42,6 +42,7 @@ Predicate = Callable[[str], bool]
 SPECIFIC_CHARACTER_SET = 0x00080005
 SCHEDULED_PROCEDURE_STEP_SEQUENCE = 0x00400100
 SCHEDULED_PROCEDURE_STEP_START_DATE = 0x00400002
+PATIENT_ID = 0x00100020
 _PLAIN_DATE = re.compile(r"^\d{8}$")
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
 _NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI"})
@@ -274,6 +275,29 @@ def step_dates(record: Record) -> frozenset[str]:
         if isinstance(value, str):
             dates.update(_normalise("DA", part) for part in value.split("\\"))
     return frozenset(dates)
+
+
+def exact_patient_id(identifier: Dataset) -> str | None:
+    """The query's Patient ID if it is one value without wildcards, else None.
+
+    With such a key a record can only match if one of its Patient ID values is exactly that
+    (see :func:`patient_ids`): a scanned wristband reads that patient's records alone.
+    """
+    element = identifier.get(PATIENT_ID)
+    if element is None or element.VR != "LO":
+        return None
+    text = _text(element).strip(" ")
+    if not text or "\\" in text or "*" in text or "?" in text:
+        return None
+    return text
+
+
+def patient_ids(record: Record) -> frozenset[str]:
+    """Every value the Patient ID key compares for the record (index keys)."""
+    value = record.get(PATIENT_ID)
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(part.strip(" ") for part in value.split("\\"))
 
 
 def matches(identifier: Dataset, ds: Dataset) -> bool:

@@ -8,6 +8,7 @@ For each query from the modality:
    answered from the cache with :mod:`gateway.worklist.matching`: the modality sees no outage.
    A query whose step start date is one plain date reads only that day's records (an index
    kept per cache generation): the same answers as matching every record, at a fraction of it.
+   So does a query for one exact Patient ID (a scanned wristband), from a Patient ID index.
    A response is built and encoded once per record, query shape (requested keys, sequence
    values), character set and transfer syntax, then sent as those bytes
    (:mod:`gateway.listener.tuning`): a modality asks the same shape all day.
@@ -28,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,7 +54,9 @@ from gateway.worklist.matching import (
     Record,
     build_response,
     compile_query,
+    exact_patient_id,
     exact_step_date,
+    patient_ids,
     record_from_json,
     response_from_record,
     response_shape,
@@ -123,6 +126,7 @@ class MwlService:
         # Records by step start date: a modality's query names one day, so it reads that day's
         # records instead of the whole cache.
         self._by_date: dict[str, list[_Prepared]] = {}
+        self._by_patient: dict[str, list[_Prepared]] = {}  # a scanned wristband's query
         self._encoded: dict[tuple[Any, ...], _Encoded] = {}
         self._live_failed_at: float | None = None
 
@@ -161,7 +165,7 @@ class MwlService:
         source, live = self._live(query, terms)
         responses: Iterable[Dataset]
         if live is None:
-            matched = self._matching(compiled, exact_step_date(query))
+            matched = self._matching(compiled, exact_step_date(query), exact_patient_id(query))
             responses = self._from_cache(query, compiled, terms, matched, _encoding(event))
         else:
             responses = _with_character_set(live, terms)
@@ -215,18 +219,23 @@ class MwlService:
         """Index the cached items for matching now (else on the first query); returns count."""
         return len(self._current())
 
-    def _current(self, step_date: str | None = None) -> list[_Prepared]:
-        """Unexpired records in cache order; only those with this step date when given."""
+    def _current(
+        self, step_date: str | None = None, patient_id: str | None = None
+    ) -> list[_Prepared]:
+        """Unexpired records in cache order; only those with this patient ID or step date."""
         snapshot = self._cache.snapshot()
         with self._lock:
             if snapshot.generation != self._generation:
                 self._prepared = self._reindex(snapshot)
-                self._by_date = _index_by_date(self._prepared.values())
+                self._by_date = _index(self._prepared.values(), step_dates)
+                self._by_patient = _index(self._prepared.values(), patient_ids)
                 self._generation = snapshot.generation
                 self._encoded = {}
-            pool: Iterable[_Prepared] = (
-                self._prepared.values() if step_date is None else self._by_date.get(step_date, ())
-            )
+            pool: Iterable[_Prepared] = self._prepared.values()
+            if patient_id is not None:
+                pool = self._by_patient.get(patient_id, ())
+            elif step_date is not None:
+                pool = self._by_date.get(step_date, ())
         now = self._clock.now()
         return [p for p in pool if p.expires_at > now]
 
@@ -244,8 +253,10 @@ class MwlService:
             fresh[key] = _Prepared(key, expires, item.dataset_json, record)
         return fresh
 
-    def _matching(self, compiled: Query, step_date: str | None) -> Iterator[_Prepared]:
-        for prepared in self._current(step_date):
+    def _matching(
+        self, compiled: Query, step_date: str | None, patient_id: str | None
+    ) -> Iterator[_Prepared]:
+        for prepared in self._current(step_date, patient_id):
             if compiled.matches(prepared.record):
                 yield prepared
 
@@ -286,11 +297,13 @@ class MwlService:
             return known
 
 
-def _index_by_date(prepared: Iterable[_Prepared]) -> dict[str, list[_Prepared]]:
+def _index(
+    prepared: Iterable[_Prepared], keys: Callable[[Record], frozenset[str]]
+) -> dict[str, list[_Prepared]]:
     index: dict[str, list[_Prepared]] = {}
-    for entry in prepared:  # in cache order, which each day's list keeps
-        for date in step_dates(entry.record):
-            index.setdefault(date, []).append(entry)
+    for entry in prepared:  # in cache order, which each key's list keeps
+        for key in keys(entry.record):
+            index.setdefault(key, []).append(entry)
     return index
 
 

@@ -19,6 +19,7 @@ from gateway.clock import SystemClock
 from gateway.listener.tuning import EncodedIdentifier
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.item import WorklistItem
+from gateway.worklist.matching import exact_patient_id
 from gateway.worklist.mwl import MwlService
 from tests.worklist.factory import mwl_dataset
 from tests.worklist.test_mwl_statuses import FakeEvent
@@ -131,3 +132,24 @@ def test_without_a_presentation_context_the_answer_is_a_plain_dataset(
         if status == 0xFF00:
             found.append(identifier)
     assert len(found) == 1 and not isinstance(found[0], EncodedIdentifier)
+
+
+def test_a_patient_id_query_answers_as_a_full_scan_would(cache: WorklistCache) -> None:
+    items = [
+        mwl_dataset(patient_id=pid, accession_number=acc, start_date=DAY)
+        for pid, acc in (("P1", "A1"), ("P2", "A2"), ("P1", "A3"), ("p1", "A4"))
+    ]
+    cache.replace([WorklistItem.from_dataset(ds) for ds in items], time.time())
+    service = MwlService(cache, None, 1.0, logging.getLogger("t"))
+
+    def accessions(patient_id: str) -> list[str]:
+        ds = query()
+        ds.PatientID = patient_id
+        return sorted(str(r.AccessionNumber) for r in answer(service, ds))
+
+    assert exact_patient_id(query()) is None
+    assert accessions("P1") == ["A1", "A3"]  # from the index; Patient ID is case-sensitive
+    assert accessions(" P1 ") == ["A1", "A3"]
+    assert accessions("P?") == ["A1", "A2", "A3"]  # wildcards scan
+    assert accessions("P1\\P2") == ["A1", "A2", "A3"]  # a list scans
+    assert accessions("P9") == []
