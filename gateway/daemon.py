@@ -76,6 +76,7 @@ from gateway.worklist.refresher import WorklistRefresher
 from gateway.worklist.selection import RoomSelection, selection_path
 
 WORKLIST_CACHE_FILE = "worklist.sqlite"
+RESTART_GRACE_SECONDS = 3.0  # between "apply" in the panel and the restart it asks for
 START_STEP_ALLOWANCE = 120.0  # seconds systemd grants each long start step (EXTEND_TIMEOUT_USEC)
 
 log = logging.getLogger("gateway.daemon")
@@ -275,6 +276,19 @@ class Gateway:
         self.supervisor.add("local-api", start_api, api.stop)
         return reconciler, audit
 
+    def _deferred_restart(self) -> Callable[[], None]:
+        """The panel's restart, a moment later: its answer (and the page it redirects to) must
+        reach the browser before the server goes down."""
+        restart = self.request_restart
+        assert restart is not None
+
+        def later() -> None:
+            timer = threading.Timer(RESTART_GRACE_SECONDS, restart)
+            timer.daemon = True
+            timer.start()
+
+        return later
+
     def _web(self, reconciler: Reconciler, audit: AuditLog) -> None:
         """The HTTPS panel, last to start and first to stop; it only reads and drives the rest."""
         cfg = self.config
@@ -294,7 +308,7 @@ class Gateway:
             watchers={f.name: w for f, w in zip(cfg.ingest.folder, self.watchers, strict=True)},
             serial_readers={r.source: r for r in self.serial_readers},
             listener=self.listener,
-            request_restart=self.request_restart,
+            request_restart=self._deferred_restart() if self.request_restart else None,
         )
         panel = WebPanel(services, logging.getLogger("gateway.web"))
         self.web_panel = panel
