@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 AE_TITLE_RE = re.compile(
     r"^[\x20-\x5b\x5d-\x7e]{1,16}$"
@@ -44,6 +52,16 @@ def _check_ae(value: str) -> str:
 
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
+    return value
+
+
+# Names of sources and destinations: they appear in logs, queue rows, metrics labels and URLs.
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class GatewaySection(_Strict):
@@ -115,7 +133,7 @@ class ModalitySection(_Strict):
 class FolderIngest(_Strict):
     """[[ingest.folder]]: a folder the legacy device drops files into."""
 
-    name: str = Field(description="Short name of this source, used in logs and the queue.")
+    name: Name = Field(description="Short name of this source, used in logs and the queue.")
     path: Path = Field(
         strict=False, description="The drop folder (relative paths: relative to the config file)."
     )
@@ -140,13 +158,6 @@ class FolderIngest(_Strict):
         "until then it is assumed to be about to be written.",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
-        return value
-
     @field_validator("filename_pattern")
     @classmethod
     def _pattern(cls, value: str | None) -> str | None:
@@ -165,7 +176,7 @@ class FolderIngest(_Strict):
 class SerialIngest(_Strict):
     """[[ingest.serial]]: a serial line the legacy device talks on, read through a profile."""
 
-    name: str = Field(description="Short name of this source, used in logs and the queue.")
+    name: Name = Field(description="Short name of this source, used in logs and the queue.")
     port: str = Field(
         min_length=1,
         description="Device path (/dev/ttyUSB0, /dev/legacy-modality, a pseudo-terminal) or a "
@@ -195,13 +206,6 @@ class SerialIngest(_Strict):
         description="A message growing past this is dropped (counted and logged), "
         "so a flood or a stuck line cannot eat the memory.",
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
-        return value
 
     @field_validator("stopbits")
     @classmethod
@@ -248,7 +252,7 @@ class RetrySettings(_Strict):
 class Destination(_Strict):
     """[[destination]]: a storage SCP (PACS) that receives every object."""
 
-    name: str = Field(description="Short name; one queue lane per destination.")
+    name: Name = Field(description="Short name; one queue lane per destination.")
     ae_title: AETitle = Field(description="Called AE title of the PACS.")
     host: str = Field(min_length=1, description="Host name or address of the PACS.")
     port: int = Field(ge=1, le=65535, description="TCP port of the PACS.")
@@ -272,13 +276,6 @@ class Destination(_Strict):
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Backoff policy.")
 
     _ae = field_validator("ae_title")(_check_ae)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("use letters, digits, '_', '.', '-' (at most 64)")
-        return value
 
 
 class DicomListenerSection(_Strict):
