@@ -20,9 +20,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from bench.common import BenchError
 from bench.mwl import (
     GRACE_HOURS,
+    FindscuClient,
     bench_shape,
     fill_cache,
     generate,
+    pynetdicom_finder,
     shapes,
     start_gateway,
     start_wlmscpfs,
@@ -68,12 +70,51 @@ def test_small_run_reports_both_servers_with_the_same_answers(tmp_path: Path) ->
         assert shape["gateway_over_wlmscpfs"]["p95"] > 0
         assert isinstance(shape["goal_met"], bool)
     assert results["setup"]["items"] == 1000
+    assert results["setup"]["client"] == "pynetdicom"
     assert results["machine"]["nproc"] >= 1
 
 
 @pytest.mark.peers
-def test_a_server_missing_an_item_fails_the_run(tmp_path: Path) -> None:
+def test_small_run_with_findscu_reports_raw_and_net_of_start_up(tmp_path: Path) -> None:
     require_tool("wlmscpfs")
+    require_tool("findscu")
+    out = tmp_path / "results.json"
+    args = ["--small", "--client", "findscu", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.mwl", *args, "--work-dir", str(tmp_path / "work")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # findscu's extracted responses are checked against the expected accession numbers too.
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| findscu --version (start-up) |" in proc.stdout
+    assert "net of start-up" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["setup"]["client"] == "findscu"
+    for shape in results["shapes"].values():
+        startup = shape["client_startup"]
+        assert startup["runs"] == 10 and startup["median_ms"] > 0
+        for server in ("gateway", "wlmscpfs"):
+            stats = shape[server]
+            assert stats["queries"] == 10
+            assert stats["net_median_ms"] == pytest.approx(
+                stats["median_ms"] - startup["median_ms"], abs=0.02
+            )
+            assert stats["net_p95_ms"] == pytest.approx(
+                stats["p95_ms"] - startup["median_ms"], abs=0.02
+            )
+        assert isinstance(shape["goal_met_net"], bool)
+    assert len(list((tmp_path / "work" / "findscu").glob("query-*.dcm"))) == 3
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("client", ["pynetdicom", "findscu"])
+def test_a_server_missing_an_item_fails_the_run(tmp_path: Path, client: str) -> None:
+    require_tool("wlmscpfs")
+    require_tool("findscu")
     steps = generate(300, TODAY)
     station = shapes(steps, TODAY)[0]
     assert station.expected
@@ -84,9 +125,11 @@ def test_a_server_missing_an_item_fails_the_run(tmp_path: Path) -> None:
         start_gateway(tmp_path / "worklist.sqlite", tmp_path / "gateway.log"),
         start_wlmscpfs(tmp_path / "wlm", tmp_path / "wlmscpfs.log"),
     ]
+    findscu = FindscuClient(tmp_path / "findscu")
+    find = findscu.find if client == "findscu" else pynetdicom_finder()
     try:
         with pytest.raises(BenchError, match=r"wlmscpfs returned .* 1 missing"):
-            bench_shape(station, servers, 1)
+            bench_shape(station, servers, 1, find)
     finally:
         for server in servers:
             server.stop()
