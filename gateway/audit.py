@@ -9,6 +9,7 @@ UIDs, worklist keys and accession numbers; never patient names, IDs or birth dat
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 import threading
@@ -116,3 +117,8 @@ def _utc_iso(epoch: float) -> str:
     whole = int(epoch)
     millis = int((epoch - whole) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def cli_actor() -> str:
+    """Who runs a command on the box, for the audit log: ``cli:<user>``, the sudo caller first."""
+    return f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import getpass
 import json
 import os
 import sys
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from gateway.audit import AUDIT_FILE, AuditLog
+from gateway.audit import AUDIT_FILE, AuditLog, cli_actor
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.identity import PatientIdentity
@@ -47,11 +46,6 @@ def open_worklist_cache(path: Path) -> Iterator[WorklistLookup]:
         yield cache
     finally:
         cache.close()
-
-
-def actor() -> str:
-    """Who is acting: ``cli:<login>``, the sudo caller when run through sudo."""
-    return f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
 
 
 def register(
@@ -140,7 +134,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 
 def _dispatch(args: argparse.Namespace, reconciler: Reconciler) -> int:
-    by = actor()
+    by = cli_actor()
     if args.held_cmd == "list":
         rows = reconciler.list_held(args.limit)
         if args.json:

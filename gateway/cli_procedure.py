@@ -9,7 +9,6 @@ stdout to check the choice; nothing with patient data goes to the log.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from gateway.audit import AUDIT_FILE, AuditLog
+from gateway.audit import AUDIT_FILE, AuditLog, cli_actor
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig, load_config
 from gateway.worklist.item import WorklistItem
@@ -53,10 +52,7 @@ def open_worklist_cache(config: GatewayConfig) -> Iterator[WorklistLookup]:
         cache.close()
 
 
-def operator_name() -> str:
-    """Who runs the command, as recorded with the selection: ``cli:<login user>``."""
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
-    return f"cli:{user}"
+operator_name = cli_actor  # who runs the command, as recorded with the selection
 
 
 def register(

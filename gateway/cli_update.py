@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway import __version__
+from gateway.audit import cli_actor
 from gateway.clock import Clock, SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.update import preconditions
@@ -184,7 +185,7 @@ def _run(args: argparse.Namespace, command: Command, make_installer: InstallerFa
         args.install_root or config.update.install_root,
         settings,
         SystemClock(),
-        "timer" if getattr(args, "from_timer", False) else _actor(),
+        "timer" if getattr(args, "from_timer", False) else cli_actor(),
     )
     return command(args, ctx, make_installer)
 
@@ -392,12 +393,6 @@ def _failed(exc: Exception, *, from_timer: bool) -> int:
     if refused:
         return 1
     return 0 if from_timer else EX_TEMPFAIL
-
-
-def _actor() -> str:
-    import getpass
-
-    return f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
 
 
 def _jsonable(obj: object) -> object:
