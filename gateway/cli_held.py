@@ -29,18 +29,19 @@ from gateway.worklist.lookup import EmptyWorklist, WorklistLookup
 from gateway.worklist.reconcile import ReconcileError, Reconciler
 
 WORKLIST_FILE = "worklist.sqlite"
-CacheFactory = Callable[[Path], AbstractContextManager[WorklistLookup]]
+CacheFactory = Callable[[GatewayConfig], AbstractContextManager[WorklistLookup]]
 
 
 @contextmanager
-def open_worklist_cache(path: Path) -> Iterator[WorklistLookup]:
+def open_worklist_cache(config: GatewayConfig) -> Iterator[WorklistLookup]:
     """The daemon's worklist cache, read beside it; an empty lookup when it does not exist."""
-    if not path.exists():
+    path = config.gateway.state_dir / WORKLIST_FILE
+    if not path.exists() or config.worklist is None:
         yield EmptyWorklist()  # never create the daemon's file from a shell (owner, permissions)
         return
     from gateway.worklist.cache import WorklistCache
 
-    cache = WorklistCache(path, SystemClock())
+    cache = WorklistCache(path, SystemClock(), config.worklist.expire_grace_hours)
     cache.open()
     try:
         yield cache
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace, open_cache: CacheFactory) -> int:
     state_dir = config.gateway.state_dir
     clock = SystemClock()
     try:
-        with open_cache(state_dir / WORKLIST_FILE) as cache:
+        with open_cache(config) as cache:
             reconciler = Reconciler(
                 spool, cache, AuditLog(state_dir / AUDIT_FILE, clock), spool.staging_dir, clock
             )

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import SystemClock
-from gateway.config import RetrySettings
+from gateway.config import GatewayConfig, RetrySettings
 from gateway.convert.converter import Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.uids import UidFactory
@@ -357,8 +357,8 @@ def held_cli(
     monkeypatch.setenv("SUDO_USER", "tester")
 
     @contextmanager
-    def open_cache(path: Path) -> Iterator[FakeWorklist]:
-        assert path == env.root / "state" / "worklist.sqlite"
+    def open_cache(config: GatewayConfig) -> Iterator[FakeWorklist]:
+        assert config.gateway.state_dir == env.root / "state"
         yield FakeWorklist([ITEM, OTHER, TWIN])
 
     parser = argparse.ArgumentParser(prog="dicom-gateway")
