@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import re
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -301,3 +305,53 @@ def run_measured(
         match = _MAXRSS_RE.search(stderr)
         peak = int(match.group(1)) if match else None
     return Measured(proc.returncode, seconds, peak, method, stdout, stderr)
+
+
+def machine(load_before: tuple[float, float, float], dcmtk_program: str) -> dict[str, Any]:
+    """Where and under what load the numbers were taken (other work moves them a lot)."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    version = subprocess.run(
+        [require(dcmtk_program), "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "dcmtk": version[0].strip("$ ") if version else "unknown",
+        "kernel": platform.release(),
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """The machine as the first half of a report's closing line."""
+    load = info["load_average_1_5_15"]
+    return (
+        f"{info['date']}; {info['nproc']} CPUs, {info['cpu']}; Python {info['python']}; "
+        f"{info['dcmtk']}; load average {load['before'][0]:.2f} before, "
+        f"{load['after'][0]:.2f} after"
+    )
+
+
+def run_in_work_dir(
+    name: str, work_dir: Path | None, run: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Run a bench in ``work_dir`` (kept) or a temporary folder (removed); None when it failed."""
+    work = work_dir or Path(tempfile.mkdtemp(prefix=f"{name.replace('.', '-')}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(work)
+    except BenchError as exc:
+        print(f"{name}: FAILED: {exc}", file=sys.stderr)
+        return None
+    finally:
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)

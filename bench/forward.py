@@ -29,12 +29,9 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -51,9 +48,12 @@ from bench.common import (
     StoreSCPRunner,
     Workload,
     dcmtk_env,
+    machine,
+    machine_line,
     make_pki,
     make_workload,
     require,
+    run_in_work_dir,
     run_measured,
 )
 from gateway.clock import SystemClock
@@ -405,29 +405,6 @@ def bench_workload(
 # -- report ------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    version = subprocess.run(
-        [require("storescu"), "--version"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "dcmtk": version[0].strip("$ ") if version else "unknown",
-        "kernel": platform.release(),
-    }
-
-
 def format_table(results: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     header = (
@@ -503,10 +480,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
     finally:
         scp.stop()
-    # Other work on the machine moves these numbers a lot on 2 CPUs: keep the evidence.
-    load = {"before": load_before, "after": os.getloadavg()}
     return {
-        "machine": {**machine(), "load_average_1_5_15": load},
+        "machine": machine(load_before, "storescu"),
         "setup": {
             "transport": "TLS (mutual, test CA), loopback 127.0.0.1",
             "pacs": "DCMTK storescp +tls -rc, writing every object to a folder, TCP_NODELAY=1, "
@@ -523,24 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(json.loads(args.child))
-    keep = args.work_dir is not None
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-forward-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        results = run(args, work)
-    except BenchError as exc:
-        print(f"bench.forward: FAILED: {exc}", file=sys.stderr)
+    results = run_in_work_dir("bench.forward", args.work_dir, lambda work: run(args, work))
+    if results is None:
         return 1
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
     print(format_table(results))
-    machine_info = results["machine"]
     print(
-        f"\n{machine_info['date']}; {machine_info['nproc']} CPUs, {machine_info['cpu']}; "
-        f"Python {machine_info['python']}; {machine_info['dcmtk']}; "
-        f"load average {machine_info['load_average_1_5_15']['before'][0]:.2f} before, "
-        f"{machine_info['load_average_1_5_15']['after'][0]:.2f} after; "
+        f"\n{machine_line(results['machine'])}; "
         f"{args.repeat} run(s) per sender, median; peak RSS by "
         f"{results['workloads']['small']['gateway']['rss_method']}"
     )

@@ -40,7 +40,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,8 +52,16 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
-from bench.common import BenchError, dcmtk_env, free_port, require, wait_for_port
-from bench.forward import machine
+from bench.common import (
+    BenchError,
+    dcmtk_env,
+    free_port,
+    machine,
+    machine_line,
+    require,
+    run_in_work_dir,
+    wait_for_port,
+)
 from gateway.clock import SystemClock
 from gateway.config import DicomListenerSection
 from gateway.convert.uids import UidFactory
@@ -627,10 +634,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for server in servers:
             server.stop()
     return {
-        "machine": {
-            **machine(),
-            "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
-        },
+        "machine": machine(load_before, "wlmscpfs"),
         "setup": {
             "items": args.items,
             "queries_per_server": args.queries,
@@ -711,23 +715,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         return serve_main(json.loads(args.serve))
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-    keep = args.work_dir is not None
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-mwl-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        results = run(args, work)
-    except BenchError as exc:
-        print(f"bench.mwl: FAILED: {exc}", file=sys.stderr)
+    results = run_in_work_dir("bench.mwl", args.work_dir, lambda work: run(args, work))
+    if results is None:
         return 1
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
     print(format_table(results))
-    info = results["machine"]
     print(
-        f"\n{info['date']}; {info['nproc']} CPUs, {info['cpu']}; Python {info['python']}; "
-        f"{info['dcmtk']}; load average {info['load_average_1_5_15']['before'][0]:.2f} before, "
-        f"{info['load_average_1_5_15']['after'][0]:.2f} after; {args.items} items, "
+        f"\n{machine_line(results['machine'])}; {args.items} items, "
         f"{args.queries} queries per server and shape; client {args.client}"
     )
     for name, res in results["shapes"].items():
