@@ -7,7 +7,7 @@ import datetime
 import getpass
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from gateway.web.localapi import LocalApiServer, peer_actor, socket_path
 from gateway.worklist.binding import HELD_NO_IDENTITY, Binding
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.client import WorklistClient
+from gateway.worklist.item import WorklistItem
 from gateway.worklist.reconcile import Reconciler
 from gateway.worklist.refresher import WorklistRefresher
 from gateway.worklist.selection import RoomSelection, selection_path
@@ -140,44 +141,79 @@ class Box:
 MakeBox = Callable[..., Box]
 
 
+@dataclass(frozen=True)
+class Parts:
+    """The running parts the API and the panel drive, on a tmp state dir, without a daemon."""
+
+    clock: SystemClock
+    state: Path
+    spool: Spool
+    cache: WorklistCache
+    audit: AuditLog
+    selection: RoomSelection
+    reconciler: Reconciler
+    converter: Converter
+    refresher: WorklistRefresher | None
+
+
+def open_parts(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    items: Sequence[WorklistItem],
+    ris: WorklistSection | None,
+) -> Parts:
+    """Open spool, grouping and a worklist cache holding ``items``; closers close them."""
+    clock = SystemClock()
+    state = tmp_path / "state"
+    settings = make_settings()
+    uids = UidFactory(settings.uid_root)
+    grouper = StudyGrouper(tmp_path / "grouping.sqlite", settings.study_window_seconds, uids)
+    grouper.open()
+    closers.append(grouper.close)
+    spool = Spool(state, ["pacs"], 1 << 30, clock)
+    spool.open()
+    closers.append(spool.close)
+    cache = WorklistCache(state / "worklist.sqlite", clock)
+    cache.open()
+    closers.append(cache.close)
+    cache.replace(list(items), clock.now())
+    audit = AuditLog(state / AUDIT_FILE, clock)
+    refresher = None
+    if ris is not None:
+        client = WorklistClient(ris, "EDGE_GW", None)
+        refresher = WorklistRefresher(client, cache, ris, clock, logging.getLogger("t.wl"))
+    return Parts(
+        clock=clock,
+        state=state,
+        spool=spool,
+        cache=cache,
+        audit=audit,
+        selection=RoomSelection(selection_path(state), clock, 240.0),
+        reconciler=Reconciler(spool, cache, audit, spool.staging_dir, clock),
+        converter=Converter(settings, grouper, uids),
+        refresher=refresher,
+    )
+
+
 @pytest.fixture
 def make_box(tmp_path: Path) -> Iterator[MakeBox]:
     """Build the box (server started); everything is stopped and closed when the test ends."""
     closers: list[Callable[[], None]] = []
 
     def make(*, worklist: bool = True, ris_port: int | None = None) -> Box:
-        clock = SystemClock()
-        state = tmp_path / "state"
-        settings = make_settings()
-        uids = UidFactory(settings.uid_root)
-        grouper = StudyGrouper(tmp_path / "grouping.sqlite", settings.study_window_seconds, uids)
-        grouper.open()
-        closers.append(grouper.close)
-        spool = Spool(state, ["pacs"], 1 << 30, clock)
-        spool.open()
-        closers.append(spool.close)
-        cache = WorklistCache(state / "worklist.sqlite", clock)
-        cache.open()
-        closers.append(cache.close)
-        cache.replace(list(ITEMS), clock.now())
-        audit = AuditLog(state / AUDIT_FILE, clock)
-        selection = RoomSelection(selection_path(state), clock, 240.0)
-        reconciler = Reconciler(spool, cache, audit, spool.staging_dir, clock)
-        refresher = None
-        if ris_port is not None:
-            wl = ris_settings(ris_port)
-            client = WorklistClient(wl, "EDGE_GW", None)
-            refresher = WorklistRefresher(client, cache, wl, clock, logging.getLogger("t.wl"))
+        parts = open_parts(
+            tmp_path, closers, ITEMS, None if ris_port is None else ris_settings(ris_port)
+        )
         services = ApiServices(
-            reconciler=reconciler,
-            audit=audit,
-            worklist=cache if worklist else None,
-            refresher=refresher if worklist else None,
-            selection=selection if worklist else None,
+            reconciler=parts.reconciler,
+            audit=parts.audit,
+            worklist=parts.cache if worklist else None,
+            refresher=parts.refresher if worklist else None,
+            selection=parts.selection if worklist else None,
             selection_expires_minutes=240.0,
         )
         server = LocalApiServer(
-            create_api(services, peer_actor), socket_path(state), logging.getLogger("t.api")
+            create_api(services, peer_actor), socket_path(parts.state), logging.getLogger("t.api")
         )
         server.start()
         closers.append(server.stop)
@@ -185,8 +221,16 @@ def make_box(tmp_path: Path) -> Iterator[MakeBox]:
             transport=httpx.HTTPTransport(uds=str(server.path)), base_url="http://gateway"
         )
         closers.append(client_http.close)
-        converter = Converter(settings, grouper, uids)
-        return Box(state, spool, converter, cache, selection, server, client_http, refresher)
+        return Box(
+            parts.state,
+            parts.spool,
+            parts.converter,
+            parts.cache,
+            parts.selection,
+            server,
+            client_http,
+            parts.refresher,
+        )
 
     yield make
     for close in reversed(closers):

@@ -23,12 +23,10 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from gateway.audit import AUDIT_FILE, AuditLog
-from gateway.clock import FakeClock, SystemClock
+from gateway.audit import AUDIT_FILE
+from gateway.clock import FakeClock
 from gateway.config import FolderIngest, GatewayConfig
 from gateway.convert.converter import Converter
-from gateway.convert.grouping import StudyGrouper
-from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
 from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.items import RawItem
@@ -54,18 +52,15 @@ from gateway.web.views import (
 )
 from gateway.worklist.binding import HELD_NO_IDENTITY, Binding
 from gateway.worklist.cache import WorklistCache
-from gateway.worklist.client import WorklistClient
 from gateway.worklist.item import WorklistItem
-from gateway.worklist.reconcile import Reconciler
-from gateway.worklist.refresher import WorklistRefresher
-from gateway.worklist.selection import RoomSelection, selection_path
+from gateway.worklist.selection import RoomSelection
 from tests.conftest import Pki
 from tests.convert.builders import assert_valid_dicom, gray_image
-from tests.convert.conftest import MTIME, make_settings
+from tests.convert.conftest import MTIME
 from tests.ingest.serial.test_port import FakeOpener, serial_config
 from tests.ingest.serial.test_reader import LineEngine
 from tests.peers import free_port
-from tests.web.conftest import ITEM, ITEMS, OTHER, TODAY_DA, ris_settings
+from tests.web.conftest import ITEM, ITEMS, OTHER, TODAY_DA, open_parts, ris_settings
 from tests.worklist.conftest import MakeRis
 from tests.worklist.factory import make_item, mwl_dataset
 
@@ -290,7 +285,6 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
         serial: SerialReader | None = None,
         listener_port: int | None = None,
     ) -> Panel:
-        clock = SystemClock()
         state = tmp_path / "state"
         drop = tmp_path / "in"
         drop.mkdir(exist_ok=True)
@@ -308,27 +302,10 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
                 **({} if listener_port is None else {"dicom_listener": {"port": listener_port}}),
             }
         )
-        settings = make_settings()
-        uids = UidFactory(settings.uid_root)
-        grouper = StudyGrouper(tmp_path / "grouping.sqlite", settings.study_window_seconds, uids)
-        grouper.open()
-        closers.append(grouper.close)
-        spool = Spool(state, ["pacs"], 1 << 30, clock)
-        spool.open()
-        closers.append(spool.close)
-        cache = WorklistCache(state / "worklist.sqlite", clock)
-        cache.open()
-        closers.append(cache.close)
-        cache.replace(list(items), clock.now())
-        audit = AuditLog(state / AUDIT_FILE, clock)
-        selection = RoomSelection(selection_path(state), clock, 240.0)
-        refresher = None
-        if ris_port is not None:
-            assert config.worklist is not None
-            client = WorklistClient(config.worklist, "EDGE_GW", None)
-            refresher = WorklistRefresher(
-                client, cache, config.worklist, clock, logging.getLogger("t.wl")
-            )
+        parts = open_parts(
+            tmp_path, closers, items, config.worklist if ris_port is not None else None
+        )
+        spool, cache, clock = parts.spool, parts.cache, parts.clock
         services = WebServices(
             config_path=tmp_path / "gateway.toml",
             config=config,
@@ -337,11 +314,11 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
             started_at=clock.now() - 3 * 3600,
             version="9.8.7",
             spool=spool,
-            reconciler=Reconciler(spool, cache, audit, spool.staging_dir, clock),
-            audit=audit,
+            reconciler=parts.reconciler,
+            audit=parts.audit,
             worklist=cache,
-            refresher=refresher,
-            selection=selection,
+            refresher=parts.refresher,
+            selection=parts.selection,
             watchers={} if watcher is None else {"export": watcher},
             serial_readers={} if serial is None else {serial.source: serial},
         )
@@ -351,9 +328,10 @@ def make_panel(tmp_path: Path, pki: Pki) -> Iterator[MakePanel]:
         app = create_web_app(services, auth)
         base_url, stop = serve_https(app, pki)
         closers.append(stop)
-        converter = Converter(settings, grouper, uids)
         tls = ssl.create_default_context(cafile=str(pki.ca))
-        panel = Panel(state, app, services, spool, cache, selection, converter, base_url, tls)
+        panel = Panel(
+            state, app, services, spool, cache, parts.selection, parts.converter, base_url, tls
+        )
         panels.append(panel)
         return panel
 
