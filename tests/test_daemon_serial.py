@@ -175,8 +175,16 @@ class Bench:
             text += SERIAL.format(name=name, port=self.pairs[name].a, profile=profile)
         text += tail
         config.write_text(text, "utf-8")
-        self.gateway = GatewayProcess(config).start()
-        return self.gateway
+        gw = self.gateway = GatewayProcess(config).start()
+        # pyserial's open discards what is already buffered: a device that speaks before the
+        # gateway has its port open is talking to nobody, on a real line as on a pty.
+        names = {name for name, _profile in serial_lines}
+
+        def opened() -> bool:
+            return names <= {e.get("source") for e in log_events(gw, "serial port open")}
+
+        assert wait_until(opened, 20), gw.log()[-3000:]
+        return gw
 
     def stop(self) -> None:
         if self.gateway is not None:

@@ -25,6 +25,7 @@ from gateway.ingest.serial.reader import SerialReader
 from gateway.simulate.faults import parse_injections
 from gateway.simulate.player import DeviceSimulator
 from gateway.simulate.socat import PtyPair
+from tests.harness import wait_until
 from tests.peers import require_tool
 
 BUILTIN = load_profile("line-kv")
@@ -302,6 +303,8 @@ def play_over_ptys(
         thread = threading.Thread(target=reader.run, args=(stop,))
         thread.start()
         try:
+            # pyserial's open discards what is already buffered: speak only once it is open.
+            assert wait_until(lambda: reader.port.is_open, 10), "the reader never opened its port"
             with serial.Serial(str(pair.b), timeout=0.1) as line:
                 DeviceSimulator(prof, line, injections=parse_injections(faults)).run()
             # The last report may end only by silence: wait for it (bounded, not a timing check).
