@@ -75,8 +75,10 @@ _DEFAULT_TERMS = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
 MAX_RESPONSE_SHAPES = 8  # encoded answers kept for this many query shapes (a site has a few)
 
 Encoding = tuple[bool, bool]  # (implicit VR, little endian)
-# Encoded responses of one query shape: item key -> (the record they were built from, bytes).
-_Encoded = dict[str, tuple["Record", bytes]]
+# Encoded responses of one query shape: item key -> (the record they were built from, the
+# response). The response is kept whole, not only its bytes: decoding the bytes again for every
+# answer cost more than anything else on the way out. Nothing changes a response once built.
+_Encoded = dict[str, tuple["Record", EncodedIdentifier]]
 
 
 class LiveWorklist(Protocol):
@@ -273,18 +275,17 @@ class MwlService:
         for prepared in matched:
             hit = None if known is None else known.get(prepared.key)
             if hit is not None and hit[0] is prepared.record:
-                encoded = hit[1]
-            else:
-                response = response_from_record(query, prepared.record, compiled)
-                _set_character_set(response, terms)
-                raw = None if encoding is None else encode_dataset(response, *encoding)
-                if known is None or not raw:  # pynetdicom will say why it cannot encode it
-                    yield response
-                    continue
-                known[prepared.key] = (prepared.record, raw)
-                encoded = raw
-            assert encoding is not None
-            yield EncodedIdentifier(encoded, *encoding)
+                yield hit[1]
+                continue
+            response = response_from_record(query, prepared.record, compiled)
+            _set_character_set(response, terms)
+            raw = None if encoding is None else encode_dataset(response, *encoding)
+            if known is None or encoding is None or not raw:  # pynetdicom will say why
+                yield response
+                continue
+            identifier = EncodedIdentifier(raw, *encoding)
+            known[prepared.key] = (prepared.record, identifier)
+            yield identifier
 
     def _known(self, query: Dataset, terms: list[str] | None, encoding: Encoding) -> _Encoded:
         shape = (response_shape(query), None if terms is None else tuple(terms), encoding)
