@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.peers import free_port
@@ -178,8 +179,11 @@ class GatewayProcess:
         return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
 
 
-def wait_until(condition, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-    """Poll ``condition()`` until it is true or the timeout passes; returns its last value."""
+def wait_until(
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> bool:
+    """Poll ``condition()`` until it is true or the timeout passes; the result (never a timed
+    assertion: the timeout only bounds a test that would otherwise hang)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -14,7 +14,8 @@ from watchdog.observers.api import BaseObserver
 
 from gateway.clock import SystemClock
 from gateway.ingest.folder import FolderWatcher
-from tests.ingest.support import Taker, folder_config, wait_until
+from tests.harness import wait_until
+from tests.ingest.support import Taker, folder_config
 
 LOG = logging.getLogger("test.ingest.watch")
 

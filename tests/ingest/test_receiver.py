@@ -30,12 +30,12 @@ from gateway.listener.server import DicomListener
 from gateway.spool.store import Spool
 from tests.conftest import Pki
 from tests.forward.objects import write_ct, write_jpeg_sc
+from tests.harness import wait_until
 from tests.listener.support import (
     LISTENER_AE,
     echoscu,
     listener_settings,
     server_tls,
-    wait_until,
 )
 from tests.peers import require_tool
 

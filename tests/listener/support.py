@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,16 +81,6 @@ def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the result (never a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def echoscu(

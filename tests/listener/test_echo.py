@@ -7,8 +7,9 @@ from pathlib import Path
 from gateway.forward.tlsctx import server_context
 from gateway.pki import TestAuthority
 from tests.conftest import Pki
+from tests.harness import wait_until
 from tests.listener.conftest import StartListener
-from tests.listener.support import echoscu, listener_settings, server_tls, wait_until
+from tests.listener.support import echoscu, listener_settings, server_tls
 
 
 def test_echoscu_is_answered_over_plain_tcp(start_listener: StartListener) -> None:

@@ -10,6 +10,7 @@ from pynetdicom import AE
 
 from gateway.forward.tlsctx import server_context
 from tests.conftest import Pki
+from tests.harness import wait_until
 from tests.listener.conftest import StartListener
 from tests.listener.support import (
     LISTENER_AE,
@@ -20,7 +21,6 @@ from tests.listener.support import (
     listener_settings,
     pdu_header,
     server_tls,
-    wait_until,
 )
 
 
