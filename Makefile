@@ -45,6 +45,7 @@ demo: venv
 
 bench: venv peers
 	$(BIN)/python -m bench.forward $(BENCH_ARGS)
+	$(BIN)/python -m bench.mwl $(MWL_BENCH_ARGS)
 
 docs: venv
 	$(BIN)/python -m gateway.configdoc > docs/configuration-reference.md
