@@ -180,7 +180,7 @@ class GatewayProcess:
 
 
 def wait_until(
-    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
 ) -> bool:
     """Poll ``condition()`` until it is true or the timeout passes; the result (never a timed
     assertion: the timeout only bounds a test that would otherwise hang)."""
