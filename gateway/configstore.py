@@ -37,7 +37,7 @@ from pathlib import Path
 from gateway.clock import Clock
 from gateway.config import ConfigError, parse_config
 from gateway.logsetup import event
-from gateway.spool.durable import fsync_dir, temp_sibling
+from gateway.spool.durable import fsync_dir, write_bytes_durably
 
 HISTORY_DIR = "config-history"
 MAX_VERSIONS = 100  # older versions are pruned; a version is a few KiB
@@ -419,21 +419,11 @@ def exec_same_command() -> None:
 
 
 def write_durably(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` (temp file, fsync, rename, dir fsync), with ``mode``."""
-    tmp = temp_sibling(path)
+    """Replace ``path`` with ``data``, durably, with exactly ``mode``; ConfigStoreError if not."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # the umask must not widen or narrow it
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        write_bytes_durably(path, data, mode)
     except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
         raise ConfigStoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    fsync_dir(path.parent)
 
 
 def _mode_of(path: Path) -> int:

@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 # fsync on a directory fd is refused with EINVAL by filesystems that cannot sync directories
 # (some FUSE and network mounts); there is nothing more we can do there.
@@ -49,11 +50,15 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
-def write_bytes_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``; readers and a power cut see the old or the whole new file."""
+def write_bytes_durably(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data``; readers and a power cut see the old or the whole new file.
+
+    With ``mode`` the file has exactly those permissions from its creation on (the umask neither
+    widens nor narrows them), so a private file is never readable by others, not even briefly.
+    """
     tmp = temp_sibling(path)
     try:
-        with tmp.open("xb") as fh:
+        with _create(tmp, mode) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -63,6 +68,39 @@ def write_bytes_durably(path: Path, data: bytes) -> None:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def copy_durably(src: Path, dst: Path) -> None:
+    """Replace ``dst`` with a copy of ``src``; a power cut leaves the old or the whole new file."""
+    tmp = temp_sibling(dst)
+    try:
+        synced_copy(src, tmp)
+        tmp.replace(dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(dst.parent)
+
+
+def synced_copy(src: Path, new: Path) -> None:
+    """Copy ``src`` to the new file ``new`` (refused if it exists), its data synced."""
+    with src.open("rb") as fin, new.open("xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def _create(path: Path, mode: int | None) -> BinaryIO:
+    if mode is None:
+        return path.open("xb")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
 
 
 def durable_replace(src: Path, dst: Path) -> None:
@@ -117,10 +155,7 @@ def _copy_then_remove(src: Path, dst: Path) -> None:
         raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
     tmp = temp_sibling(dst)
     try:
-        with src.open("rb") as fin, tmp.open("xb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
+        synced_copy(src, tmp)
         _place_without_replacing(tmp, dst)
     finally:
         with contextlib.suppress(FileNotFoundError):

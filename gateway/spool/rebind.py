@@ -24,7 +24,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import sqlite3
 import uuid
 from pathlib import Path
@@ -260,10 +259,7 @@ def _keep_copy(src: Path, dst: Path) -> None:
             raise
         tmp = durable.temp_sibling(dst)
         try:
-            with src.open("rb") as fin, tmp.open("xb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
+            durable.synced_copy(src, tmp)
             tmp.rename(dst)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -19,10 +19,8 @@ is refused when fewer than the role's threshold are present.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,7 +45,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 from tuf.api.serialization.json import JSONSerializer
 
 from gateway.clock import Clock
-from gateway.spool.durable import fsync_dir, temp_sibling, write_bytes_durably
+from gateway.spool.durable import copy_durably, fsync_dir, write_bytes_durably
 
 METADATA_DIR = "metadata"
 TARGETS_DIR = "targets"
@@ -454,18 +452,7 @@ class TufRepository:
         dest = self.targets_dir / f"{info.hashes['sha256']}.{info.path}"
         if dest.exists() and _sha256_file(dest) == info.hashes["sha256"]:
             return
-        tmp = temp_sibling(dest)
-        try:
-            with bundle.open("rb") as fin, tmp.open("xb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
-            tmp.replace(dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        fsync_dir(self.targets_dir)
+        copy_durably(bundle, dest)
 
 
 def _match(prefix: str, keyids: Sequence[str]) -> str:

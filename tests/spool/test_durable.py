@@ -35,6 +35,51 @@ def test_write_bytes_durably_keeps_the_old_file_when_writing_fails(
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_write_bytes_durably_gives_exactly_the_mode_whatever_the_umask(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
+    target = tmp_path / "key.pem"
+    target.write_bytes(b"old")
+    target.chmod(0o666)
+    old = os.umask(umask)
+    try:
+        durable.write_bytes_durably(target, b"secret", mode)
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"secret"
+    assert target.stat().st_mode & 0o777 == mode  # the old file's 0666 is not kept either
+
+
+def test_copy_durably_replaces_the_destination_and_leaves_no_temporary(tmp_path: Path) -> None:
+    src, dst = tmp_path / "bundle.tar", tmp_path / "out" / "target.tar"
+    dst.parent.mkdir()
+    payload = os.urandom(3 << 20)  # more than one copy chunk
+    src.write_bytes(payload)
+    dst.write_bytes(b"stale")
+    durable.copy_durably(src, dst)
+    assert dst.read_bytes() == payload and src.read_bytes() == payload
+    assert [p.name for p in dst.parent.iterdir()] == ["target.tar"]
+
+
+def test_copy_durably_keeps_the_old_destination_when_the_copy_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "bundle.tar", tmp_path / "target.tar"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"old")
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "no space left")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="no space"):
+        durable.copy_durably(src, dst)
+    assert dst.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar", "target.tar"]
+
+
 def test_durable_replace_overwrites(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     src, dst = tmp_path / "a" / "f", tmp_path / "g"

@@ -6,12 +6,13 @@ stores are safe from FastAPI's worker threads without a shared connection or a l
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from gateway.spool.durable import write_bytes_durably
 
 WEB_DIR = "web"
 DB_FILE = "panel.sqlite"
@@ -83,12 +84,4 @@ class PanelDb:
 
 def write_private(path: Path, text: str) -> None:
     """Write a 0600 file atomically and durably (it never exists with wider permissions)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
+    write_bytes_durably(path, text.encode("ascii"), 0o600)
