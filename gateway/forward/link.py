@@ -100,9 +100,14 @@ class _SendWindow:
     def _wait_for_room(self) -> None:
         queue = self._dul.to_provider_queue
         waiting = queue.qsize()
-        deadline = time.monotonic() + self._stall
+        moved_at = time.monotonic()
         while waiting >= self._limit:
             if not self._dul.is_alive() or self._dul.state_machine.current_state != "Sta6":
+                # The socket's send timeout is the same network timeout: when nothing moved
+                # for about that long, the loss is that timeout firing in pynetdicom's thread
+                # (which swallows it), not a peer that hung up.
+                if time.monotonic() - moved_at >= _NEAR * self._stall:
+                    raise self._stalled()
                 raise LinkLostError(
                     "connection to the PACS was lost during the C-STORE",
                     FailureClass.ASSOCIATION_ABORTED,
@@ -110,13 +115,16 @@ class _SendWindow:
             time.sleep(_POLL)
             now_waiting = queue.qsize()
             if now_waiting < waiting:
-                deadline = time.monotonic() + self._stall
-            elif time.monotonic() > deadline:
-                raise LinkLostError(
-                    f"the PACS stopped reading for {self._stall:g} s during the C-STORE",
-                    FailureClass.TIMEOUT,
-                )
+                moved_at = time.monotonic()
+            elif time.monotonic() - moved_at > self._stall:
+                raise self._stalled()
             waiting = now_waiting
+
+    def _stalled(self) -> LinkLostError:
+        return LinkLostError(
+            f"the PACS stopped reading for {self._stall:g} s during the C-STORE",
+            FailureClass.TIMEOUT,
+        )
 
 
 def _cap_peer_pdu(assoc: Any, cap: int) -> int:
