@@ -203,8 +203,10 @@ class DeviceSimulator:
         if isinstance(link, PrintCaptureProtocol) or (
             isinstance(link, LineKvProtocol) and link.terminator_pattern is None
         ):
-            # Otherwise two messages would reach the gateway as one report.
-            pause = max(pause, link.idle_timeout + 0.5)
+            # Otherwise two messages would reach the gateway as one report. The margin grows
+            # with the timeout: the gateway times silence from when it reads, and a busy box
+            # reads late.
+            pause = max(pause, link.idle_timeout * 1.5 + 0.5)
         return pause
 
     def _wrong_rate(self, data: bytes, fault: Injection) -> bytes:
