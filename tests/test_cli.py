@@ -16,7 +16,7 @@ def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]
 
 
 def test_demo_delivers_its_samples_and_the_queue_shows_them(tmp_path: Path) -> None:
-    proc = run_cli("demo", "--duration", "12", "--dir", str(tmp_path))
+    proc = run_cli("demo", "--duration", "25", "--dir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Four sample files, and with socat three vital-signs reports from the simulated device.
     expected = 4 + (3 if shutil.which("socat") else 0)

@@ -111,7 +111,7 @@ def test_dropped_files_reach_the_tls_pacs_conformant_and_bad_ones_are_quarantine
     drop(folder, "P003_ROE^RICHARD_noise.jpg", os.urandom(5000))
     drop(folder, "P003_ROE^RICHARD_bad.pdf", b"%PDF-1.4\nthis is not a pdf at all\n")
 
-    assert wait_until(lambda: len(pacs.received()) >= 3, 30), gw.log()
+    assert wait_until(lambda: len(received_uids(pacs)) >= 3, 30), gw.log()
     assert wait_until(lambda: not any(folder.iterdir()), 10), list(folder.iterdir())
     uids = received_uids(pacs)
     assert direct_uid in uids and len(uids) == 3
@@ -163,7 +163,8 @@ def test_pacs_down_then_up_delivers_everything_queued(
     for i in range(5):
         drop(tmp_path / "drop", f"D1_DOWN^TEST_{i}.png", png_bytes(i))
     assert wait_until(lambda: not any((tmp_path / "drop").iterdir()), 20)
-    time.sleep(1.5)  # several failed attempts against the closed port
+    # Attempts against the closed port have failed before the PACS comes up.
+    assert wait_until(lambda: "connection_refused" in gw.log(), 20), gw.log()[-3000:]
     pacs = storescp_factory(
         tmp_path / "pacs", port=port, tls=(pki.ca, pki.pacs.cert, pki.pacs.key)
     ).start()

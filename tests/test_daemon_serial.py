@@ -382,8 +382,9 @@ def test_message_is_acked_only_once_queued_queue_full_naks_then_room_delivers(
     assert wait_until(lambda: log_events(gw, "queue full: device messages refused"), 60), gw.log()[
         -4000:
     ]
-    refused = log_events(gw, "message not queued; device will be refused")
-    assert refused  # NAKed: the device keeps it and retransmits
+    # Logged by the same thread just after "queue full": wait for it rather than race it.
+    refused = "message not queued; device will be refused"
+    assert wait_until(lambda: log_events(gw, refused), 10)  # NAKed: the device retransmits
     bench.pacs.start()  # the PACS is back: the first object leaves, the queue has room again
     device.join(120)
     assert (report["r"].delivered, report["r"].abandoned) == (2, 0)

@@ -86,7 +86,14 @@ def cached_accessions(config: Path) -> list[str]:
 
 
 def received(pacs_dir: Path) -> list[Dataset]:
-    return [pydicom.dcmread(p) for p in sorted(pacs_dir.rglob("*")) if p.is_file()]
+    out = []
+    for path in sorted(pacs_dir.rglob("*")):
+        if path.is_file():
+            try:
+                out.append(pydicom.dcmread(path))
+            except Exception:  # storescp may still be writing this one
+                continue
+    return out
 
 
 @pytest.fixture

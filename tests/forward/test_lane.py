@@ -149,7 +149,7 @@ def test_stop_is_prompt_and_closes_the_association() -> None:
     stop.set()
     thread.join(timeout=3)
     assert not thread.is_alive()
-    assert time.monotonic() - stopped_at < 1.0
+    assert time.monotonic() - stopped_at < 2.5  # one 0.5 s wait at most, with room for load
     assert sender.closed
 
 

@@ -43,7 +43,7 @@ def test_silent_pacs_times_out_instead_of_hanging(tmp_path: Path, silent_peer: S
     sender = StoreSender(destination, "EDGE_GW", None, FakeClock())
     started = time.monotonic()
     outcome = _send_once(sender, write_ct(tmp_path / "ct.dcm"))
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 10.0  # a hang, not a slow machine, would fail this
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.failure_class is FailureClass.TIMEOUT
     assert "within 1 s" in outcome.reason

@@ -29,7 +29,7 @@ def test_pacs_that_stops_reading_mid_object_times_out(
     outcome = sender.send(entry_for(big))
     elapsed = time.monotonic() - started
     sender.close()
-    assert elapsed < 4.0, outcome
+    assert elapsed < 10.0, outcome  # a hang, not a slow machine, would fail this
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.failure_class is FailureClass.TIMEOUT
     assert "stopped reading" in outcome.reason

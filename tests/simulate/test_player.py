@@ -15,6 +15,7 @@ from gateway.ingest.serial.profiles import load_profile
 from gateway.simulate.faults import parse_injections
 from gateway.simulate.player import DeviceSimulator, emulates_rate
 from gateway.simulate.socat import PtyPair
+from tests.harness import wait_until
 from tests.peers import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,6 +131,8 @@ def test_cli_and_hardware_script_play_onto_a_pty(tmp_path: Path) -> None:
             )
             assert script.returncode == 0, script.stderr
             assert "1 played" in script.stdout
+            # The script has exited; its last bytes may still be on their way through socat.
+            assert wait_until(lambda: bytes(got).count(b"END OF REPORT") == 2, 10), bytes(got)
         finally:
             done.set()
             reader.join(5)

@@ -208,7 +208,7 @@ def test_a_query_deadline_aborts_a_slow_ris(make_ris: MakeRis):
     client = WorklistClient(settings(ris.port, dimse_timeout=30), "EDGE_GW", None)
     with pytest.raises(WorklistUnavailable, match="deadline"):
         client.fetch_scheduled  # noqa: B018 - reads as the API under test
-        client.query(mwl_dataset(), deadline=time.monotonic() + 0.5)
+        client.query(mwl_dataset(), deadline=time.monotonic() + 2.0)  # the RIS sleeps 4 s
 
 
 def test_more_matches_than_the_cap_fail_the_query(make_ris: MakeRis, cache: WorklistCache):

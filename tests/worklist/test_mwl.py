@@ -135,7 +135,7 @@ def test_findscu_gets_the_same_answers_before_and_during_a_ris_outage(
     client = filled(cache, ris)
     log = logging.getLogger("test.mwl")
     caplog.set_level(logging.INFO, logger="test.mwl")
-    scp = serve(scps, MwlService(cache, client, live_timeout=3, logger=log))
+    scp = serve(scps, MwlService(cache, client, live_timeout=10, logger=log))
     before, _ = findscu(scp.port, KEYS, tmp_path / "before")
     assert [r.source for r in caplog.records if r.getMessage() == "mwl query answered"] == ["live"]
     ris.stop()

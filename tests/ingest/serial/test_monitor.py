@@ -19,6 +19,7 @@ from gateway.ingest.serial.reader import SerialReader
 from gateway.simulate.faults import parse_injections
 from gateway.simulate.player import DeviceSimulator
 from gateway.simulate.socat import PtyPair
+from tests.harness import wait_until
 from tests.ingest.serial.test_port import serial_config
 from tests.ingest.serial.test_reader import Sink, quick_astm_profile
 from tests.peers import require_tool
@@ -127,6 +128,8 @@ def test_reader_shows_the_astm_dialogue_with_the_simulator_over_ptys(tmp_path: P
         thread = threading.Thread(target=reader.run, args=(stop,))
         thread.start()
         try:
+            # pyserial's open discards what is already buffered: speak only once it is open.
+            assert wait_until(lambda: port.is_open, 10), "the reader never opened its port"
             with serial.Serial(str(pair.b), timeout=0.1) as line:
                 report = DeviceSimulator(
                     profile, line, injections=parse_injections("bad-checksum:1@1"), retry_wait=0.5

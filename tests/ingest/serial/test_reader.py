@@ -21,6 +21,7 @@ from gateway.ingest.serial.reader import MAX_READ_WAIT, READ_CHUNK, EngineClock,
 from gateway.simulate.faults import parse_injections
 from gateway.simulate.player import DeviceSimulator
 from gateway.simulate.socat import PtyPair
+from tests.harness import wait_until
 from tests.ingest.serial.test_port import FakeOpener, serial_config
 from tests.peers import require_tool
 
@@ -314,6 +315,8 @@ def test_astm_simulator_over_ptys_delivers_every_message_despite_faults(
         thread = threading.Thread(target=reader.run, args=(stop,))
         thread.start()
         try:
+            # pyserial's open discards what is already buffered: speak only once it is open.
+            assert wait_until(lambda: port.is_open, 10), "the reader never opened its port"
             with serial.Serial(str(pair.b), timeout=0.1) as line:
                 report = DeviceSimulator(
                     profile, line, injections=parse_injections(faults), retry_wait=0.5
