@@ -13,7 +13,7 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,31 +56,32 @@ def write_bytes_durably(path: Path, data: bytes, mode: int | None = None) -> Non
     With ``mode`` the file has exactly those permissions from its creation on (the umask neither
     widens nor narrows them), so a private file is never readable by others, not even briefly.
     """
-    tmp = temp_sibling(path)
-    try:
+
+    def fill(tmp: Path) -> None:
         with _create(tmp, mode) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+
+    _replace_through_temp(path, fill)
+
+
+def copy_durably(src: Path, dst: Path) -> None:
+    """Replace ``dst`` with a copy of ``src``; a power cut leaves the old or the whole new file."""
+    _replace_through_temp(dst, lambda tmp: synced_copy(src, tmp))
+
+
+def _replace_through_temp(path: Path, fill: Callable[[Path], None]) -> None:
+    # fill() writes and syncs a fresh sibling; only then is it renamed over path.
+    tmp = temp_sibling(path)
+    try:
+        fill(tmp)
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     fsync_dir(path.parent)
-
-
-def copy_durably(src: Path, dst: Path) -> None:
-    """Replace ``dst`` with a copy of ``src``; a power cut leaves the old or the whole new file."""
-    tmp = temp_sibling(dst)
-    try:
-        synced_copy(src, tmp)
-        tmp.replace(dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(dst.parent)
 
 
 def synced_copy(src: Path, new: Path) -> None:
