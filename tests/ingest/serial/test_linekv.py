@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.clock import SystemClock
-from gateway.config import SerialIngest
 from gateway.ingest.serial.engine import Action, Deliver, Note
 from gateway.ingest.serial.linekv import LineKvEngine
 from gateway.ingest.serial.message import DeviceMessage
-from gateway.ingest.serial.port import SerialPort
 from gateway.ingest.serial.profile import DeviceProfile
-from gateway.ingest.serial.profiles import load_profile, make_engine
-from gateway.ingest.serial.reader import SerialReader
-from gateway.simulate.faults import parse_injections
-from gateway.simulate.player import DeviceSimulator
-from gateway.simulate.socat import PtyPair
-from tests.harness import wait_until
+from gateway.ingest.serial.profiles import load_profile
+from tests.ingest.serial.ptyplay import play_over_ptys
 from tests.peers import require_tool
 
 BUILTIN = load_profile("line-kv")
@@ -278,45 +267,6 @@ def test_random_bytes_never_raise_and_stay_bounded(
 # -- the simulator on one end of a socat pty pair, the port thread and this engine on the other ---
 
 
-def play_over_ptys(
-    tmp_path: Path, prof: DeviceProfile, faults: str, expected: int
-) -> tuple[list[DeviceMessage], dict[str, int]]:
-    """Play the profile's simulator messages into a SerialReader; its messages and counters."""
-    got: list[DeviceMessage] = []
-
-    def sink(message: DeviceMessage) -> bool:
-        got.append(message)
-        return True
-
-    with PtyPair(tmp_path / "gw", tmp_path / "dev") as pair:
-        cfg = SerialIngest(name="dev", port=str(pair.a), profile=prof.name)
-        logger = logging.getLogger("t.serial")
-        reader = SerialReader(
-            source="dev",
-            port=SerialPort(cfg, SystemClock(), logger),
-            engine_factory=lambda: make_engine(prof, "dev", cfg.max_message_bytes),
-            sink=sink,
-            clock=SystemClock(),
-            logger=logger,
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=reader.run, args=(stop,))
-        thread.start()
-        try:
-            # pyserial's open discards what is already buffered: speak only once it is open.
-            assert wait_until(lambda: reader.port.is_open, 10), "the reader never opened its port"
-            with serial.Serial(str(pair.b), timeout=0.1) as line:
-                DeviceSimulator(prof, line, injections=parse_injections(faults)).run()
-            # The last report may end only by silence: wait for it (bounded, not a timing check).
-            give_up = time.monotonic() + 30
-            while len(got) < expected and time.monotonic() < give_up:
-                time.sleep(0.05)
-        finally:
-            stop.set()
-            thread.join(10)
-    return got, reader.stats()
-
-
 @pytest.mark.peers
 def test_simulator_reports_over_ptys_survive_noise_and_silence_mid_report(tmp_path: Path) -> None:
     require_tool("socat")
@@ -325,7 +275,8 @@ def test_simulator_reports_over_ptys_survive_noise_and_silence_mid_report(tmp_pa
         update={"simulator": prof.simulator.model_copy(update={"pause_seconds": 0.1})}
     )
     # Noise before report 1; report 2 stops for 1.5 s halfway, longer than the idle timeout.
-    got, stats = play_over_ptys(tmp_path, prof, "noise:16@1,silence:1.5@2", expected=4)
+    played = play_over_ptys(tmp_path, prof, "noise:16@1,silence:1.5@2", expected=4)
+    got, stats = played.got, played.reader.stats()
     ids = [m.identity.patient_id for m in got]
     assert ids == ["PID-2001", "PID-2002", None, "PID-2003"]
     # Report 1 is whole despite the noise merged into its first line; report 2's halves are

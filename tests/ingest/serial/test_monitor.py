@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
-import threading
 from pathlib import Path
 
 import pytest
-import serial
 
-from gateway.clock import FakeClock, SystemClock
+from gateway.clock import FakeClock
 from gateway.ingest.serial.astm_frames import build_frame
-from gateway.ingest.serial.astm_link import AstmReceiver
 from gateway.ingest.serial.monitor import SerialMonitor
-from gateway.ingest.serial.port import SerialPort
-from gateway.ingest.serial.reader import SerialReader
-from gateway.simulate.faults import parse_injections
-from gateway.simulate.player import DeviceSimulator
-from gateway.simulate.socat import PtyPair
-from tests.harness import wait_until
-from tests.ingest.serial.test_port import serial_config
-from tests.ingest.serial.test_reader import Sink, quick_astm_profile
+from tests.ingest.serial.ptyplay import play_over_ptys
+from tests.ingest.serial.test_reader import quick_astm_profile
 from tests.peers import require_tool
 
 RECORD = b"P|1||PID-SECRET||Doe^Secret\r"
@@ -113,30 +103,8 @@ def test_ring_is_bounded_and_events_after_a_sequence_number() -> None:
 def test_reader_shows_the_astm_dialogue_with_the_simulator_over_ptys(tmp_path: Path) -> None:
     require_tool("socat")
     profile = quick_astm_profile()
-    sink = Sink()
-    with PtyPair(tmp_path / "gw", tmp_path / "dev") as pair:
-        port = SerialPort(serial_config(str(pair.a)), SystemClock(), logging.getLogger("t.port"))
-        reader = SerialReader(
-            source="dev",
-            port=port,
-            engine_factory=lambda: AstmReceiver(profile, "dev", 1 << 20),
-            sink=sink,
-            clock=SystemClock(),
-            logger=logging.getLogger("t.reader"),
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=reader.run, args=(stop,))
-        thread.start()
-        try:
-            # pyserial's open discards what is already buffered: speak only once it is open.
-            assert wait_until(lambda: port.is_open, 10), "the reader never opened its port"
-            with serial.Serial(str(pair.b), timeout=0.1) as line:
-                report = DeviceSimulator(
-                    profile, line, injections=parse_injections("bad-checksum:1@1"), retry_wait=0.5
-                ).run()
-        finally:
-            stop.set()
-            thread.join(10)
+    played = play_over_ptys(tmp_path, profile, "bad-checksum:1@1")
+    report, reader = played.report, played.reader
     assert report.delivered == len(profile.simulator.messages)
     seen = kinds(reader.monitor)
     assert ("in", "ENQ") in seen and ("out", "ACK") in seen and ("in", "EOT") in seen

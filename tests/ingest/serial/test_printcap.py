@@ -14,7 +14,7 @@ from gateway.ingest.serial.message import DeviceMessage
 from gateway.ingest.serial.printcap import PrintCaptureEngine, render, strip_escapes
 from gateway.ingest.serial.profile import DeviceProfile
 from gateway.ingest.serial.profiles import load_profile
-from tests.ingest.serial.test_linekv import play_over_ptys
+from tests.ingest.serial.ptyplay import play_over_ptys
 from tests.peers import require_tool
 
 BUILTIN = load_profile("print-capture")
@@ -283,7 +283,8 @@ def test_simulator_print_jobs_over_ptys_become_one_message_each(tmp_path: Path) 
     require_tool("socat")
     prof = profile(idle_timeout=0.5)
     # Dropped bytes in job 2 (a bad cable): the job is still filed, with what arrived.
-    got, stats = play_over_ptys(tmp_path, prof, "drop:5@2", expected=2)
+    played = play_over_ptys(tmp_path, prof, "drop:5@2", expected=2)
+    got, stats = played.got, played.reader.stats()
     assert [m.identity.patient_id for m in got] == ["PID-3001", "PID-3002"]
     whole = engine()
     expected = delivered(job(whole, prof.simulator.messages[0].encode("cp437")))[0]

@@ -9,19 +9,15 @@ from pathlib import Path
 import pytest
 import serial
 
-from gateway.clock import FakeClock, SystemClock
+from gateway.clock import FakeClock
 from gateway.identity import PatientIdentity
-from gateway.ingest.serial.astm_link import AstmReceiver
 from gateway.ingest.serial.engine import Action, Deliver, Note, Send
 from gateway.ingest.serial.message import DeviceMessage
 from gateway.ingest.serial.port import SerialPort
 from gateway.ingest.serial.profile import AstmProtocol, DeviceProfile
 from gateway.ingest.serial.profiles import load_profile
 from gateway.ingest.serial.reader import MAX_READ_WAIT, READ_CHUNK, EngineClock, SerialReader
-from gateway.simulate.faults import parse_injections
-from gateway.simulate.player import DeviceSimulator
-from gateway.simulate.socat import PtyPair
-from tests.harness import wait_until
+from tests.ingest.serial.ptyplay import play_over_ptys
 from tests.ingest.serial.test_port import FakeOpener, serial_config
 from tests.peers import require_tool
 
@@ -299,34 +295,11 @@ def test_astm_simulator_over_ptys_delivers_every_message_despite_faults(
 ) -> None:
     require_tool("socat")
     profile = quick_astm_profile()
-    sink = Sink()
-    with PtyPair(tmp_path / "gw", tmp_path / "dev") as pair:
-        cfg = serial_config(str(pair.a))
-        port = SerialPort(cfg, SystemClock(), logging.getLogger("t.port"))
-        reader = SerialReader(
-            source="dev",
-            port=port,
-            engine_factory=lambda: AstmReceiver(profile, "dev", 1 << 20),
-            sink=sink,
-            clock=SystemClock(),
-            logger=logging.getLogger("t.reader"),
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=reader.run, args=(stop,))
-        thread.start()
-        try:
-            # pyserial's open discards what is already buffered: speak only once it is open.
-            assert wait_until(lambda: port.is_open, 10), "the reader never opened its port"
-            with serial.Serial(str(pair.b), timeout=0.1) as line:
-                report = DeviceSimulator(
-                    profile, line, injections=parse_injections(faults), retry_wait=0.5
-                ).run()
-        finally:
-            stop.set()
-            thread.join(10)
+    played = play_over_ptys(tmp_path, profile, faults)
+    report, reader = played.report, played.reader
     n = len(profile.simulator.messages)
     assert (report.delivered, report.abandoned) == (n, 0)
-    assert [m.identity.patient_id for m in sink.got] == ["PID-1001", "PID-1002", "PID-1003"][:n]
+    assert [m.identity.patient_id for m in played.got] == ["PID-1001", "PID-1002", "PID-1003"][:n]
     stats = reader.stats()
     if faults:
         assert stats["bad_checksum"] >= 2 and stats["noise"] >= 1
