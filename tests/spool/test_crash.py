@@ -4,66 +4,22 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 from gateway.clock import SystemClock
 from gateway.spool.store import Spool
+from tests.spool.killchild import run_and_kill
 from tests.spool.objects import stage
 
-REPO = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("crash_child.py")
 DESTS = ("pacs", "archive")
 
 
 def _run_and_kill(mode: str, state: Path, seed: int, kill_after: float | None) -> list[str]:
     """Start the child, kill -9 it ``kill_after`` s after it is ready (None: once it says done)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(state), ",".join(DESTS), str(seed)],
-        stdout=subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    ready, done = threading.Event(), threading.Event()
-
-    def drain() -> None:  # keep the pipe empty so the child never blocks on a write
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            if not raw.endswith(b"\n"):
-                break  # cut short by the kill: not a promise
-            line = raw.decode().strip()
-            if line == "ready":
-                ready.set()
-            elif line == "done":
-                done.set()
-            else:
-                lines.append(line)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        assert ready.wait(30), "child did not start"
-        if kill_after is None:
-            assert done.wait(60), "child did not finish"
-        else:
-            time.sleep(kill_after)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        reader.join(10)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    return lines
+    return run_and_kill([str(CHILD), mode, str(state), ",".join(DESTS), str(seed)], kill_after)
 
 
 def _sha(path: Path) -> str:

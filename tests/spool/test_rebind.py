@@ -9,14 +9,10 @@ enqueues held objects and rebinds or discards them in a loop, printing after eac
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 if __name__ == "__main__":  # the crash child runs from the repository root
@@ -31,9 +27,9 @@ from gateway.spool.rebind import DISCARDED, HeldObjects, NotHeldError
 from gateway.spool.recovery import NO_DESTINATION
 from gateway.spool.store import Spool
 from tests.spool.conftest import MakeSpool
+from tests.spool.killchild import run_and_kill
 from tests.spool.objects import EXPLICIT_LE, SECONDARY_CAPTURE, stage
 
-REPO = Path(__file__).resolve().parents[2]
 DESTS = ("pacs", "archive")
 NEW_STUDY = "2.25.777"
 
@@ -233,40 +229,7 @@ def _child(state: Path, seed: int) -> None:
 
 
 def _run_and_kill(state: Path, seed: int, kill_after: float) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, __file__, str(state), str(seed)],
-        stdout=subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            if not raw.endswith(b"\n"):
-                break  # cut short by the kill: not a promise
-            line = raw.decode().strip()
-            if line == "ready":
-                ready.set()
-            else:
-                lines.append(line)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        assert ready.wait(30), "child did not start"
-        time.sleep(kill_after)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        reader.join(10)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    return lines
+    return run_and_kill([__file__, str(state), str(seed)], kill_after)
 
 
 def _sha(path: Path) -> str:
