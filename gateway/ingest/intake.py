@@ -30,7 +30,7 @@ from gateway.ingest.sidecar import Sidecar, read_sidecar, sidecar_candidates
 from gateway.logsetup import event
 from gateway.spool.durable import fsync_dir
 from gateway.spool.entries import EnqueueResult
-from gateway.worklist.binding import Binder
+from gateway.worklist.binding import Binder, Binding
 
 MAX_WATCHED_SIDECARS = 10_000  # sidecars seen still being written; bounds memory
 
@@ -230,21 +230,15 @@ class Intake:
 
         if self._remove_source(path):
             self._settle_sidecars(sidecar, sidecars, obj, result)
-        key = "duplicate" if result.duplicate else "queued"
-        self.counts[key] += 1
-        if obj.held_reason is not None and not result.duplicate:
-            self.counts["held"] += 1
-        event(
+        what = "already queued; source removed" if result.duplicate else "queued"
+        record_queued(
+            self.counts,
             self.log,
-            logging.INFO,
-            "already queued; source removed" if result.duplicate else "queued",
+            what,
+            obj,
+            result,
+            item.binding,
             source=self.source,
-            object_id=result.object_id,
-            kind=obj.kind,
-            sop_instance_uid=obj.sop_instance_uid,
-            held=obj.held_reason or "",
-            bound_to=item.binding.item.key if item.binding.item is not None else "",
-            binding=item.binding.source,
             size=st.st_size,
         )
         return True
@@ -321,3 +315,30 @@ def _changed(sidecars: dict[Path, os.stat_result]) -> bool:
         except FileNotFoundError:
             return True
     return False
+
+
+def record_queued(
+    counts: dict[str, int],
+    log: logging.Logger,
+    what: str,
+    obj: ConvertedObject,
+    result: EnqueueResult,
+    binding: Binding,
+    **fields: object,
+) -> None:
+    """Count an object the spool took (queued, duplicate, held) and log it with its binding."""
+    counts["duplicate" if result.duplicate else "queued"] += 1
+    if obj.held_reason is not None and not result.duplicate:
+        counts["held"] += 1
+    event(
+        log,
+        logging.INFO,
+        what,
+        **fields,
+        object_id=result.object_id,
+        kind=obj.kind,
+        sop_instance_uid=obj.sop_instance_uid,
+        held=obj.held_reason or "",
+        bound_to=binding.item.key if binding.item is not None else "",
+        binding=binding.source,
+    )

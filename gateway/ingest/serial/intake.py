@@ -18,7 +18,7 @@ from typing import Protocol
 
 from gateway.clock import Clock
 from gateway.convert.result import ConversionError, ConvertedObject
-from gateway.ingest.intake import QuarantineLike, SpoolLike
+from gateway.ingest.intake import QuarantineLike, SpoolLike, record_queued
 from gateway.ingest.serial.message import DeviceMessage
 from gateway.logsetup import event
 from gateway.worklist.binding import Binder, Binding
@@ -104,22 +104,16 @@ class SerialIntake:
                     error=type(exc).__name__,
                 )
                 return self._refuse()
-            key = "duplicate" if result.duplicate else "queued"
-            self.counts[key] += 1
-            if obj.held_reason is not None and not result.duplicate:
-                self.counts["held"] += 1
-            event(
+            what = "already queued" if result.duplicate else "queued"
+            record_queued(
+                self.counts,
                 self.log,
-                logging.INFO,
-                "already queued" if result.duplicate else "queued",
+                what,
+                obj,
+                result,
+                binding,
                 source=self.source,
                 sequence=message.sequence,
-                object_id=result.object_id,
-                kind=obj.kind,
-                sop_instance_uid=obj.sop_instance_uid,
-                held=obj.held_reason or "",
-                bound_to=binding.item.key if binding.item is not None else "",
-                binding=binding.source,
             )
         return True
 
