@@ -30,7 +30,7 @@ from gateway.ingest.sidecar import Sidecar, read_sidecar, sidecar_candidates
 from gateway.logsetup import event
 from gateway.spool.durable import fsync_dir
 from gateway.spool.entries import EnqueueResult
-from gateway.worklist.binding import Binder, Binding
+from gateway.worklist.binding import Binder, Binding, loggable_reason
 
 MAX_WATCHED_SIDECARS = 10_000  # sidecars seen still being written; bounds memory
 
@@ -338,7 +338,7 @@ def record_queued(
         object_id=result.object_id,
         kind=obj.kind,
         sop_instance_uid=obj.sop_instance_uid,
-        held=obj.held_reason or "",
+        held=loggable_reason(obj.held_reason),  # the summary: the queue's reason may name IDs
         bound_to=binding.item.key if binding.item is not None else "",
         binding=binding.source,
     )

@@ -42,6 +42,7 @@ from gateway.ingest.intake import QuarantineLike, SpoolLike
 from gateway.listener.rxfiles import ReceiveFiles
 from gateway.listener.services import ListenerService
 from gateway.logsetup import event
+from gateway.worklist.binding import loggable_reason
 
 KIND = "dicom-store"
 SUCCESS, OUT_OF_RESOURCES, DATASET_MISMATCH, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
@@ -191,7 +192,7 @@ class StoreReceiver:
             object_id=result.object_id,
             sop_instance_uid=obj.sop_instance_uid,
             calling_ae=calling,
-            held=obj.held_reason or "",
+            held=loggable_reason(obj.held_reason),  # the summary: the queue's may name IDs
         )
         return _status(SUCCESS)
 

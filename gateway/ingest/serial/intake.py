@@ -23,6 +23,8 @@ from gateway.ingest.serial.message import DeviceMessage
 from gateway.logsetup import event
 from gateway.worklist.binding import Binder, Binding
 
+CARRIER = "device message"  # how held reasons name where the message's identity came from
+
 
 class SerialConverterLike(Protocol):
     """What intake needs of gateway.convert.serialconv.SerialConverter."""
@@ -60,7 +62,7 @@ class SerialIntake:
         """Queue every object of ``message``; see the module docstring for what True means."""
         if not self._room_for(len(message.raw)):
             return self._refuse()
-        binding = self.binder.bind(message.identity, None)
+        binding = self.binder.bind(message.identity, None, carrier=CARRIER)
         try:
             objects = self.converter.convert(message, binding, self.spool.staging_path)
         except ConversionError as exc:
