@@ -12,6 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from gateway.forward.contexts import Route
+from gateway.forward.payload import PayloadError, load_converted
 from gateway.forward.transcode import TranscodeError, swap_unit, to_little_endian
 from tests.peers import require_tool
 
@@ -124,3 +126,13 @@ def test_only_big_endian_is_converted(tmp_path: Path) -> None:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     with pytest.raises(TranscodeError, match="not Explicit VR Big Endian"):
         to_little_endian(ds)
+
+
+def test_big_endian_conversion_keeps_the_in_memory_bound(tmp_path: Path) -> None:
+    source = _write_big_endian(_big_endian_mr(), tmp_path / "be.dcm")
+    limit = source.stat().st_size - 1
+    with pytest.raises(PayloadError, match=f"too large to re-encode in memory \\(limit {limit}\\)"):
+        load_converted(source, Route.TO_LITTLE_ENDIAN, max_bytes=limit)
+    assert load_converted(source, Route.TO_LITTLE_ENDIAN).file_meta.TransferSyntaxUID == (
+        ExplicitVRLittleEndian
+    )
