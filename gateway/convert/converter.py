@@ -172,7 +172,9 @@ class Converter:
         identity = item.identity
         step = item.binding.item
         if step is None:
-            assignment = self.grouper.assign(item.source, identity, item.mtime, sha256)
+            assignment = self.grouper.assign(
+                item.source, identity, item.mtime, sha256, modality=modality
+            )
             binding_parts: tuple[str, ...] = (
                 identity.patient_id or "",
                 identity.patient_name or "",
@@ -184,6 +186,7 @@ class Converter:
                 identity,
                 item.mtime,
                 sha256,
+                modality=modality,
                 order_key=step.key,
                 study_instance_uid=step.study_instance_uid or None,
             )
