@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
 
 
@@ -135,3 +137,13 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     errors = [line for line in lines if line.startswith("Error")]
     warnings = [line for line in lines if line.startswith("Warning")]
     return errors, warnings
+
+
+def dcmdjpeg_pixels(path: Path, workdir: Path) -> np.ndarray:
+    """The pixels of a JPEG-compressed DICOM file as DCMTK's dcmdjpeg decodes them (to RGB)."""
+    binary = require_tool("dcmdjpeg")
+    out = workdir / f"{path.stem}.dcmdjpeg.dcm"
+    subprocess.run(
+        [binary, "+cp", str(path), str(out)], capture_output=True, timeout=60, check=True
+    )
+    return np.asarray(pydicom.dcmread(out).pixel_array)
