@@ -120,11 +120,19 @@ class Reconciler:
         header = pydicom.dcmread(info.payload, stop_before_pixels=True, defer_size=4096)
         attributes = {k: str(header.get(k, "")) for k in SHOWN_ATTRIBUTES if k in header}
         found: dict[str, WorklistItem] = {}
-        for criteria in (
+        criteria: list[dict[str, str | None]] = [
             {"accession_number": attributes.get("AccessionNumber")},
             {"patient_id": attributes.get("PatientID")},
-        ):
-            for item in self._cache.find(**criteria):
+        ]
+        # The valid values of an identity the file name half-gave: candidates the operator
+        # may pick, never a binding (docs/reconciliation.md).
+        for source in info.sources:
+            criteria.append({"accession_number": source.hint_accession_number})
+            criteria.append({"patient_id": source.hint_patient_id})
+        for wanted in criteria:
+            if not any(wanted.values()):
+                continue
+            for item in self._cache.find(**wanted):
                 found.setdefault(item.key, item)
         return HeldView(info, attributes, tuple(found.values()))
 
