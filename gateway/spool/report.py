@@ -52,8 +52,24 @@ def list_deliveries(
     state: DeliveryState | None,
     destination: str | None,
     limit: int,
+    offset: int = 0,
 ) -> list[DeliveryInfo]:
-    """Deliveries in queue order, optionally of one state and/or destination."""
+    """Deliveries in queue order, optionally of one state and/or destination; one page."""
+    where, args = _delivery_filter(state, destination)
+    sql = "SELECT " + _DELIVERY_COLUMNS + where + " ORDER BY d.object_id, d.id LIMIT ? OFFSET ?"
+    return [_delivery(r) for r in conn.execute(sql, [*args, max(0, limit), max(0, offset)])]
+
+
+def count_deliveries(
+    conn: sqlite3.Connection, state: DeliveryState | None, destination: str | None
+) -> int:
+    """How many deliveries list_deliveries would give without a limit."""
+    where, args = _delivery_filter(state, destination)
+    sql = "SELECT COUNT(*)" + _DELIVERY_FROM + where
+    return int(conn.execute(sql, args).fetchone()[0])
+
+
+def _delivery_filter(state: DeliveryState | None, destination: str | None) -> tuple[str, list[Any]]:
     where: list[str] = []
     args: list[Any] = []
     if state is not None:
@@ -62,12 +78,7 @@ def list_deliveries(
     if destination is not None:
         where.append("d.destination = ?")
         args.append(destination)
-    sql = "SELECT " + _DELIVERY_COLUMNS
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY d.object_id, d.id LIMIT ?"
-    args.append(max(0, limit))
-    return [_delivery(r) for r in conn.execute(sql, args)]
+    return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 def show(conn: sqlite3.Connection, object_id: int, objects_dir: Path) -> ObjectInfo | None:

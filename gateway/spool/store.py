@@ -455,10 +455,19 @@ class Spool:
         state: DeliveryState | None = None,
         destination: str | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[DeliveryInfo]:
-        """Deliveries in queue order, filtered by state and/or destination."""
+        """Deliveries in queue order, filtered by state and/or destination; ``limit`` from
+        ``offset`` (count_deliveries says how many there are in all)."""
         with self._db() as conn:
-            return report.list_deliveries(conn, state, destination, limit)
+            return report.list_deliveries(conn, state, destination, limit, offset)
+
+    def count_deliveries(
+        self, state: DeliveryState | None = None, destination: str | None = None
+    ) -> int:
+        """How many deliveries list_deliveries has with these filters, without a limit."""
+        with self._db() as conn:
+            return report.count_deliveries(conn, state, destination)
 
     def show(self, object_id: int) -> ObjectInfo | None:
         """One object with all its deliveries (attempts, last error, class, status), or None."""

@@ -109,9 +109,13 @@ class Reconciler:
         self._clock = clock
         self._keep_original = keep_original
 
-    def list_held(self, limit: int = 100) -> list[ObjectInfo]:
-        """Held objects, oldest first, each with its hold reason."""
-        return self._held.list_held(limit)
+    def list_held(self, limit: int = 100, offset: int = 0) -> list[ObjectInfo]:
+        """Held objects, oldest first, each with its hold reason: ``limit`` from ``offset``."""
+        return self._held.list_held(limit, offset)
+
+    def count_held(self) -> int:
+        """How many held objects there are in all (list_held pages through them)."""
+        return self._held.count_held()
 
     def show(self, object_id: int) -> HeldView:
         """One held object with its header's patient/study values and candidate items."""

@@ -395,6 +395,19 @@ def held_cli(
     yield run
 
 
+def test_cli_held_list_says_how_many_are_left_out_and_pages_with_offset(
+    env: Env, held_cli: HeldCli
+) -> None:
+    ids = [env.held_object("png", f"p{i}") for i in range(3)]
+    code, out, _ = held_cli("list", "--limit", "2")
+    assert code == 0
+    assert out.splitlines()[-1] == "showing 1-2 of 3; next: --offset 2"
+    assert "from export: p0.png, arrived " in out
+    code, out, err = held_cli("list", "--limit", "2", "--offset", "2", "--json")
+    assert [r["object_id"] for r in json.loads(out)] == ids[2:]
+    assert err.strip() == "showing 3-3 of 3"
+
+
 def test_cli_lists_binds_shows_and_discards(env: Env, held_cli: HeldCli) -> None:
     run = held_cli
     first, second = env.held_object("png", "a"), env.held_object("pdf", "b")
