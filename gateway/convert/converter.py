@@ -40,9 +40,12 @@ class Converter:
 
     A created object carries its binding (``item.binding``): the worklist step's patient, study
     and order, or the identity, and the binding's held reason. Its SOP Instance UID is derived
-    from the source bytes, the ingest source and the binding (the step's key, or the identity),
-    so converting the same drop again (a resend after a crash) yields the same instance, while
-    the same bytes bound to another step or patient never share a UID. DICOM files are
+    from the source bytes, the ingest source, the file's name in it and the binding (the step's
+    key, or the identity), so converting the same drop again (a resend after a crash) yields the
+    same instance, while two files never share a UID, even with the same bytes and an identity
+    the file names could not give (issue 10 A2: the second would have been dropped as a
+    duplicate of the first, another patient's), and the same bytes bound to another step or
+    patient never do either. DICOM files are
     forwarded as they came: their own attributes stand and the binding is not applied.
     """
 
@@ -191,7 +194,9 @@ class Converter:
                 study_instance_uid=step.study_instance_uid or None,
             )
             binding_parts = ("worklist-step", step.key)
-        sop_instance_uid = self.uids.derive("sop", sha256, item.source, *binding_parts)
+        sop_instance_uid = self.uids.derive(
+            "sop", sha256, item.source, *binding_parts, "file", item.file_name
+        )
         return ObjectIds(str(sop_class_uid), sop_instance_uid, assignment, sha256)
 
     def _read_limited(self, path: Path) -> bytes:

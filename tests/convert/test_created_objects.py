@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -83,6 +85,20 @@ def test_same_bytes_for_another_patient_get_another_instance(
     second = converter.convert(make_item(png, identity=other), out_dir / "two.dcm")
     assert first.sop_instance_uid != second.sop_instance_uid
     assert first.study_instance_uid != second.study_instance_uid
+
+
+def test_same_bytes_from_another_file_get_another_instance_even_with_no_identity(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    unknown = PatientIdentity()
+    first = converter.convert(make_item(png, identity=unknown), out_dir / "one.dcm")
+    copy = png.with_name(os.fsdecode(b"copy \xfc.png"))  # a name that is not UTF-8, too
+    shutil.copyfile(png, copy)
+    second = converter.convert(make_item(copy, identity=unknown), out_dir / "two.dcm")
+    again = converter.convert(make_item(copy, identity=unknown), out_dir / "three.dcm")
+    assert first.source_sha256 == second.source_sha256
+    assert first.sop_instance_uid != second.sop_instance_uid  # issue 10 A2: never one object
+    assert again.sop_instance_uid == second.sop_instance_uid  # the same file: the same instance
 
 
 def test_files_of_one_visit_share_the_study_and_a_series_per_modality(

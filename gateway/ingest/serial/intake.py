@@ -21,6 +21,7 @@ from gateway.convert.result import ConversionError, ConvertedObject
 from gateway.ingest.intake import QuarantineLike, SpoolLike, record_queued
 from gateway.ingest.serial.message import DeviceMessage
 from gateway.logsetup import event
+from gateway.spool.entries import ObjectSource, SourceChannel
 from gateway.worklist.binding import Binder, Binding
 
 CARRIER = "device message"  # how held reasons name where the message's identity came from
@@ -47,8 +48,11 @@ class SerialIntake:
         binder: Binder,
         clock: Clock,
         logger: logging.Logger,
+        port: str | None = None,
     ) -> None:
+        """``port`` is the line's device path or pyserial URL, recorded as objects' source."""
         self.source = source
+        self.port = port
         self.converter = converter
         self.spool = spool
         self.quarantine = quarantine
@@ -95,8 +99,16 @@ class SerialIntake:
         if not self._room_for(total):
             return self._refuse()
         for obj in objects:
+            origin = ObjectSource(
+                channel=SourceChannel.SERIAL,
+                source=self.source,
+                sha256=obj.source_sha256,
+                arrived_at=message.received_at,
+                size=len(message.raw),
+                port=self.port,
+            )
             try:
-                result = self.spool.enqueue(obj, self.source)
+                result = self.spool.enqueue(obj, self.source, origin)
             except Exception as exc:  # noqa: BLE001 - not queued: refuse, the device resends
                 event(
                     self.log,

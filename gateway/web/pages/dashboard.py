@@ -29,7 +29,6 @@ from gateway.web.views import (
 )
 
 NAV = (NavLink("/", "Dashboard"),)
-HELD_COUNT_CAP = 500  # beyond it the dashboard says "500+": listing more costs the Pi too much
 
 
 @dataclass(frozen=True)
@@ -100,13 +99,14 @@ def update_line(services: WebServices) -> str:
 def dashboard_view(services: WebServices) -> DashboardView:
     """The dashboard as of now, read from the running parts."""
     now = services.clock.now()
-    held = len(services.reconciler.list_held(HELD_COUNT_CAP + 1))
+    # Counted, not listed: the exact number costs one COUNT, however many are held.
+    held = services.reconciler.count_held()
     return DashboardView(
         sources=source_views(services, now),
         destinations=tuple(
             destination_view(stats, now) for stats in services.spool.stats().values()
         ),
-        held=f"{HELD_COUNT_CAP}+" if held > HELD_COUNT_CAP else str(held),
+        held=str(held),
         worklist=worklist_freshness(services, now),
         disk=disk_view(services),
         version=services.version,
