@@ -113,6 +113,7 @@ class StoreSender:
                 f"the PACS accepts {_name(sop)} in none of the transfer syntaxes we can send "
                 f"(proposed: {', '.join(offered)}; object is {_name(syntax)})",
                 FailureClass.NO_PRESENTATION_CONTEXT,
+                accepted_sop_classes=frozenset(s for s, _ in link.accepted),
             )
         if route is Route.AS_STORED:
             result = link.store(entry.path)
@@ -170,6 +171,15 @@ class StoreSender:
                 extra={"destination": self._destination.name, "idle_seconds": round(idle, 1)},
             )
             self.close()
+
+    def interrupt(self) -> None:
+        """From another thread, when the lane must stop now: A-ABORT the association in use.
+
+        The lane's thread, if it is waiting in a C-STORE, then gets an ASSOCIATION_ABORTED retry.
+        """
+        link = self._link  # one read: the lane's thread may replace it meanwhile
+        if link is not None:
+            link.interrupt()
 
     def close(self) -> None:
         """Graceful A-RELEASE if associated."""

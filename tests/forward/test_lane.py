@@ -24,7 +24,7 @@ from tests.peers import StoreSCP, free_port
 DELIVERED = SendOutcome(OutcomeKind.DELIVERED, "", None, 0)
 REFUSED_CONN = SendOutcome(OutcomeKind.RETRY, "connection refused", FailureClass.CONNECTION_REFUSED)
 BUSY = SendOutcome(OutcomeKind.RETRY, "processing failure", FailureClass.DIMSE_FAILURE, 0x0110)
-FULL = SendOutcome(OutcomeKind.REFUSED, "out of resources", FailureClass.DIMSE_FAILURE, 0xA700)
+BAD = SendOutcome(OutcomeKind.REFUSED, "cannot understand", FailureClass.DIMSE_FAILURE, 0xC000)
 
 
 def _entries(n: int) -> list[SpoolEntry]:
@@ -85,7 +85,7 @@ def test_object_failures_do_not_hold_back_the_others() -> None:
     clock, stop = FakeClock(), threading.Event()
     start = clock.now()
     queue = FakeQueue(clock, _entries(3), stop)
-    script = {1: BUSY, 2: FULL}
+    script = {1: BUSY, 2: BAD}
 
     def answer(entry: SpoolEntry, n: int) -> SendOutcome:
         return script.get(entry.delivery_id, DELIVERED) if n <= 3 else DELIVERED
@@ -100,7 +100,7 @@ def test_object_failures_do_not_hold_back_the_others() -> None:
     ]
     assert sender.calls[3][0] == 1
     assert sender.calls[3][1] == pytest.approx(start + 5.0, abs=0.02)
-    assert queue.records[2].failure == ("dimse_failure", "out of resources", 0xA700)
+    assert queue.records[2].failure == ("dimse_failure", "cannot understand", 0xC000)
     assert queue.states() == {1: "sent", 2: "failed", 3: "sent"}
 
 
