@@ -312,6 +312,7 @@ class Gateway:
             selection=self.room_selection,
             watchers={f.name: w for f, w in zip(cfg.ingest.folder, self.watchers, strict=True)},
             serial_readers={r.source: r for r in self.serial_readers},
+            lanes={lane.destination: lane for lane in self.lanes},
             listener=self.listener,
             request_restart=self._deferred_restart() if self.request_restart else None,
         )

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from gateway.forward.outcome import FailureClass, SendOutcome
 
@@ -97,6 +98,13 @@ class LaneStatus:
     since: float | None = None  # wall time the outage began
     attempts: int = 0  # failed attempts of the outage
     next_attempt_at: float | None = None  # wall time of the next attempt (the probe, if paused)
+
+
+class StatusSource(Protocol):
+    """What shows a destination's condition (a DeliveryLane)."""
+
+    @property
+    def status(self) -> LaneStatus: ...
 
 
 def describe(status: LaneStatus, now: float) -> str:

@@ -118,6 +118,11 @@ class DeliveryLane:
         self._status = LaneStatus(destination.name, Condition.OK)
 
     @property
+    def destination(self) -> str:
+        """The name of the destination this lane delivers to."""
+        return self._destination.name
+
+    @property
     def down_since(self) -> float | None:
         """Wall time of the first failure of the current outage; None while the PACS answers."""
         return self._down_since

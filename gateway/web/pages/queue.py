@@ -130,7 +130,7 @@ def queue_view(services: WebServices) -> QueueView:
             rows = spool.list_deliveries(DeliveryState.FAILED, stats.destination, FAILURES_LISTED)
         out.append(
             DestinationQueue(
-                summary=destination_view(stats, now),
+                summary=destination_view(stats, now, services.lane_status(stats.destination)),
                 failures=tuple(delivery_row(d, now) for d in rows),
                 more_failures=failed > len(rows),
             )
