@@ -11,7 +11,8 @@ takes the others, an unreadable file) concerns only that object; the lane moves 
 
 Logging, per destination: the start of an outage (or a change of its kind) at ERROR, repeats at
 DEBUG with a reminder at INFO on ``ReminderSchedule`` (1, 3, 7, 15, 30 min in, then every
-15 min), the recovery at INFO with the outage's length.
+15 min), the recovery at INFO with the outage's length. An object's first retry is a WARNING;
+its repeats are DEBUG, with one at INFO on a second schedule of the same rate per destination.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class DeliveryLane:
         self._condition = Condition.OK
         self._accepted_before: set[str] = set()
         self._reminder = ReminderSchedule()
+        # Repeated retries of objects (the destination answers, an object keeps failing): the
+        # same bounded rate at INFO, per destination, from the lane's first such repeat.
+        self._retry_reminder = ReminderSchedule()
+        self._retry_reminder_started = False
         self._interrupted = threading.Event()
         self._status = LaneStatus(destination.name, Condition.OK)
 
@@ -232,24 +237,33 @@ class DeliveryLane:
             )
             return
         delay = self._backoff.delay(entry.attempts + 1)
+        now = self._clock.now()
         self._queue.mark_retry(
             entry.delivery_id,
             failure_class,
             outcome.reason,
-            self._clock.now() + delay,
+            now + delay,
             outcome.status,
         )
         event(
             self._log,
-            logging.WARNING if entry.attempts == 0 else logging.DEBUG,
+            logging.WARNING if entry.attempts == 0 else self._repeat_level(now),
             "delivery_deferred",
             destination=self._destination.name,
             delivery_id=entry.delivery_id,
             failure_class=failure_class,
             status=_status_field(outcome),
             reason=outcome.reason,
+            attempts=entry.attempts + 1,
             retry_in_seconds=round(delay, 1),
         )
+
+    def _repeat_level(self, now: float) -> int:
+        """INFO for a repeated object retry when the reminder schedule says so, else DEBUG."""
+        if not self._retry_reminder_started:
+            self._retry_reminder_started = True
+            self._retry_reminder.start(now)
+        return logging.INFO if self._retry_reminder.due(now) else logging.DEBUG
 
     def _put_back(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
         """The stop aborted this send: pending again, due now, no outage declared."""

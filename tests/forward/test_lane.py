@@ -367,3 +367,23 @@ def test_an_interrupted_send_goes_back_to_pending_without_an_outage(
     assert not _records(caplog, "destination_unreachable", logging.ERROR)
     assert _records(caplog, "delivery_interrupted", logging.INFO)
     assert lane.status.condition == "ok"
+
+
+def test_an_object_that_keeps_failing_is_reminded_at_info_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 10 B14, for one object's own retries (0x0110 for hours while the PACS answers).
+    caplog.set_level(logging.INFO, logger="test.lane")
+    clock, stop = FakeClock(), threading.Event()
+    hours = 6
+    busy_until = clock.now() + hours * 3600.0
+    queue = FakeQueue(clock, _entries(1), stop)
+    sender = FakeSender(clock, lambda e, n: BUSY if clock.now() < busy_until else DELIVERED)
+    _lane(queue, sender, clock).run(stop)
+
+    assert len(_records(caplog, "delivery_deferred", logging.WARNING)) == 1  # the first
+    reminders = _records(caplog, "delivery_deferred", logging.INFO)
+    assert hours <= len(reminders) <= hours * 4 + 4
+    attempts = [vars(r)["attempts"] for r in reminders]
+    assert attempts == sorted(attempts) and attempts[0] > 1
+    assert queue.states() == {1: "sent"}
