@@ -40,6 +40,7 @@ from gateway.convert.serialconv import SerialConverter
 from gateway.convert.settings import ConvertSettings
 from gateway.convert.uids import UidFactory
 from gateway.forward.backoff import Backoff
+from gateway.forward.condition import Condition, LaneStatus
 from gateway.forward.lane import DeliveryLane
 from gateway.forward.sender import StoreSender
 from gateway.forward.tlsctx import client_context, server_context
@@ -66,6 +67,7 @@ from gateway.web.panel import WebPanel
 from gateway.web.server import ServerStartError
 from gateway.web.services import WebServices
 from gateway.web.tlscert import CertificateError
+from gateway.web.views import duration
 from gateway.worklist.binding import Binder
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.client import MODALITY_WORKLIST_FIND, WorklistClient
@@ -105,6 +107,7 @@ class Gateway:
     local_api: LocalApiServer | None = field(init=False, default=None)
     web_panel: WebPanel | None = field(init=False, default=None)
     serial_readers: list[SerialReader] = field(init=False, default_factory=list)
+    lanes: list[DeliveryLane] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -140,7 +143,9 @@ class Gateway:
                 self.clock,
                 logging.getLogger(f"gateway.lane.{dest.name}"),
             )
-            self.supervisor.add_thread(f"lane:{dest.name}", lane.run)
+            self.lanes.append(lane)
+            # At the stop deadline a lane stuck in a C-STORE aborts its association.
+            self.supervisor.add_thread(f"lane:{dest.name}", lane.run, lane.interrupt)
 
         if self.refresher is not None:
             self.supervisor.add_thread("worklist", self.refresher.run)
@@ -309,6 +314,7 @@ class Gateway:
             selection=self.room_selection,
             watchers={f.name: w for f, w in zip(cfg.ingest.folder, self.watchers, strict=True)},
             serial_readers={r.source: r for r in self.serial_readers},
+            lanes={lane.destination: lane for lane in self.lanes},
             listener=self.listener,
             request_restart=self._deferred_restart() if self.request_restart else None,
         )
@@ -371,6 +377,7 @@ class Gateway:
             parts.append(f"{name}: {pending} queued, {failed} failed")
         if held:
             parts.append(f"{held} held")
+        parts += destination_conditions([lane.status for lane in self.lanes], self.clock.now())
         down = [r.source for r in self.serial_readers if not r.port.is_open]
         if down:
             parts.append(f"serial port down: {', '.join(down)}")
@@ -413,6 +420,20 @@ class Gateway:
         self.supervisor.stop_all()
         event(log, logging.INFO, "gateway stopped")
         return code
+
+
+def destination_conditions(statuses: list[LaneStatus], now: float) -> list[str]:
+    """STATUS= parts for destinations not delivering: ``pacs paused: <reason>``, and so on."""
+    parts = []
+    for status in statuses:
+        if status.condition is Condition.OK:
+            continue
+        since = "" if status.since is None else f" for {duration(now - status.since)}"
+        text = f"{status.destination} {status.condition.replace('_', ' ')}{since}"
+        if status.condition is Condition.PAUSED:
+            text += f": {status.reason}"
+        parts.append(text)
+    return parts
 
 
 def _worklist_status(refresher: WorklistRefresher, now: float) -> str:

@@ -4,6 +4,11 @@ A service is a named pair of start/stop callables, or a long-running function gi
 that the supervisor runs in its own thread. A thread that dies unexpectedly is restarted within a
 budget (5 restarts in 60 s, as Frigate's watchdog does); past it the supervisor gives up, which
 ends the daemon with a non-zero status so systemd restarts it with a clean slate.
+
+A thread that has not returned by the stop deadline (a C-STORE to a PACS that stopped reading)
+is interrupted: the ``interrupt`` given with it runs in the stopping thread and must make the body
+return soon (a lane aborts its association). The process must exit even so: every service thread
+is a daemon, and whatever the body leaves unfinished is recovered at the next start.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from gateway.logsetup import event
 log = logging.getLogger("gateway.supervisor")
 
 ThreadBody = Callable[[threading.Event], None]
+INTERRUPT_GRACE_SECONDS = 2.0  # after an interrupt, for the body to record what it was doing
 
 
 class RestartBudgetExceededError(Exception):
@@ -37,6 +43,7 @@ class _Service:
 class _Worker:
     name: str
     body: ThreadBody
+    interrupt: Callable[[], None] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     failures: deque[float] = field(default_factory=lambda: deque(maxlen=16))
@@ -53,11 +60,13 @@ class Supervisor:
         restart_limit: int = 5,
         restart_window: float = 60.0,
         stop_timeout: float = 8.0,
+        interrupt_grace: float = INTERRUPT_GRACE_SECONDS,
     ) -> None:
         self._clock = clock
         self._restart_limit = restart_limit
         self._restart_window = restart_window
         self._stop_timeout = stop_timeout
+        self._interrupt_grace = interrupt_grace
         self._steps: list[_Service | _Worker] = []
         self._started: list[_Service | _Worker] = []
         self._lock = threading.Lock()
@@ -66,9 +75,15 @@ class Supervisor:
         """A service with its own start and stop (opening a database, an observer...)."""
         self._steps.append(_Service(name, start, stop))
 
-    def add_thread(self, name: str, body: ThreadBody) -> None:
-        """A long-running body(stop_event) run in a thread the supervisor owns and joins."""
-        self._steps.append(_Worker(name, body))
+    def add_thread(
+        self, name: str, body: ThreadBody, interrupt: Callable[[], None] | None = None
+    ) -> None:
+        """A long-running body(stop_event) run in a thread the supervisor owns and joins.
+
+        ``interrupt`` (from the stopping thread, once, if the body outlives the stop deadline)
+        must make the body return: abort what it is blocked in.
+        """
+        self._steps.append(_Worker(name, body, interrupt))
 
     @property
     def names(self) -> list[str]:
@@ -127,7 +142,8 @@ class Supervisor:
         """Stop every started service in reverse order; never raises.
 
         Neighbouring threads are signalled together and joined against one deadline, so that
-        several lanes each finishing an in-flight send do not add up their waits.
+        several lanes each finishing an in-flight send do not add up their waits. Those still
+        running then are interrupted and given a short grace, again together.
         """
         with self._lock:
             steps = list(reversed(self._started))
@@ -149,10 +165,25 @@ class Supervisor:
                 worker.stop_event.set()
                 group.append(worker)
                 i += 1
-            deadline = self._clock.monotonic() + self._stop_timeout
-            for worker in group:
-                if worker.thread is None:
-                    continue
+            late = self._join(group, self._stop_timeout)
+            for worker in late:
+                self._interrupt(worker)
+            for worker in self._join(late, self._interrupt_grace):
+                event(log, logging.ERROR, "service did not stop in time", service=worker.name)
+
+    def _join(self, workers: list[_Worker], timeout: float) -> list[_Worker]:
+        """Join ``workers`` against one deadline; those still running."""
+        deadline = self._clock.monotonic() + timeout
+        for worker in workers:
+            if worker.thread is not None:
                 worker.thread.join(max(0.0, deadline - self._clock.monotonic()))
-                if worker.thread.is_alive():
-                    event(log, logging.ERROR, "service did not stop in time", service=worker.name)
+        return [w for w in workers if w.thread is not None and w.thread.is_alive()]
+
+    def _interrupt(self, worker: _Worker) -> None:
+        if worker.interrupt is None:
+            return
+        event(log, logging.WARNING, "service interrupted at the stop deadline", service=worker.name)
+        try:
+            worker.interrupt()
+        except Exception:
+            log.exception("service failed to interrupt", extra={"service": worker.name})

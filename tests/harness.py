@@ -116,12 +116,13 @@ class GatewayProcess:
             self.wait_for_message("READY=1", timeout)
         return self
 
-    def wait_for_message(self, prefix: str, timeout: float = 30.0) -> str:
-        """Block until a notify message starting with ``prefix`` arrives."""
+    def wait_for_message(self, prefix: str, timeout: float = 30.0, contains: str = "") -> str:
+        """Block until a notify message starting with ``prefix`` (and holding ``contains``)
+        arrives."""
         assert self.notify is not None
         deadline = time.monotonic() + timeout
         for message in self.messages:
-            if message.startswith(prefix):
+            if message.startswith(prefix) and contains in message:
                 return message
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -132,7 +133,7 @@ class GatewayProcess:
             except TimeoutError:
                 continue
             self.messages.append(message)
-            if message.startswith(prefix):
+            if message.startswith(prefix) and contains in message:
                 return message
         raise TimeoutError(f"no {prefix} within {timeout}s:\n{self.log()}")
 

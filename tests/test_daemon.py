@@ -229,4 +229,38 @@ def test_dual_personality_dicom_tiff_files_pass_through_to_a_little_endian_only_
     assert len(reasons) == 1, reasons
     assert "(7FE0,0010) declares 8192 bytes, beyond the end of the file" in reasons[0]
     assert "TIFF" not in reasons[0]
+
+
+SLOW_STORE_SECONDS = 15  # storescp sleeps this long per progress step of a C-STORE (3 for one PDU)
+STOP_BOUND_SECONDS = 25  # the stop deadline (8 s) and the interrupt's grace, with room for load
+
+
+def test_sigterm_during_a_slow_c_store_aborts_it_exits_and_delivers_after_restart(
+    tmp_path: Path, storescp_factory: type[StoreSCP], gateways: list[GatewayProcess]
+) -> None:
+    # Issue 10 B13: the process stayed alive until the PACS answered (pynetdicom's DUL thread).
+    port = free_port()
+    slow = storescp_factory(
+        tmp_path / "slow", port=port, extra_args=["-v", "--sleep-during", str(SLOW_STORE_SECONDS)]
+    ).start()
+    config = write_config(tmp_path, port)
+    gw = GatewayProcess(config).start()
+    gateways.append(gw)
+    drop(tmp_path / "drop", "T1_TERM^TEST_1.png", png_bytes(1))
+    assert wait_until(lambda: "Received Store Request" in slow.log(), 30), gw.log()[-3000:]
+
+    started = time.monotonic()
+    assert gw.terminate(timeout=STOP_BOUND_SECONDS) == 0  # raises TimeoutExpired if it hangs
+    assert time.monotonic() - started < STOP_BOUND_SECONDS
+    log = gw.log()
+    assert "delivery_interrupted" in log and "service did not stop in time" not in log, log
+    # storescp notices once it wakes: the association ended without a release.
+    assert wait_until(lambda: "abort" in slow.log().lower(), 4 * SLOW_STORE_SECONDS), slow.log()
+    assert "Association Release" not in slow.log()
+    slow.stop()
+
+    pacs = storescp_factory(tmp_path / "pacs", port=port).start()
+    gw = GatewayProcess(config).start()
+    gateways.append(gw)
+    assert wait_until(lambda: len(received_uids(pacs)) == 1, 30), gw.log()[-3000:]
     assert gw.terminate() == 0

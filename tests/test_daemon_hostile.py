@@ -42,7 +42,10 @@ SECONDARY_CAPTURE = (
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
     MultiFrameTrueColorSecondaryCaptureImageStorage,
 )
-OUT_OF_RESOURCES = 0xA700
+# 0xA700 (out of resources) used to be the refusal here; it is now a condition of the whole
+# PACS that is retried (issue 10 B12, tests/test_daemon_pacs_conditions.py): "cannot understand"
+# is an object's own permanent refusal.
+CANNOT_UNDERSTAND = 0xC000
 RSS_BOUND_KIB = 300 * 1024  # a safety bound for a 1 GB box, far above the daemon's normal peak
 
 
@@ -134,7 +137,7 @@ def test_refused_objects_fail_with_their_reason_and_the_objects_after_them_are_d
     tmp_path: Path, gateways: list[GatewayProcess], refusing_pacs: list[RefusingPacs]
 ) -> None:
     refused_dicom, refused_uid = dicom_bytes()
-    pacs = RefusingPacs({refused_uid: OUT_OF_RESOURCES}).start()
+    pacs = RefusingPacs({refused_uid: CANNOT_UNDERSTAND}).start()
     refusing_pacs.append(pacs)
     config = write_config(tmp_path, pacs.port)
     gw = GatewayProcess(config).start()
@@ -166,12 +169,12 @@ def test_refused_objects_fail_with_their_reason_and_the_objects_after_them_are_d
 
     status_row = by_class["dimse_failure"]
     assert status_row["sop_instance_uid"] == refused_uid
-    assert status_row["status"] == OUT_OF_RESOURCES
-    assert "0xA700" in status_row["last_error"]
+    assert status_row["status"] == CANNOT_UNDERSTAND
+    assert "0xC000" in status_row["last_error"]
     assert pacs.offered.count(refused_uid) == 1  # refused for good: never offered again
 
     table = gateway_cli(config, "queue", "list", "--state", "failed")
-    assert table.count(" failed ") == 2 and "0xA700" in table
+    assert table.count(" failed ") == 2 and "0xC000" in table
     assert len(set(pacs.stored)) == 3 and refused_uid not in pacs.stored
     assert gw.terminate() == 0
 

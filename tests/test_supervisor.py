@@ -109,3 +109,28 @@ def test_restarts_spread_over_time_stay_within_budget() -> None:
         sup.check()
         clock.advance(120)
     sup.stop_all()
+
+
+def test_a_thread_stuck_past_the_stop_deadline_is_interrupted_and_joined() -> None:
+    # Issue 10 B13: a lane stuck in a C-STORE was given up on and left running.
+    unblock = threading.Event()
+    calls: list[str] = []
+
+    def stuck(stop: threading.Event) -> None:
+        stop.wait(10)
+        unblock.wait(10)  # ignores the stop, as a thread blocked in a network call does
+        calls.append("returned")
+
+    def interrupt() -> None:
+        calls.append("interrupted")
+        unblock.set()
+
+    sup = Supervisor(SystemClock(), stop_timeout=0.2, interrupt_grace=5)
+    sup.add("spool", lambda: None, lambda: calls.append("spool closed"))
+    sup.add_thread("lane:pacs", stuck, interrupt)
+    sup.start_all()
+    started = time.monotonic()
+    sup.stop_all()
+    assert calls == ["interrupted", "returned", "spool closed"]  # joined before the next step
+    assert time.monotonic() - started < 5
+    assert not any(t.name == "lane:pacs" for t in threading.enumerate())

@@ -1,9 +1,18 @@
 """DeliveryLane: the loop that drains one destination's queue through a StoreSender.
 
-Connection-level failures (refused, timeout, TLS, association rejected or aborted) say the PACS
-is unreachable: the whole lane waits before the next attempt of any object, so a down PACS is
-not hammered with every queued object. Object-level failures (a DIMSE failure status, no
-presentation context, an unreadable file) concern only that object; the lane moves on.
+After every attempt the lane asks ``forward.condition.condition_after`` whose failure it was
+(its docstring holds the table). A failure of the destination (unreachable, out of resources,
+refusing what it must take) holds the whole lane: it waits before the next attempt of any
+object, so a down or full PACS is not hammered with every queued object, and no object goes to
+``failed`` for it. A paused destination is probed at each backoff step with its next object
+(the negotiation is the test); the first attempt the PACS answers as a working PACS ends it.
+An object's own failure (a DIMSE failure status, a SOP class the PACS does not take while it
+takes the others, an unreadable file) concerns only that object; the lane moves on.
+
+Logging, per destination: the start of an outage (or a change of its kind) at ERROR, repeats at
+DEBUG with a reminder at INFO on ``ReminderSchedule`` (1, 3, 7, 15, 30 min in, then every
+15 min), the recovery at INFO with the outage's length. An object's first retry is a WARNING;
+its repeats are DEBUG, with one at INFO on a second schedule of the same rate per destination.
 """
 
 from __future__ import annotations
@@ -15,20 +24,27 @@ from typing import Protocol
 from gateway.clock import Clock
 from gateway.config import Destination
 from gateway.forward.backoff import Backoff
+from gateway.forward.condition import (
+    Condition,
+    LaneStatus,
+    ReminderSchedule,
+    condition_after,
+    describe,
+)
 from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
 from gateway.logsetup import event
 from gateway.spool.entries import SpoolEntry
 
-LANE_LEVEL = frozenset(
-    {
-        FailureClass.CONNECTION_REFUSED,
-        FailureClass.TIMEOUT,
-        FailureClass.TLS,
-        FailureClass.ASSOCIATION_REJECTED,
-        FailureClass.ASSOCIATION_ABORTED,
-    }
-)
-"""Failure classes that back off the whole lane rather than one object."""
+_FIRST_EVENT = {
+    Condition.UNREACHABLE: "destination_unreachable",
+    Condition.OUT_OF_RESOURCES: "destination_out_of_resources",
+    Condition.PAUSED: "destination_paused",
+}
+_REPEAT_EVENT = {
+    Condition.UNREACHABLE: "destination_still_unreachable",
+    Condition.OUT_OF_RESOURCES: "destination_still_out_of_resources",
+    Condition.PAUSED: "destination_still_paused",
+}
 
 
 class QueueLike(Protocol):
@@ -63,6 +79,8 @@ class SenderLike(Protocol):
 
     def release_if_idle(self) -> None: ...
 
+    def interrupt(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -94,11 +112,39 @@ class DeliveryLane:
         self._blocked_until = 0.0
         self._lane_failures = 0
         self._down_since: float | None = None
+        self._condition = Condition.OK
+        self._accepted_before: set[str] = set()
+        self._reminder = ReminderSchedule()
+        # Repeated retries of objects (the destination answers, an object keeps failing): the
+        # same bounded rate at INFO, per destination, from the lane's first such repeat.
+        self._retry_reminder = ReminderSchedule()
+        self._retry_reminder_started = False
+        self._interrupted = threading.Event()
+        self._status = LaneStatus(destination.name, Condition.OK)
+
+    @property
+    def destination(self) -> str:
+        """The name of the destination this lane delivers to."""
+        return self._destination.name
 
     @property
     def down_since(self) -> float | None:
         """Wall time of the first failure of the current outage; None while the PACS answers."""
         return self._down_since
+
+    @property
+    def status(self) -> LaneStatus:
+        """The destination's condition now (a snapshot: safe to read from any thread)."""
+        return self._status
+
+    def interrupt(self) -> None:
+        """From another thread, at the stop deadline: abort the send in flight.
+
+        The object goes back to pending, due at once (at the next start): the stop interrupted
+        it, the PACS did not refuse it.
+        """
+        self._interrupted.set()
+        self._sender.interrupt()
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set; then release the association gracefully."""
@@ -140,11 +186,26 @@ class DeliveryLane:
         self._queue.wait_for_work(self._destination.name, timeout)
 
     def _record(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
-        failure = outcome.failure_class
-        if failure in LANE_LEVEL:
-            self._lane_failed(entry, outcome)
+        if self._interrupted.is_set() and outcome.kind is OutcomeKind.RETRY:
+            self._put_back(entry, outcome)
             return
-        self._lane_answered()
+        condition = condition_after(outcome, entry.sop_class_uid, self._accepted_before)
+        self._learn(entry, outcome)
+        if condition is Condition.OK:
+            self._lane_answered()
+            self._record_object(entry, outcome)
+        else:
+            self._lane_failed(entry, outcome, condition)
+
+    def _learn(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
+        """Remember the SOP classes this destination takes (evidence for forward.condition)."""
+        if outcome.kind is OutcomeKind.DELIVERED:
+            self._accepted_before.add(entry.sop_class_uid)
+        if outcome.accepted_sop_classes:
+            self._accepted_before.update(outcome.accepted_sop_classes)
+
+    def _record_object(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
+        failure = outcome.failure_class
         if outcome.kind is OutcomeKind.DELIVERED:
             self._queue.mark_sent(entry.delivery_id)
             event(
@@ -176,26 +237,52 @@ class DeliveryLane:
             )
             return
         delay = self._backoff.delay(entry.attempts + 1)
+        now = self._clock.now()
         self._queue.mark_retry(
             entry.delivery_id,
             failure_class,
             outcome.reason,
-            self._clock.now() + delay,
+            now + delay,
             outcome.status,
         )
         event(
             self._log,
-            logging.WARNING if entry.attempts == 0 else logging.DEBUG,
+            logging.WARNING if entry.attempts == 0 else self._repeat_level(now),
             "delivery_deferred",
             destination=self._destination.name,
             delivery_id=entry.delivery_id,
             failure_class=failure_class,
             status=_status_field(outcome),
             reason=outcome.reason,
+            attempts=entry.attempts + 1,
             retry_in_seconds=round(delay, 1),
         )
 
-    def _lane_failed(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
+    def _repeat_level(self, now: float) -> int:
+        """INFO for a repeated object retry when the reminder schedule says so, else DEBUG."""
+        if not self._retry_reminder_started:
+            self._retry_reminder_started = True
+            self._retry_reminder.start(now)
+        return logging.INFO if self._retry_reminder.due(now) else logging.DEBUG
+
+    def _put_back(self, entry: SpoolEntry, outcome: SendOutcome) -> None:
+        """The stop aborted this send: pending again, due now, no outage declared."""
+        self._queue.mark_retry(
+            entry.delivery_id,
+            str(outcome.failure_class or FailureClass.ASSOCIATION_ABORTED),
+            "interrupted by the gateway's stop; sent again at the next start",
+            self._clock.now(),
+        )
+        event(
+            self._log,
+            logging.INFO,
+            "delivery_interrupted",
+            destination=self._destination.name,
+            delivery_id=entry.delivery_id,
+            sop_instance_uid=entry.sop_instance_uid,
+        )
+
+    def _lane_failed(self, entry: SpoolEntry, outcome: SendOutcome, condition: Condition) -> None:
         now = self._clock.now()
         self._lane_failures += 1
         delay = self._backoff.delay(self._lane_failures)
@@ -207,15 +294,38 @@ class DeliveryLane:
         first = self._down_since is None
         if first:
             self._down_since = now
+            self._reminder.start(now)
+        changed = condition is not self._condition
+        self._condition = condition
+        self._status = LaneStatus(
+            self._destination.name,
+            condition,
+            outcome.reason,
+            self._down_since,
+            self._lane_failures,
+            self._blocked_until,
+        )
+        fields: dict[str, object] = {
+            "destination": self._destination.name,
+            "condition": str(condition),
+            "failure_class": failure_class,
+            "status": _status_field(outcome),
+            "reason": outcome.reason,
+            "attempts": self._lane_failures,
+            "retry_in_seconds": round(delay, 1),
+        }
+        if changed:
+            event(self._log, logging.ERROR, _FIRST_EVENT[condition], **fields)
+            return
+        level = logging.INFO if self._reminder.due(now) else logging.DEBUG
+        assert self._down_since is not None
         event(
             self._log,
-            logging.ERROR if first else logging.DEBUG,
-            "destination_unreachable" if first else "destination_still_unreachable",
-            destination=self._destination.name,
-            failure_class=failure_class,
-            reason=outcome.reason,
-            attempts=self._lane_failures,
-            retry_in_seconds=round(delay, 1),
+            level,
+            _REPEAT_EVENT[condition],
+            summary=describe(self._status, now),
+            outage_seconds=round(now - self._down_since, 1),
+            **fields,
         )
 
     def _lane_answered(self) -> None:
@@ -225,9 +335,12 @@ class DeliveryLane:
                 logging.INFO,
                 "destination_recovered",
                 destination=self._destination.name,
+                condition=str(self._condition),
                 outage_seconds=round(self._clock.now() - self._down_since, 1),
                 failed_attempts=self._lane_failures,
             )
+            self._status = LaneStatus(self._destination.name, Condition.OK)
         self._down_since = None
+        self._condition = Condition.OK
         self._lane_failures = 0
         self._blocked_until = 0.0

@@ -18,6 +18,12 @@ tests/forward, except the maximum PDU of 0, found by reading ``dimse_messages.py
 * Closing a socket that never connected: pynetdicom's ``_shutdown_socket`` calls ``shutdown()``
   and ``close()`` in one try block, so the ENOTCONN of the first skips the second and every
   failed attempt leaves the descriptor to the garbage collector. Our socket class closes it.
+* The DUL thread is not a daemon thread: while an association lives, the interpreter cannot
+  exit, and a stop that gives up on a lane stuck in a C-STORE leaves the process running until
+  the PACS answers. Our AE makes it a daemon (the stop aborts the association first: see
+  ``Link.interrupt``); the blocking ``abort()`` waits for the PACS to close the connection
+  (or the 30 s ARTIM timer), and a locally sent A-ABORT never wakes a thread waiting for a
+  DIMSE response, so ``interrupt`` does both itself.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from gateway.forward.rejection import describe_rejection
 PEER_PDU_CAP = 1024 * 1024  # largest P-DATA we send, whatever the PACS allows
 SEND_WINDOW_BYTES = 2 * 1024 * 1024  # encoded PDUs allowed to wait for the socket
 _POLL = 0.0005
+_ABORT_SENT = ("Sta13", "Sta1")  # after AA-1: A-ABORT written, awaiting the close; or closed
+INTERRUPT_WAIT_SECONDS = 1.0  # for the A-ABORT PDU to leave, then for the DUL thread to end
 _NEAR = 0.9  # an attempt that failed after 90 % of a timeout ran into that timeout
 
 
@@ -249,6 +257,43 @@ class Link:
         if not self._assoc.is_released:
             self._assoc.abort()
 
+    def interrupt(self) -> None:
+        """From another thread (a stop deadline): A-ABORT, close the connection, wake the sender.
+
+        Bounded: each step waits at most ``INTERRUPT_WAIT_SECONDS``. The thread blocked in
+        ``store`` then gets "no response" and returns an ASSOCIATION_ABORTED retry.
+        """
+        assoc = self._assoc
+        if assoc.is_released or assoc.is_aborted:
+            return
+        dul = assoc.dul
+        # Queues the A-ABORT primitive; the DUL thread sends the PDU (AA-1, then Sta13).
+        assoc.abort(block=False)
+        _wait_for(
+            lambda: dul.state_machine.current_state in ("Sta13", "Sta1") or not dul.is_alive()
+        )
+        sock = self.socket
+        if sock is not None:
+            # The plain socket's shutdown: the DUL thread may be inside the SSL object, which
+            # SSLSocket.shutdown would clear under it. It then reads end-of-file: Sta1.
+            with suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        _wait_for(lambda: not dul.is_alive() or dul.stop_dul())
+        # The reactor thread (un-paused by the abort) ends once the DUL has; until then it
+        # could take what we queue next for itself.
+        _wait_for(lambda: not assoc.is_alive())
+        # What pynetdicom itself queues when the peer aborts (fsm AA-2..AA-4): "no response".
+        assoc.dimse.msg_queue.put((None, None))
+
+
+def _wait_for(done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + INTERRUPT_WAIT_SECONDS
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value).strip() or None
@@ -281,6 +326,9 @@ class GatewayAE(AE):
     ) -> AssociationSocket:
         sock = ClosingAssociationSocket(assoc, address=address)
         sock.tls_args = tls_args
+        # Called before the DUL thread starts: an association left open must not keep the
+        # process alive (see the module docstring).
+        assoc.dul.daemon = True
         return sock
 
 
@@ -356,6 +404,7 @@ class Connector:
                 f"the PACS accepted none of the {len(pairs)} proposed presentation contexts "
                 f"({', '.join(classes)})",
                 FailureClass.NO_PRESENTATION_CONTEXT,
+                accepted_sop_classes=frozenset(),
             )
         if not opened:
             if waited >= _NEAR * dest.connect_timeout:

@@ -16,6 +16,7 @@ class FailureClass(StrEnum):
     ASSOCIATION_ABORTED = "association_aborted"  # A-ABORT / connection lost mid-association
     NO_PRESENTATION_CONTEXT = "no_presentation_context"  # SOP class / transfer syntax refused
     DIMSE_FAILURE = "dimse_failure"  # C-STORE response with a failure status
+    OUT_OF_RESOURCES = "out_of_resources"  # C-STORE status 0xA7xx: the PACS is full, for everyone
     UNREADABLE = "unreadable"  # the queued file itself could not be read or decoded
     INTERNAL = "internal"  # the gateway itself failed (a bug): that object is retried after backoff
 
@@ -36,3 +37,6 @@ class SendOutcome:
     reason: str = ""
     failure_class: FailureClass | None = None
     status: int | None = None  # the DIMSE status, when a response came
+    # With NO_PRESENTATION_CONTEXT from a negotiation: the SOP classes the association accepted
+    # (empty: it accepted none of the proposed contexts). None: no negotiation to go by.
+    accepted_sop_classes: frozenset[str] | None = None

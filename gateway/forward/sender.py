@@ -122,6 +122,7 @@ class StoreSender:
                 OutcomeKind.REFUSED,
                 _about(entry, no_route_reason(link.accepted, sop, syntax)),
                 FailureClass.NO_PRESENTATION_CONTEXT,
+                accepted_sop_classes=frozenset(s for s, _ in link.accepted),
             )
         note = conversion_note(route, syntax)
         if route is Route.AS_STORED:
@@ -172,6 +173,15 @@ class StoreSender:
                 extra={"destination": self._destination.name, "idle_seconds": round(idle, 1)},
             )
             self.close()
+
+    def interrupt(self) -> None:
+        """From another thread, when the lane must stop now: A-ABORT the association in use.
+
+        The lane's thread, if it is waiting in a C-STORE, then gets an ASSOCIATION_ABORTED retry.
+        """
+        link = self._link  # one read: the lane's thread may replace it meanwhile
+        if link is not None:
+            link.interrupt()
 
     def close(self) -> None:
         """Graceful A-RELEASE if associated."""

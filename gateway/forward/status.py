@@ -2,26 +2,27 @@
 
 The table (DICOM PS3.7 Annex C and PS3.4 Annex B.2.3):
 
-======================  ===========  ==================================================
-status                  outcome      why
-======================  ===========  ==================================================
-0x0000                  DELIVERED    success
-0x0001, 0xB000–0xBFFF   DELIVERED    warning: stored, the reason records the warning
-0xA700–0xA7FF           REFUSED      out of resources (the product issue treats it as
-                                     permanent: a PACS that says so keeps saying so)
-0xA900–0xA9FF           REFUSED      data set does not match SOP class
-0xC000–0xCFFF           REFUSED      cannot understand
-0x0117                  REFUSED      invalid SOP instance
-0x0122                  REFUSED      SOP class not supported
-0x0124                  REFUSED      not authorised
-0x0211, 0x0212          REFUSED      unrecognised operation, mistyped argument
-0x0110                  RETRY        processing failure
-0x0210                  RETRY        duplicate invocation
-0x0213                  RETRY        resource limitation
-anything else           RETRY        unknown failure status: retried, class DIMSE_FAILURE
-======================  ===========  ==================================================
+======================  ===========  ================  =====================================
+status                  outcome      failure class     why
+======================  ===========  ================  =====================================
+0x0000                  DELIVERED                      success
+0x0001, 0xB000–0xBFFF   DELIVERED                      warning: stored, the reason records it
+0xA700–0xA7FF           RETRY        out_of_resources  out of resources: the PACS is full or
+                                                       busy for every object, not this one;
+                                                       the lane backs off (forward/condition)
+0xA900–0xA9FF           REFUSED      dimse_failure     data set does not match SOP class
+0xC000–0xCFFF           REFUSED      dimse_failure     cannot understand
+0x0117                  REFUSED      dimse_failure     invalid SOP instance
+0x0122                  REFUSED      dimse_failure     SOP class not supported
+0x0124                  REFUSED      dimse_failure     not authorised
+0x0211, 0x0212          REFUSED      dimse_failure     unrecognised operation, mistyped argument
+0x0110                  RETRY        dimse_failure     processing failure
+0x0210                  RETRY        dimse_failure     duplicate invocation
+0x0213                  RETRY        dimse_failure     resource limitation
+anything else           RETRY        dimse_failure     unknown failure status: retried
+======================  ===========  ================  =====================================
 
-Every non-delivered outcome carries ``FailureClass.DIMSE_FAILURE`` and the status.
+Every non-delivered outcome carries its row's failure class and the status.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class StatusRule:
     high: int
     kind: OutcomeKind
     meaning: str
+    failure_class: FailureClass = FailureClass.DIMSE_FAILURE
 
 
 STATUS_TABLE: tuple[StatusRule, ...] = (
@@ -48,7 +50,9 @@ STATUS_TABLE: tuple[StatusRule, ...] = (
     StatusRule(0xB006, 0xB006, OutcomeKind.DELIVERED, "warning: elements discarded"),
     StatusRule(0xB007, 0xB007, OutcomeKind.DELIVERED, "warning: data set does not match SOP class"),
     StatusRule(0xB000, 0xBFFF, OutcomeKind.DELIVERED, "warning"),
-    StatusRule(0xA700, 0xA7FF, OutcomeKind.REFUSED, "out of resources"),
+    StatusRule(
+        0xA700, 0xA7FF, OutcomeKind.RETRY, "out of resources", FailureClass.OUT_OF_RESOURCES
+    ),
     StatusRule(0xA900, 0xA9FF, OutcomeKind.REFUSED, "data set does not match SOP class"),
     StatusRule(0xC000, 0xCFFF, OutcomeKind.REFUSED, "cannot understand"),
     StatusRule(0x0117, 0x0117, OutcomeKind.REFUSED, "invalid SOP instance"),
@@ -81,6 +85,6 @@ def classify_status(status: int) -> SendOutcome:
     return SendOutcome(
         rule.kind,
         f"C-STORE {verb} by the PACS: {rule.meaning} ({code})",
-        FailureClass.DIMSE_FAILURE,
+        rule.failure_class,
         status,
     )

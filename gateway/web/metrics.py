@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from gateway.forward.condition import Condition
 from gateway.spool.entries import DeliveryState
 from gateway.update.status import read_status
 from gateway.web.auth.db import web_dir, write_private
@@ -59,6 +60,7 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every metric family, from the parts as they are now."""
         yield from self._queue()
+        yield from self._conditions()
         yield from self._sources()
         yield from self._worklist()
         yield from self._update()
@@ -111,6 +113,26 @@ class GatewayCollector(Collector):
             most_held = max(most_held, stats.counts.get(DeliveryState.HELD, 0))
         held.add_metric([], float(most_held))
         yield from (depth, oldest, pending_bytes, success, error, held)
+
+    def _conditions(self) -> Iterator[Metric]:
+        condition = GaugeMetricFamily(
+            f"{PREFIX}_destination_condition",
+            "1 for the destination's condition now (ok, unreachable, out_of_resources, paused), "
+            "0 for the others; paused means the PACS refuses what it must take (see the panel).",
+            labels=["destination", "condition"],
+        )
+        attempts = GaugeMetricFamily(
+            f"{PREFIX}_destination_outage_attempts",
+            "Failed attempts of the destination's current outage (0 while ok).",
+            labels=["destination"],
+        )
+        for name, lane in sorted(self._s.lanes.items()):
+            status = lane.status
+            for value in Condition:
+                condition.add_metric([name, str(value)], float(status.condition is value))
+            attempts.add_metric([name], float(status.attempts))
+        yield condition
+        yield attempts
 
     def _sources(self) -> Iterator[Metric]:
         folder = GaugeMetricFamily(

@@ -9,6 +9,7 @@ from pathlib import Path
 from gateway.audit import AuditLog
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
+from gateway.forward.condition import LaneStatus, StatusSource
 from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.serial.reader import SerialReader
 from gateway.listener.server import DicomListener
@@ -42,8 +43,14 @@ class WebServices:
     watchers: Mapping[str, FolderWatcher] = field(default_factory=dict)
     serial_readers: Mapping[str, SerialReader] = field(default_factory=dict)
     listener: DicomListener | None = None
+    lanes: Mapping[str, StatusSource] = field(default_factory=dict)  # per destination name
     # Asks the daemon to restart with the configuration file as it now is (apply, rollback).
     request_restart: Callable[[], None] | None = None
+
+    def lane_status(self, destination: str) -> LaneStatus | None:
+        """The running lane's condition for ``destination``; None when none runs (removed)."""
+        lane = self.lanes.get(destination)
+        return None if lane is None else lane.status
 
     @property
     def state_dir(self) -> Path:

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from starlette.datastructures import FormData
 
+from gateway.forward.condition import Condition, LaneStatus
 from gateway.paging import Page
 from gateway.spool.entries import DeliveryState, DestinationStats, ObjectSource
 from gateway.worklist.item import WorklistItem
@@ -123,10 +124,33 @@ class DestinationView:
     last_success: str
     last_error: str | None
     last_error_at: str
+    # ok, unreachable, out_of_resources, paused; "" when no lane runs for it (removed)
+    condition: str = ""
+    condition_text: str = ""  # e.g. "paused for 5 min: the PACS accepted none of ..."
+    next_attempt: str = ""  # while not ok: when the lane tries (or probes) again
 
 
-def destination_view(stats: DestinationStats, now: float) -> DestinationView:
-    """One destination's queue for the dashboard and the queue screen."""
+CONDITION_WORDS = {
+    Condition.OK: "delivering",
+    Condition.UNREACHABLE: "unreachable",
+    Condition.OUT_OF_RESOURCES: "out of resources (the PACS refuses for now)",
+    Condition.PAUSED: "paused (the PACS refuses what it must take)",
+}
+
+
+def condition_text(status: LaneStatus, now: float) -> str:
+    """A destination's condition for a person: ``unreachable for 12 min: connection refused``."""
+    words = CONDITION_WORDS[status.condition]
+    if status.condition is Condition.OK:
+        return words
+    since = "" if status.since is None else f" for {duration(now - status.since)}"
+    return f"{words}{since}, {status.attempts} attempts: {status.reason}"
+
+
+def destination_view(
+    stats: DestinationStats, now: float, lane: LaneStatus | None = None
+) -> DestinationView:
+    """One destination's queue for the dashboard and the queue screen (with its lane's status)."""
     oldest = stats.oldest_pending_at
     return DestinationView(
         name=stats.destination,
@@ -139,6 +163,11 @@ def destination_view(stats: DestinationStats, now: float) -> DestinationView:
         last_success=ago(now, stats.last_success_at),
         last_error=stats.last_error,
         last_error_at=ago(now, stats.last_error_at) if stats.last_error else "",
+        condition="" if lane is None else str(lane.condition),
+        condition_text="" if lane is None else condition_text(lane, now),
+        next_attempt=""
+        if lane is None or lane.next_attempt_at is None
+        else ago(now, lane.next_attempt_at),
     )
 
 

@@ -110,6 +110,7 @@ class FakeSender:
         self.calls: list[tuple[int, float]] = []
         self.idle_checks = 0
         self.closed = False
+        self.interrupted = False
 
     def send(self, entry: SpoolEntry) -> SendOutcome:
         self.calls.append((entry.delivery_id, self.clock.now()))
@@ -117,6 +118,9 @@ class FakeSender:
 
     def release_if_idle(self) -> None:
         self.idle_checks += 1
+
+    def interrupt(self) -> None:
+        self.interrupted = True
 
     def close(self) -> None:
         self.closed = True

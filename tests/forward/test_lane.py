@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from tests.peers import StoreSCP, free_port
 DELIVERED = SendOutcome(OutcomeKind.DELIVERED, "", None, 0)
 REFUSED_CONN = SendOutcome(OutcomeKind.RETRY, "connection refused", FailureClass.CONNECTION_REFUSED)
 BUSY = SendOutcome(OutcomeKind.RETRY, "processing failure", FailureClass.DIMSE_FAILURE, 0x0110)
-FULL = SendOutcome(OutcomeKind.REFUSED, "out of resources", FailureClass.DIMSE_FAILURE, 0xA700)
+BAD = SendOutcome(OutcomeKind.REFUSED, "cannot understand", FailureClass.DIMSE_FAILURE, 0xC000)
 
 
 def _entries(n: int) -> list[SpoolEntry]:
@@ -85,7 +86,7 @@ def test_object_failures_do_not_hold_back_the_others() -> None:
     clock, stop = FakeClock(), threading.Event()
     start = clock.now()
     queue = FakeQueue(clock, _entries(3), stop)
-    script = {1: BUSY, 2: FULL}
+    script = {1: BUSY, 2: BAD}
 
     def answer(entry: SpoolEntry, n: int) -> SendOutcome:
         return script.get(entry.delivery_id, DELIVERED) if n <= 3 else DELIVERED
@@ -100,7 +101,7 @@ def test_object_failures_do_not_hold_back_the_others() -> None:
     ]
     assert sender.calls[3][0] == 1
     assert sender.calls[3][1] == pytest.approx(start + 5.0, abs=0.02)
-    assert queue.records[2].failure == ("dimse_failure", "out of resources", 0xA700)
+    assert queue.records[2].failure == ("dimse_failure", "cannot understand", 0xC000)
     assert queue.states() == {1: "sent", 2: "failed", 3: "sent"}
 
 
@@ -188,3 +189,201 @@ def test_a_sender_crash_defers_only_that_object() -> None:
     _lane(queue, FakeSender(clock, answer), clock).run(stop)
     assert queue.states() == {1: "sent", 2: "sent"}
     assert queue.records[1].retries[0][0] == "internal"
+
+
+FULL = SendOutcome(
+    OutcomeKind.RETRY, "out of resources (0xA700)", FailureClass.OUT_OF_RESOURCES, 0xA700
+)
+NOTHING_ACCEPTED = SendOutcome(
+    OutcomeKind.REFUSED,
+    "the PACS accepted none of the 3 proposed presentation contexts (CT Image Storage)",
+    FailureClass.NO_PRESENTATION_CONTEXT,
+    accepted_sop_classes=frozenset(),
+)
+
+
+def _records(caplog: pytest.LogCaptureFixture, message: str, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == message and r.levelno == level]
+
+
+def test_out_of_resources_backs_off_the_lane_and_fails_nothing() -> None:
+    # Issue 10 B12: 0xA700 sent a whole backlog to failed in seconds.
+    clock, stop = FakeClock(), threading.Event()
+    start = clock.now()
+    queue = FakeQueue(clock, _entries(20), stop)
+    sender = FakeSender(clock, lambda e, n: FULL if n <= 4 else DELIVERED)
+    lane = _lane(queue, sender, clock)
+    seen: list[str] = []
+    queue_wait = queue.wait_for_work
+
+    def watch(destination: str, timeout: float) -> None:
+        seen.append(lane.status.condition)
+        queue_wait(destination, timeout)
+
+    queue.wait_for_work = watch  # type: ignore[method-assign]
+    lane.run(stop)
+
+    times = [t - start for _, t in sender.calls]
+    assert times[:5] == pytest.approx([0.0, 5.0, 15.0, 35.0, 75.0], abs=0.02)  # lane backoff
+    assert set(queue.states().values()) == {"sent"}
+    retried = [r for rec in queue.records.values() for r in rec.retries]
+    assert [(r[0], r[3]) for r in retried] == [("out_of_resources", 0xA700)] * 4
+    assert "out_of_resources" in seen
+    assert lane.status.condition == "ok"
+
+
+def test_a_pacs_that_accepts_nothing_is_paused_then_resumes_by_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="test.lane")
+    clock, stop = FakeClock(), threading.Event()
+    queue = FakeQueue(clock, _entries(20), stop)
+    fixed_at = clock.now() + 3600.0
+    statuses = []
+
+    def answer(entry: SpoolEntry, n: int) -> SendOutcome:
+        statuses.append(lane.status)
+        return NOTHING_ACCEPTED if clock.now() < fixed_at else DELIVERED
+
+    sender = FakeSender(clock, answer)
+    lane = _lane(queue, sender, clock)
+    lane.run(stop)
+
+    assert set(queue.states().values()) == {"sent"}  # nothing failed, no operator
+    paused = [s for s in statuses if s.condition == "paused"]
+    assert paused and "accepted none" in paused[-1].reason
+    assert paused[-1].next_attempt_at is not None
+    # probes, one object each, at the backoff steps: not one attempt per queued object
+    probes = [c for c in sender.calls if c[1] < fixed_at]
+    assert 5 <= len(probes) <= 12
+    assert len(_records(caplog, "destination_paused", logging.ERROR)) == 1
+    recovered = _records(caplog, "destination_recovered", logging.INFO)
+    assert len(recovered) == 1 and vars(recovered[0])["condition"] == "paused"
+    assert lane.status.condition == "ok"
+
+
+def test_a_class_it_accepted_before_and_now_refuses_pauses_the_destination() -> None:
+    clock, stop = FakeClock(), threading.Event()
+    queue = FakeQueue(clock, _entries(3), stop)
+    refused_ct = SendOutcome(
+        OutcomeKind.REFUSED,
+        "the PACS accepts CT Image Storage in none of the transfer syntaxes we can send",
+        FailureClass.NO_PRESENTATION_CONTEXT,
+        accepted_sop_classes=frozenset({"1.2.840.10008.5.1.4.1.1.7"}),
+    )
+    sender = FakeSender(clock, lambda e, n: DELIVERED if n == 1 or n > 3 else refused_ct)
+    lane = _lane(queue, sender, clock)
+    lane.run(stop)
+    assert queue.states() == {1: "sent", 2: "sent", 3: "sent"}
+    assert queue.records[2].retries[0][0] == "no_presentation_context"
+
+
+def test_a_class_never_accepted_while_the_others_are_fails_only_that_object() -> None:
+    clock, stop = FakeClock(), threading.Event()
+    entries = _entries(3)
+    pdf = "1.2.840.10008.5.1.4.1.1.104.1"
+    entries[1] = SpoolEntry(
+        2, 2, "pacs", Path("/spool/2.dcm"), pdf, "1.2.3.2", "1.2.840.10008.1.2.1", 10, 0
+    )
+    queue = FakeQueue(clock, entries, stop)
+    refused_pdf = SendOutcome(
+        OutcomeKind.REFUSED,
+        "the PACS accepts Encapsulated PDF Storage in none of the transfer syntaxes we can send",
+        FailureClass.NO_PRESENTATION_CONTEXT,
+        accepted_sop_classes=frozenset({"1.2.3"}),
+    )
+    sender = FakeSender(clock, lambda e, n: refused_pdf if e.sop_class_uid == pdf else DELIVERED)
+    lane = _lane(queue, sender, clock)
+    lane.run(stop)
+    assert queue.states() == {1: "sent", 2: "failed", 3: "sent"}
+    assert lane.status.condition == "ok"
+
+
+def test_a_long_outage_is_reminded_at_info_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 10 B14: after the first failure, only DEBUG lines for hours.
+    caplog.set_level(logging.INFO, logger="test.lane")
+    clock, stop = FakeClock(), threading.Event()
+    start = clock.now()
+    hours = 6
+    queue = FakeQueue(clock, _entries(1), stop)
+    up_at = start + hours * 3600.0
+    sender = FakeSender(clock, lambda e, n: REFUSED_CONN if clock.now() < up_at else DELIVERED)
+    _lane(queue, sender, clock).run(stop)
+
+    reminders = _records(caplog, "destination_still_unreachable", logging.INFO)
+    into = [vars(r)["outage_seconds"] for r in reminders]  # fake seconds into the outage
+    assert len(reminders) >= hours  # the operator hears about it every hour at least...
+    assert len(reminders) <= hours * 4 + 4  # ...and at most about four times an hour
+    summary = vars(reminders[-1])["summary"]
+    assert summary.startswith("pacs: still unreachable, ") and " attempts, next in " in summary
+    assert "connection refused" in summary
+    attempts = [vars(r)["attempts"] for r in reminders]
+    assert attempts == sorted(attempts) and len(set(attempts)) == len(attempts)
+    assert into[0] >= 60
+    late = [b - a for a, b in itertools.pairwise(into) if a >= 1800]
+    assert late and min(late) >= 900  # every 15 min at most once the outage is old
+    assert len(_records(caplog, "destination_unreachable", logging.ERROR)) == 1
+    assert len(_records(caplog, "destination_recovered", logging.INFO)) == 1
+
+
+class _BlockingSender(FakeSender):
+    """Its send blocks until interrupted, then reports the association aborted."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, lambda e, n: DELIVERED)
+        self.sending = threading.Event()
+        self._aborted = threading.Event()
+
+    def send(self, entry: SpoolEntry) -> SendOutcome:
+        self.calls.append((entry.delivery_id, self.clock.now()))
+        self.sending.set()
+        self._aborted.wait(10)
+        return SendOutcome(OutcomeKind.RETRY, "aborted", FailureClass.ASSOCIATION_ABORTED)
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        self._aborted.set()
+
+
+def test_an_interrupted_send_goes_back_to_pending_without_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="test.lane")
+    clock, stop = FakeClock(), threading.Event()
+    queue = FakeQueue(clock, _entries(1))
+    sender = _BlockingSender(clock)
+    lane = _lane(queue, sender, clock)
+    thread = threading.Thread(target=lane.run, args=(stop,))
+    thread.start()
+    assert sender.sending.wait(5)
+    stop.set()
+    lane.interrupt()
+    thread.join(5)
+    assert not thread.is_alive() and sender.interrupted and sender.closed
+    record = queue.records[1]
+    assert record.state == "pending" and record.due == pytest.approx(clock.now(), abs=1.0)
+    assert not _records(caplog, "destination_unreachable", logging.ERROR)
+    assert _records(caplog, "delivery_interrupted", logging.INFO)
+    assert lane.status.condition == "ok"
+
+
+def test_an_object_that_keeps_failing_is_reminded_at_info_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 10 B14, for one object's own retries (0x0110 for hours while the PACS answers).
+    caplog.set_level(logging.INFO, logger="test.lane")
+    clock, stop = FakeClock(), threading.Event()
+    hours = 6
+    busy_until = clock.now() + hours * 3600.0
+    queue = FakeQueue(clock, _entries(1), stop)
+    sender = FakeSender(clock, lambda e, n: BUSY if clock.now() < busy_until else DELIVERED)
+    _lane(queue, sender, clock).run(stop)
+
+    assert len(_records(caplog, "delivery_deferred", logging.WARNING)) == 1  # the first
+    reminders = _records(caplog, "delivery_deferred", logging.INFO)
+    assert hours <= len(reminders) <= hours * 4 + 4
+    attempts = [vars(r)["attempts"] for r in reminders]
+    assert attempts == sorted(attempts) and attempts[0] > 1
+    assert queue.states() == {1: "sent"}

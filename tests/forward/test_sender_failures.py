@@ -134,7 +134,7 @@ def test_rejected_association_is_described_in_words(
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (0xA700, OutcomeKind.REFUSED),
+        (0xA700, OutcomeKind.RETRY),  # out of resources: the whole PACS's, retried (B12)
         (0xC000, OutcomeKind.REFUSED),
         (0x0110, OutcomeKind.RETRY),
         (0xB000, OutcomeKind.DELIVERED),
@@ -149,7 +149,8 @@ def test_pacs_status_decides_the_outcome(
     assert outcome.kind is kind
     assert outcome.status == status
     if kind is not OutcomeKind.DELIVERED:
-        assert outcome.failure_class is FailureClass.DIMSE_FAILURE
+        expected = FailureClass.OUT_OF_RESOURCES if status == 0xA700 else FailureClass.DIMSE_FAILURE
+        assert outcome.failure_class is expected
     assert f"0x{status:04X}" in outcome.reason
 
 

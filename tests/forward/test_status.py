@@ -29,8 +29,6 @@ def test_success_is_delivered_without_a_reason() -> None:
 @pytest.mark.parametrize(
     ("status", "words"),
     [
-        (0xA700, "out of resources"),
-        (0xA7FF, "out of resources"),
         (0xA900, "does not match SOP class"),
         (0xC000, "cannot understand"),
         (0xCFFF, "cannot understand"),
@@ -64,3 +62,13 @@ def test_transient_and_unknown_failures_are_retried(status: int, words: str) -> 
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.failure_class is FailureClass.DIMSE_FAILURE
     assert words in outcome.reason
+
+
+@pytest.mark.parametrize("status", [0xA700, 0xA701, 0xA7FF])
+def test_out_of_resources_is_retried_as_a_condition_of_the_whole_pacs(status: int) -> None:
+    # Issue 10 B12: 0xA7xx used to be refused for good, sending a whole backlog to failed.
+    outcome = classify_status(status)
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.failure_class is FailureClass.OUT_OF_RESOURCES
+    assert outcome.status == status
+    assert "out of resources" in outcome.reason

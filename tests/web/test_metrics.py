@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.convert.converter import Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.uids import UidFactory
+from gateway.forward.condition import Condition, LaneStatus
 from gateway.identity import PatientIdentity
 from gateway.ingest.items import RawItem
 from gateway.web.auth import Role
@@ -159,3 +160,48 @@ def test_metrics_report_a_rolled_back_release(make_panel: MakePanel) -> None:
     add_to_blacklist(panel.state, "9.9.9", "self-test failed: PACS unreachable", 1.0)
     samples = _samples(_scrape(panel))
     assert samples[("dicom_gateway_update_blacklisted_releases", ())] == 1.0
+
+
+class FakeLane:
+    """Duck-types DeliveryLane.status: a destination paused since 10 minutes ago."""
+
+    def __init__(self, now: float) -> None:
+        self.status = LaneStatus(
+            "pacs",
+            Condition.PAUSED,
+            "the PACS accepted none of the 3 proposed presentation contexts (CT Image Storage)",
+            now - 600.0,
+            7,
+            now + 300.0,
+        )
+
+
+def test_a_paused_destination_shows_with_its_reason_in_metrics_panel_and_api(
+    tmp_path: Path, make_panel: MakePanel
+) -> None:
+    # Issue 10 B12: a destination that refuses everything must say so, not fail each object.
+    services, closers = services_for(tmp_path)
+    lane = FakeLane(services.clock.now())
+    panel = make_panel(dataclasses.replace(services, lanes={"pacs": lane}))
+    try:
+        samples = _samples(_scrape(panel))
+        for condition, value in (("paused", 1.0), ("ok", 0.0), ("unreachable", 0.0)):
+            key = (("condition", condition), ("destination", "pacs"))
+            assert samples[("dicom_gateway_destination_condition", key)] == value
+        attempts = ("dicom_gateway_destination_outage_attempts", (("destination", "pacs"),))
+        assert samples[attempts] == 7
+
+        engineer = panel.setup()
+        page = engineer.get("/destinations")
+        assert page.status_code == 200
+        assert "paused (the PACS refuses what it must take) for 10 min" in page.text
+        assert "accepted none of the 3 proposed presentation contexts" in page.text
+
+        status = engineer.get("/api/v1/status").json()
+        (pacs,) = status["destinations"]
+        assert pacs["condition"] == "paused"
+        assert "accepted none of the 3 proposed" in pacs["condition_text"]
+        assert pacs["next_attempt"].startswith("in ")
+    finally:
+        for close in closers:
+            close()

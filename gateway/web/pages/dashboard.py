@@ -104,7 +104,8 @@ def dashboard_view(services: WebServices) -> DashboardView:
     return DashboardView(
         sources=source_views(services, now),
         destinations=tuple(
-            destination_view(stats, now) for stats in services.spool.stats().values()
+            destination_view(stats, now, services.lane_status(stats.destination))
+            for stats in services.spool.stats().values()
         ),
         held=str(held),
         worklist=worklist_freshness(services, now),

@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 
 from gateway.config import ConfigError, Destination, parse_config
 from gateway.configtoml import dumps
+from gateway.forward.condition import Condition, LaneStatus
 from gateway.forward.echo import EchoReport, echo
 from gateway.forward.tlsctx import client_context
 from gateway.web.auth.users import Role
@@ -26,7 +27,7 @@ from gateway.web.deps import User, read_form, require_engineer, web_actor
 from gateway.web.pages.configedit import applied_message, apply_data, file_data
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, redirect, render
-from gateway.web.views import local_time
+from gateway.web.views import ago, condition_text, local_time
 
 PATH = "/destinations"
 NAV = (NavLink(PATH, "Destinations", Role.ENGINEER),)
@@ -123,6 +124,20 @@ def entry_from_form(form: FormData, base: dict[str, Any] | None) -> dict[str, An
     return entry
 
 
+def _state_text(status: LaneStatus | None, now: float) -> str:
+    """What the lane is doing: delivering, or why not (paused with the reason)."""
+    if status is None:
+        return "not running (restart pending)"
+    text = condition_text(status, now)
+    if status.next_attempt_at is not None and status.condition is not Condition.OK:
+        text += f" (next try {ago(now, status.next_attempt_at)})"
+    return text
+
+
+def _in_trouble(status: LaneStatus | None) -> bool:
+    return status is not None and status.condition is not Condition.OK
+
+
 def _number(raw: str, kind: type[int] | type[float]) -> int | float | str:
     try:
         return kind(raw)
@@ -162,6 +177,7 @@ def routes(services: WebServices) -> APIRouter:
         request: Request, *, result: EchoView | None = None, error: str = "", status: int = 200
     ) -> HTMLResponse:
         stats = services.spool.stats()
+        now = services.clock.now()
         rows = [
             {
                 "name": d.name,
@@ -172,6 +188,8 @@ def routes(services: WebServices) -> APIRouter:
                 )
                 if d.name in stats
                 else 0,
+                "state": _state_text(services.lane_status(d.name), now),
+                "trouble": _in_trouble(services.lane_status(d.name)),
             }
             for d in services.config.destination
         ]

@@ -151,7 +151,7 @@ def queue_view(services: WebServices, destination: str | None = None, offset: in
         page = Page(start, FAILURES_LISTED, len(rows), failed)
         out.append(
             DestinationQueue(
-                summary=destination_view(stats, now),
+                summary=destination_view(stats, now, services.lane_status(stats.destination)),
                 failures=tuple(delivery_row(d, now) for d in rows),
                 more_failures=not page.complete,
                 failures_total=failed,
