@@ -4,6 +4,11 @@ Connection-level failures (refused, timeout, TLS, association rejected or aborte
 is unreachable: the whole lane waits before the next attempt of any object, so a down PACS is
 not hammered with every queued object. Object-level failures (a DIMSE failure status, no
 presentation context, an unreadable file) concern only that object; the lane moves on.
+
+A fault of the state storage (the queue cannot record a claim: disk full past the reserve,
+read-only, I/O error) never ends the lane: it waits (the destination's backoff, at most
+STORAGE_WAIT_CAP seconds, so it resumes soon after the fault clears) and tries again. Logged
+when it starts or changes, and at recovery with its length.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from gateway.forward.backoff import Backoff
 from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
 from gateway.logsetup import event
 from gateway.spool.entries import SpoolEntry
+from gateway.storagefault import StorageFault, StorageNotReadyError
 
 LANE_LEVEL = frozenset(
     {
@@ -29,6 +35,7 @@ LANE_LEVEL = frozenset(
     }
 )
 """Failure classes that back off the whole lane rather than one object."""
+STORAGE_WAIT_CAP = 5.0  # seconds: the longest wait between tries while the state storage fails
 
 
 class QueueLike(Protocol):
@@ -94,11 +101,19 @@ class DeliveryLane:
         self._blocked_until = 0.0
         self._lane_failures = 0
         self._down_since: float | None = None
+        self._storage_fault: StorageFault | None = None
+        self._storage_failures = 0
+        self._storage_since = 0.0
 
     @property
     def down_since(self) -> float | None:
         """Wall time of the first failure of the current outage; None while the PACS answers."""
         return self._down_since
+
+    @property
+    def storage_fault(self) -> StorageFault | None:
+        """The state storage fault that stops this lane from claiming now, or None."""
+        return self._storage_fault
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set; then release the association gracefully."""
@@ -109,9 +124,14 @@ class DeliveryLane:
                 if now < self._blocked_until:
                     self._queue.wait_for_work(name, min(self._blocked_until - now, self._wait_cap))
                     continue
-                entry = self._queue.claim_next(name)
-                if entry is None:
-                    self._idle(now)
+                try:
+                    entry = self._queue.claim_next(name)
+                    self._storage_back()
+                    if entry is None:
+                        self._idle(now)
+                        continue
+                except StorageNotReadyError as exc:
+                    self._storage_failed(exc)
                     continue
                 self._record(entry, self._send(entry))
         finally:
@@ -217,6 +237,38 @@ class DeliveryLane:
             attempts=self._lane_failures,
             retry_in_seconds=round(delay, 1),
         )
+
+    def _storage_failed(self, exc: StorageNotReadyError) -> None:
+        now = self._clock.now()
+        self._storage_failures += 1
+        delay = min(self._backoff.delay(self._storage_failures), STORAGE_WAIT_CAP)
+        self._blocked_until = max(self._blocked_until, now + delay)
+        if self._storage_fault is not exc.fault:
+            if self._storage_fault is None:
+                self._storage_since = now
+            event(
+                self._log,
+                logging.ERROR,
+                "delivery paused: state storage failed",
+                destination=self._destination.name,
+                fault=str(exc.fault),
+                reason=str(exc),
+            )
+        self._storage_fault = exc.fault
+
+    def _storage_back(self) -> None:
+        if self._storage_fault is None:
+            return
+        event(
+            self._log,
+            logging.INFO,
+            "delivery resumed: state storage recovered",
+            destination=self._destination.name,
+            outage_seconds=round(self._clock.now() - self._storage_since, 1),
+            attempts=self._storage_failures,
+        )
+        self._storage_fault = None
+        self._storage_failures = 0
 
     def _lane_answered(self) -> None:
         if self._down_since is not None:

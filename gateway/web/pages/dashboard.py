@@ -15,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from gateway.spool.space import describe as describe_storage
+from gateway.storagefault import StorageNotReadyError
 from gateway.update.status import read_status
 from gateway.web.deps import User, current_user
 from gateway.web.services import WebServices
@@ -66,6 +68,8 @@ class DiskView:
     used_percent: int
     spool_used: str
     spool_limit: str
+    low_water: str  # ingest pauses below this much free space
+    storage_problem: str  # what is wrong with the state storage and what it stops ("" if ok)
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,15 @@ def update_line(services: WebServices) -> str:
 def dashboard_view(services: WebServices) -> DashboardView:
     """The dashboard as of now, read from the running parts."""
     now = services.clock.now()
-    held = len(services.reconciler.list_held(HELD_COUNT_CAP + 1))
+    try:
+        held = len(services.reconciler.list_held(HELD_COUNT_CAP + 1))
+        stats = services.spool.stats()
+    except StorageNotReadyError:  # the queue waits for the state storage (the Box card says why)
+        held, stats = -1, {}
     return DashboardView(
         sources=source_views(services, now),
-        destinations=tuple(
-            destination_view(stats, now) for stats in services.spool.stats().values()
-        ),
-        held=f"{HELD_COUNT_CAP}+" if held > HELD_COUNT_CAP else str(held),
+        destinations=tuple(destination_view(s, now) for s in stats.values()),
+        held=_held_text(held),
         worklist=worklist_freshness(services, now),
         disk=disk_view(services),
         version=services.version,
@@ -114,6 +120,12 @@ def dashboard_view(services: WebServices) -> DashboardView:
         started_at=local_time(services.started_at),
         update=update_line(services),
     )
+
+
+def _held_text(held: int) -> str:
+    if held < 0:
+        return "unknown"
+    return f"{HELD_COUNT_CAP}+" if held > HELD_COUNT_CAP else str(held)
 
 
 def source_views(services: WebServices, now: float) -> tuple[SourceView, ...]:
@@ -186,14 +198,21 @@ def disk_view(services: WebServices) -> DiskView:
     """Disk use of the filesystem holding state_dir, and the spool within its limit."""
     usage = shutil.disk_usage(services.state_dir)
     spool = services.spool
+    status = spool.storage_status()
+    try:
+        spool_used = size_text(spool.used_bytes())
+    except StorageNotReadyError:
+        spool_used = "unknown"
     return DiskView(
         path=str(services.state_dir),
         total=size_text(usage.total),
         used=size_text(usage.used),
         free=size_text(usage.free),
         used_percent=round(100 * usage.used / usage.total) if usage.total else 0,
-        spool_used=size_text(spool.used_bytes()),
+        spool_used=spool_used,
         spool_limit=size_text(spool.max_bytes),
+        low_water=size_text(status.low_water),
+        storage_problem=describe_storage(status),
     )
 
 
