@@ -145,6 +145,9 @@ class StoreReceiver:
         sop_instance = str(request.AffectedSOPInstanceUID or "")
         calling = str(store.assoc.requestor.ae_title or "").strip()
         source = f"dicom:{calling}"
+        cut = self._files.write_error(Path(store.dataset_path))
+        if cut is not None:
+            raise cut  # the data set did not fit on our disk: never the object's fault
         part10 = self._spool.staging_path()
         staged.append(part10)
         digest = write_part10(

@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,6 +60,7 @@ DEFAULT_RETENTION = 7 * 24 * 3600.0
 _PRUNE_EVERY = 3600.0  # seconds (monotonic) between history prunes while running
 _CHUNK = 500  # ids per IN (...) list, below SQLite's bound-parameter limit
 _STORAGE_RETRY = 2.0  # seconds (monotonic) between probes of a faulted storage
+FULL_CLEAR_MARGIN = 1024 * 1024  # bytes the disk must gain before ingest tries again
 RESERVE_FILE = "reserve"
 _T = TypeVar("_T")
 
@@ -107,6 +109,8 @@ class Spool:
         self._open_deferred = False
         # Marks (sent, retry, failed) a faulted storage could not take, by delivery id.
         self._unrecorded: dict[int, Callable[[sqlite3.Connection], list[str]]] = {}
+        self._ingest_hold: _IngestHold | None = None
+        self._next_hold_probe = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -202,14 +206,14 @@ class Spool:
         """A deferred open, tried at most every few seconds; raises the fault until it works."""
         fault = self._fault
         if self._clock.monotonic() < self._next_probe and fault is not None:
-            raise fault
+            # A fresh exception each time: re-raising one instance would grow its traceback.
+            raise StorageNotReadyError(fault.fault, fault.what, fault.detail)
         self._next_probe = self._clock.monotonic() + _STORAGE_RETRY
         try:
             with storage_errors("opening the queue"):
                 self.open()
         except StorageNotReadyError as exc:
-            self._storage_failed(exc)
-            raise
+            raise self._storage_failed(exc) from exc.__cause__
 
     # -- ingest side -------------------------------------------------------------------------
 
@@ -239,14 +243,15 @@ class Spool:
         """
         try:
             used = self.used_bytes()
-        except StorageNotReadyError as exc:
-            self._storage_failed(exc)
+        except StorageNotReadyError as exc:  # the queue waits for the storage; already noted
             return Room(False, str(exc), disk=True)
         with self._lock:
             self._probe_storage()
             disk, fault = self._disk_space()
+            self._check_ingest_hold(disk)
             if fault is None:
                 self._maintain_reserve(disk)
+                fault = None if self._ingest_hold is None else self._ingest_hold.fault
             return space.decide_room(
                 incoming=incoming_bytes,
                 used=used,
@@ -708,21 +713,25 @@ class Spool:
         return len(self._unrecorded)
 
     def report_storage_fault(self, exc: StorageNotReadyError) -> None:
-        """An ingest path met a fault of the state storage: ingest pauses until it clears.
+        """An ingest path met a fault of the state storage: ingest is refused until it clears.
 
-        Probed again at the next room_for: a one-off error costs one refusal, a lasting one
-        refuses ingest without converting anything until a probe write works.
+        Read-only or I/O error: until a probe write works, tried at the next room_for (a
+        one-off error costs one refusal) and then every few seconds. Full: until the disk has
+        gained FULL_CLEAR_MARGIN bytes since (a probe write would pass on the few bytes that
+        the failed write could not use, and ingest would fail again at once). Logged by the
+        intake that met it, so not here: the queue itself may still work.
         """
         with self._lock:
-            self._storage_failed(exc)
-            self._next_probe = self._clock.monotonic()
+            disk, _ = self._disk_space()
+            self._ingest_hold = _IngestHold(self._as_seen_on_disk(exc), disk.free)
+            self._next_hold_probe = self._clock.monotonic()
 
     def storage_status(self) -> StorageStatus:
         """The state file system as the spool sees it now (status line, panel, metrics)."""
         room = self.room_for(0)
         with self._lock:
             disk, _ = self._disk_space()
-            fault = self._fault
+            fault = self._fault or (None if self._ingest_hold is None else self._ingest_hold.error)
             return StorageStatus(
                 fault=None if fault is None else fault.fault,
                 problem="" if fault is None else str(fault),
@@ -738,20 +747,33 @@ class Spool:
     def _write(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """A lane-side write; on a full disk the reserve is given back and it is tried again."""
         with self._db() as conn:
+            changes_before = conn.total_changes
             try:
                 result = self._attempt(what, conn, body)
             except StorageNotReadyError as exc:
-                if exc.fault is not StorageFault.FULL or not self.reserve.release():
-                    self._storage_failed(exc)
-                    raise
-                self._log_reserve_released(what)
+                if exc.fault is not StorageFault.FULL or not self._make_room(conn, what):
+                    raise self._storage_failed(exc) from exc.__cause__
                 try:
                     result = self._attempt(what, conn, body)
                 except StorageNotReadyError as again:
-                    self._storage_failed(again)
-                    raise
-            self._storage_ok()
+                    raise self._storage_failed(again) from again.__cause__
+            if not self.reserve.in_place:
+                _checkpoint(conn)  # on a full disk the WAL must wrap, not grow (see _make_room)
+            if conn.total_changes != changes_before:  # a read alone proves nothing
+                self._storage_ok()
             return result
+
+    def _make_room(self, conn: sqlite3.Connection, what: str) -> bool:
+        """On a full disk: let the WAL start over and give back the reserve; True if either did.
+
+        A WAL whose frames are all checkpointed is written again from its start, so commits
+        need no new space; a checkpoint that must grow the database file needs the reserve.
+        """
+        wrapped = _checkpoint(conn)
+        released = self.reserve.release()
+        if released:
+            self._log_reserve_released(what)
+        return wrapped or released
 
     def _attempt(
         self, what: str, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]
@@ -798,22 +820,41 @@ class Spool:
         if now < self._next_probe:
             return
         self._next_probe = now + _STORAGE_RETRY
-        probe = self.root / ".storage-probe"
         try:
             disk = space.probe(self.root)
             if disk.read_only:
                 return
-            if self._fault.fault is StorageFault.FULL and disk.free < self.low_water(disk):
+            if self._fault.fault is StorageFault.FULL and (
+                disk.free < self.low_water(disk) + self.reserve.missing
+            ):
+                return  # the lane's writes (which may use the reserve) tell sooner
+            if not _probe_write(self.root):
                 return
-            durable.write_bytes_durably(probe, b"\0" * 4096)
-            probe.unlink()
             self._flush_unrecorded(self._conn)
         except (OSError, sqlite3.Error):
             return
         self._storage_ok()
 
-    def _storage_failed(self, exc: StorageNotReadyError) -> None:
-        """Note a fault; logged when it starts or changes kind, not at each attempt."""
+    def _check_ingest_hold(self, disk: DiskSpace) -> None:
+        """Clear the hold an ingest fault put on ingest, by the rules of report_storage_fault."""
+        hold = self._ingest_hold
+        if hold is None:
+            return
+        if hold.fault is StorageFault.FULL:
+            if disk.free >= hold.free_at + FULL_CLEAR_MARGIN:
+                self._ingest_hold = None
+            return
+        now = self._clock.monotonic()
+        if now < self._next_hold_probe:
+            return
+        self._next_hold_probe = now + _STORAGE_RETRY
+        if not disk.read_only and _probe_write(self.root):
+            self._ingest_hold = None
+
+    def _storage_failed(self, exc: StorageNotReadyError) -> StorageNotReadyError:
+        """Note a fault (and return it as noted); logged when it starts or changes kind, not at
+        each attempt."""
+        exc = self._as_seen_on_disk(exc)
         with self._lock:
             if self._fault is None or self._fault.fault is not exc.fault:
                 event(
@@ -827,7 +868,17 @@ class Spool:
                 if self._fault is None:
                     self._fault_since = self._clock.now()
             self._fault = exc
-            self._next_probe = self._clock.monotonic() + _STORAGE_RETRY
+        return exc
+
+    def _as_seen_on_disk(self, exc: StorageNotReadyError) -> StorageNotReadyError:
+        """SQLite says "unable to open database file" (I/O error) on a read-only mount: the
+        mount says what it is."""
+        if exc.fault is StorageFault.READ_ONLY:
+            return exc
+        disk, _ = self._disk_space()
+        if not disk.read_only:
+            return exc
+        return StorageNotReadyError(StorageFault.READ_ONLY, exc.what, exc.detail)
 
     def _storage_ok(self) -> None:
         with self._lock:
@@ -865,6 +916,41 @@ class Spool:
                 self._log.debug("delivery reserve not made: %s", exc)
                 return
             event(self._log, logging.INFO, "delivery reserve in place", bytes=self.reserve.size)
+
+
+@dataclass(frozen=True)
+class _IngestHold:
+    """A storage fault an ingest path met, and the free space when it did."""
+
+    error: StorageNotReadyError
+    free_at: int
+
+    @property
+    def fault(self) -> StorageFault:
+        return self.error.fault
+
+
+def _probe_write(folder: Path) -> bool:
+    """Whether a small synced write (and its removal) works in ``folder`` now."""
+    probe = folder / ".storage-probe"
+    try:
+        durable.write_bytes_durably(probe, b"\0" * 4096)
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database, so that the next commit writes the WAL from its start
+    (SQLite restarts a fully checkpointed WAL when no reader uses it); True when every frame
+    was copied. PASSIVE: it never waits for readers. Never raises: on a full disk it may fail
+    (the database file must grow), harmlessly."""
+    try:
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(busy == 0 and frames == copied)
 
 
 def _chunks(ids: Sequence[int] | None) -> Iterator[list[int] | None]:
