@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config, summary
 from gateway.logsetup import setup_logging
+from gateway.paging import Page, add_page_arguments, print_cli_note
 
 DEFAULT_CONFIG = Path("/etc/dicom-gateway/gateway.toml")
 
@@ -109,19 +110,23 @@ def cmd_queue(args: argparse.Namespace) -> int:
     try:
         if args.queue_cmd == "list":
             state = DeliveryState(args.state) if args.state else None
-            rows = spool.list_deliveries(state, args.destination, args.limit)
+            rows = spool.list_deliveries(state, args.destination, args.limit, args.offset)
+            page = Page(
+                args.offset, args.limit, len(rows), spool.count_deliveries(state, args.destination)
+            )
             if args.json:
                 print(json.dumps([_jsonable(r) for r in rows], indent=2))
-                return 0
-            print(
-                f"{'object':>7}  {'destination':<12} {'state':<8} {'tries':>5}  "
-                f"{'size':>10}  reason"
-            )
-            for r in rows:
+            else:
                 print(
-                    f"{r.object_id:>7}  {r.destination:<12} {r.state:<8} {r.attempts:>5}  "
-                    f"{r.size:>10}  {r.last_error or ''}"
+                    f"{'object':>7}  {'destination':<12} {'state':<8} {'tries':>5}  "
+                    f"{'size':>10}  reason"
                 )
+                for r in rows:
+                    print(
+                        f"{r.object_id:>7}  {r.destination:<12} {r.state:<8} {r.attempts:>5}  "
+                        f"{r.size:>10}  {r.last_error or ''}"
+                    )
+            print_cli_note(page, args.json)
             return 0
         if args.queue_cmd == "show":
             info = spool.show(args.object_id)
@@ -226,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     q_list = qsub.add_parser("list", help="list deliveries", parents=[after])
     q_list.add_argument("--state", choices=["held", "pending", "sending", "sent", "failed"])
     q_list.add_argument("--destination")
-    q_list.add_argument("--limit", type=int, default=100)
+    add_page_arguments(q_list, 100)
     q_list.add_argument("--json", action="store_true")
     q_show = qsub.add_parser("show", help="show one object and its deliveries", parents=[after])
     q_show.add_argument("object_id", type=int)

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from gateway.audit import AUDIT_FILE, AuditLog, cli_actor
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.identity import PatientIdentity
+from gateway.paging import Page, add_page_arguments, print_cli_note
+from gateway.spool.entries import ObjectSource
 from gateway.spool.store import Spool
 from gateway.worklist.item import WorklistItem
 from gateway.worklist.lookup import EmptyWorklist, WorklistLookup
@@ -68,7 +70,7 @@ def register(
     after.add_argument("--config", "-c", default=argparse.SUPPRESS, help="TOML config file")
 
     listing = sub.add_parser("list", help="list held objects and why", parents=[after])
-    listing.add_argument("--limit", type=int, default=100)
+    add_page_arguments(listing, 100)
     listing.add_argument("--json", action="store_true")
 
     show = sub.add_parser("show", help="one held object and candidate items", parents=[after])
@@ -137,14 +139,20 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 def _dispatch(args: argparse.Namespace, reconciler: Reconciler) -> int:
     by = cli_actor()
     if args.held_cmd == "list":
-        rows = reconciler.list_held(args.limit)
+        rows = reconciler.list_held(args.limit, args.offset)
+        page = Page(args.offset, args.limit, len(rows), reconciler.count_held())
         if args.json:
             print(json.dumps([_plain(r) for r in rows], indent=2, ensure_ascii=False))
-            return 0
-        print(f"{'object':>7}  {'held since (UTC)':<20} {'kind':<6} {'source':<12} reason")
-        for r in rows:
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.enqueued_at))
-            print(f"{r.object_id:>7}  {since:<20} {r.kind:<6} {r.source:<12} {r.held_reason}")
+        else:
+            print(f"{'object':>7}  {'held since (UTC)':<20} {'kind':<6} {'source':<12} reason")
+            for r in rows:
+                print(
+                    f"{r.object_id:>7}  {_utc(r.enqueued_at):<20} {r.kind:<6} {r.source:<12}"
+                    f" {r.held_reason}"
+                )
+                for line in source_lines(r.sources):
+                    print(f"{'':>9}{line}")
+        print_cli_note(page, args.json)
         return 0
     if args.held_cmd == "show":
         view = reconciler.show(args.object_id)
@@ -172,6 +180,38 @@ def _dispatch(args: argparse.Namespace, reconciler: Reconciler) -> int:
         f" study {result.study_instance_uid}"
     )
     return 0
+
+
+def source_lines(sources: Sequence[ObjectSource], *, detail: bool = False) -> list[str]:
+    """Where an object came from, a line per source; ``detail`` adds size, hash and hints.
+
+    Several sources mean one instance arrived from several places: each is named, so the
+    operator sees every file the object stands for.
+    """
+    lines: list[str] = []
+    for src in sources:
+        line = f"from {src.label}, arrived {_utc(src.arrived_at)} UTC"
+        if detail:
+            size = f"{src.size} bytes, " if src.size is not None else ""
+            line += f" ({size}sha256 {src.sha256})"
+        lines.append(line)
+        if src.identity_note:
+            lines.append(f"  file name identity not used: {src.identity_note}")
+        hints = [
+            f"{label} {value!r}"
+            for label, value in (
+                ("patient ID", src.hint_patient_id),
+                ("accession number", src.hint_accession_number),
+            )
+            if value
+        ]
+        if detail and hints:
+            lines.append(f"  the file name also gave (a hint, not bound): {', '.join(hints)}")
+    return lines
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
 def _open_spool(config: GatewayConfig) -> Spool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.forward.tlsctx import client_context
+from gateway.paging import Page, add_page_arguments, print_cli_note
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.client import WorklistClient, WorklistUnavailable
 
@@ -46,9 +47,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     cache = _cache(config)
     cache.open()
     try:
-        items, fetched = cache.items(), cache.fetched_at
+        every, fetched = cache.items(), cache.fetched_at
     finally:
         cache.close()
+    end = None if args.limit is None else args.offset + args.limit
+    items = every[args.offset : end]
+    page = Page(
+        args.offset, len(every) if args.limit is None else args.limit, len(items), len(every)
+    )
     if args.json:
         rows = [
             {
@@ -63,16 +69,19 @@ def cmd_list(args: argparse.Namespace) -> int:
             }
             for i in items
         ]
-        print(json.dumps({"fetched_at": fetched, "items": rows}, ensure_ascii=False, indent=1))
+        out = {"fetched_at": fetched, "items": rows, "total": len(every)}
+        print(json.dumps(out, ensure_ascii=False, indent=1))
+        print_cli_note(page, as_json=True)
         return 0
     age = f"{(time.time() - fetched) / 60:.0f} min ago" if fetched else "never"
-    print(f"{len(items)} scheduled step(s); last refreshed {age}")
+    print(f"{len(every)} scheduled step(s); last refreshed {age}")
     for i in items:
         when = f"{i.scheduled_start_date} {i.scheduled_start_time[:4]}".strip()
         print(
             f"{i.accession_number:<16} {when:<13} {i.modality:<4} {i.patient_id:<16} "
             f"{i.patient_name:<30} {i.scheduled_procedure_step_id}"
         )
+    print_cli_note(page, as_json=False)
     return 0
 
 
@@ -112,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     after.add_argument("--config", "-c", default=argparse.SUPPRESS, help="TOML config file")
     listing = actions.add_parser("list", help="cached scheduled steps", parents=[after])
     listing.add_argument("--json", action="store_true")
+    add_page_arguments(listing, None)  # the whole cached worklist unless told
     listing.set_defaults(func=cmd_list)
     actions.add_parser("refresh", help="ask the RIS now", parents=[after]).set_defaults(
         func=cmd_refresh

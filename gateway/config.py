@@ -312,7 +312,9 @@ class DicomListenerSection(_Strict):
     coerce_from_worklist: bool = Field(
         False,
         description="Received objects that match one worklist item uniquely get that item's "
-        "patient and order attributes (the replaced values kept in Original Attributes Sequence).",
+        "patient and order attributes (the replaced values kept in Original Attributes Sequence); "
+        "ambiguous ones, and ones whose accession number is scheduled for another patient than "
+        "their Patient ID, are held. false: received objects are forwarded as they came.",
     )
     max_associations: int = Field(
         8, ge=1, le=64, description="Associations (and TLS handshakes) served at once."
@@ -375,7 +377,8 @@ class WorklistSection(_Strict):
     require_match: bool = Field(
         True,
         description="Objects created from files must bind to exactly one worklist item; "
-        "false: an object with no match is sent with its file-name identity.",
+        "false: an object with no match is sent with its file-name identity (ambiguous and "
+        "contradicting ones are still held).",
     )
     selection_expires_minutes: float = Field(
         240.0,

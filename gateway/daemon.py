@@ -181,6 +181,7 @@ class Gateway:
                 logger=logging.getLogger(f"gateway.ingest.{folder.name}"),
                 binder=binder,
                 sidecar_settle_seconds=folder.settle_seconds,
+                root=folder.path,
             )
             watcher = FolderWatcher(
                 folder, intake, self.clock, logging.getLogger(f"gateway.watch.{folder.name}")
@@ -249,6 +250,7 @@ class Gateway:
                 binder=binder,
                 clock=self.clock,
                 logger=logger,
+                port=line.port,
             )
             reader = SerialReader(
                 source=line.name,

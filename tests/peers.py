@@ -10,9 +10,11 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
 
 
@@ -107,6 +109,24 @@ class StoreSCP:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def storescp_syntax_config(
+    path: Path, sop_classes: Iterable[str], syntaxes: Sequence[str]
+) -> list[str]:
+    """storescp arguments for a PACS that accepts ``sop_classes`` only in ``syntaxes`` (UIDs).
+
+    Writes a DCMTK association configuration (``-xf``, see /etc/dcmtk/storescp.cfg) to
+    ``path``; Verification is accepted too, as every PACS does.
+    """
+    lines = ["[[TransferSyntaxes]]", "[Only]"]
+    lines += [f"TransferSyntax{i} = {uid}" for i, uid in enumerate(syntaxes, 1)]
+    lines += ["[[PresentationContexts]]", "[Only]"]
+    classes = ["1.2.840.10008.1.1", *sorted(set(sop_classes))]
+    lines += [f"PresentationContext{i} = {uid}\\Only" for i, uid in enumerate(classes, 1)]
+    lines += ["[[Profiles]]", "[Default]", "PresentationContexts = Only"]
+    path.write_text("\n".join(lines) + "\n", "ascii")
+    return ["-xf", str(path), "Default"]
+
+
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     """Run dicom3tools' dciodvfy; return (errors, warnings) lines."""
     binary = require_tool("dciodvfy")
@@ -117,3 +137,13 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     errors = [line for line in lines if line.startswith("Error")]
     warnings = [line for line in lines if line.startswith("Warning")]
     return errors, warnings
+
+
+def dcmdjpeg_pixels(path: Path, workdir: Path) -> np.ndarray:
+    """The pixels of a JPEG-compressed DICOM file as DCMTK's dcmdjpeg decodes them (to RGB)."""
+    binary = require_tool("dcmdjpeg")
+    out = workdir / f"{path.stem}.dcmdjpeg.dcm"
+    subprocess.run(
+        [binary, "+cp", str(path), str(out)], capture_output=True, timeout=60, check=True
+    )
+    return np.asarray(pydicom.dcmread(out).pixel_array)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import time
@@ -17,8 +18,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.conftest import Pki
+from tests.forward.objects import corpus_file
 from tests.harness import GatewayProcess, wait_until, write_config
-from tests.peers import StoreSCP, dciodvfy, free_port
+from tests.peers import StoreSCP, dciodvfy, free_port, storescp_syntax_config
 
 pytestmark = pytest.mark.peers
 
@@ -188,3 +190,43 @@ def test_sigterm_stops_within_ten_seconds_and_keeps_unsent_objects(
     assert "STOPPING=1" in gw.messages
     payloads = list((tmp_path / "state" / "spool" / "objects").iterdir())
     assert len(payloads) == 3
+
+
+def test_dual_personality_dicom_tiff_files_pass_through_to_a_little_endian_only_pacs(
+    tmp_path: Path, storescp_factory: type[StoreSCP], gateways: list[GatewayProcess]
+) -> None:
+    # Issue 10 A1: pydicom's own files whose preamble holds a TIFF header ("II*\0") were
+    # quarantined as broken TIFFs. A4: the big-endian one must reach a PACS taking only
+    # Explicit VR Little Endian. Each has its own SOP Instance UID (the MR_small variants share
+    # one, so only one of them is dropped).
+    names = ["CT_small.dcm", "examples_rgb_color.dcm", "MR_small_bigendian.dcm"]
+    sources = [corpus_file(name) for name in names]
+    assert all(
+        p.read_bytes()[:4] == b"II*\x00" for p in [*sources, corpus_file("MR_truncated.dcm")]
+    )
+    classes = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID) for p in sources]
+    le_only = storescp_syntax_config(tmp_path / "le.cfg", classes, [ExplicitVRLittleEndian])
+    pacs = storescp_factory(tmp_path / "pacs", extra_args=le_only).start()
+    gw = GatewayProcess(write_config(tmp_path, pacs.port)).start()
+    gateways.append(gw)
+    folder = tmp_path / "drop"
+    for source in [*sources, corpus_file("MR_truncated.dcm")]:
+        drop(folder, source.name, source.read_bytes())
+
+    originals = {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p) for p in sources}
+    assert wait_until(lambda: received_uids(pacs) >= set(originals), 30), gw.log()[-3000:]
+    for path in pacs.received():
+        received = pydicom.dcmread(path)
+        original = originals[str(received.SOPInstanceUID)]
+        assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert np.array_equal(received.pixel_array, original.pixel_array), path
+    assert wait_until(lambda: not any(folder.iterdir()), 10), list(folder.iterdir())
+    # Only the truncated file is quarantined, and for what it is: broken DICOM, not TIFF.
+    reasons = [
+        json.loads(p.read_text("utf-8"))["reason"]
+        for p in (tmp_path / "state" / "quarantine").rglob("*.reason.json")
+    ]
+    assert len(reasons) == 1, reasons
+    assert "(7FE0,0010) declares 8192 bytes, beyond the end of the file" in reasons[0]
+    assert "TIFF" not in reasons[0]
+    assert gw.terminate() == 0

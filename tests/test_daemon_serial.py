@@ -37,9 +37,11 @@ from gateway.ingest.serial.profiles import load_profile
 from gateway.simulate.faults import parse_injections
 from gateway.simulate.player import DeviceSimulator, PlayReport
 from gateway.simulate.socat import PtyPair
-from gateway.worklist.binding import Binding
+from gateway.worklist.binding import DETAIL_MARK, Binding
 from tests.harness import GatewayProcess, wait_until, write_config
 from tests.peers import StoreSCP, dciodvfy, free_port, require_tool
+from tests.worklist.factory import mwl_dataset
+from tests.worklist.wlmfiles import WlmScp
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -396,11 +398,8 @@ def test_message_is_acked_only_once_queued_queue_full_naks_then_room_delivers(
     assert gw.terminate() == 0
 
 
-def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Bench) -> None:
-    from tests.worklist.factory import mwl_dataset
-    from tests.worklist.wlmfiles import WlmScp
-
-    root = bench.root
+def jane_ris(root: Path) -> WlmScp:
+    """A wlmscpfs RIS (not started) with one step: Jane Doe, PID-2001, accession ACC-7001."""
     today = datetime.date.today().strftime("%Y%m%d")
     ris = WlmScp(root / "ris")
     ris.add(
@@ -414,20 +413,29 @@ def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Ben
         ),
         "ISO_IR 100",
     )
-    ris.start()
-    try:
-        bench.pacs.start()
-        bench.pair("vitals")
-        path = quick_profile(root, "line-kv", idle_timeout=2.0)
-        worklist = f"""
+    return ris
+
+
+def worklist_section(ris: WlmScp, extra: str = "") -> str:
+    return f"""
 [worklist]
 ae_title = "RIS"
 host = "127.0.0.1"
 port = {ris.port}
 refresh_seconds = 5
 connect_timeout = 2
-"""
-        gw = bench.start_gateway([("vitals", str(path))], tail=worklist)
+{extra}"""
+
+
+def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Bench) -> None:
+    root = bench.root
+    ris = jane_ris(root)
+    ris.start()
+    try:
+        bench.pacs.start()
+        bench.pair("vitals")
+        path = quick_profile(root, "line-kv", idle_timeout=2.0)
+        gw = bench.start_gateway([("vitals", str(path))], tail=worklist_section(ris))
         profile = load_profile(str(path))
         assert wait_until(lambda: worklist_ready(gw), 30), gw.log()[-3000:]
         play(profile, bench.device("vitals"), profile.simulator.messages[:2])
@@ -450,6 +458,41 @@ connect_timeout = 2
         ris.stop()
 
 
+def test_serial_report_naming_two_patients_is_held(bench: Bench) -> None:
+    """Issue 10 A3: Jane's accession with another patient's ID is held, even without
+    require_match (which lets a report no step names go on with the device's identity)."""
+    root = bench.root
+    ris = jane_ris(root)
+    ris.start()
+    try:
+        bench.pacs.start()
+        bench.pair("vitals")
+        path = quick_profile(root, "line-kv", idle_timeout=2.0)
+        tail = worklist_section(ris, "require_match = false\n")
+        gw = bench.start_gateway([("vitals", str(path))], tail=tail)
+        profile = load_profile(str(path))
+        jane = profile.simulator.messages[0]
+        assert "PATIENT ID: PID-2001" in jane and "ACCESSION: ACC-7001" in jane
+        wrong = jane.replace("PATIENT ID: PID-2001", "PATIENT ID: PID-2002")
+        assert wait_until(lambda: worklist_ready(gw), 30), gw.log()[-3000:]
+        play(profile, bench.device("vitals"), [wrong, jane])
+        assert wait_until(lambda: "PID-2001" in received_patients(bench.pacs), 30), gw.log()[-3000:]
+        assert wait_until(lambda: held_count(gw) >= 1, 20), gw.log()[-3000:]
+        assert "PID-2002" not in received_patients(bench.pacs)
+        reasons = {str(row["held_reason"]) for row in held_rows(gw) or []}
+        assert reasons == {
+            "conflict: the device message's accession number is scheduled for another patient"
+            + DETAIL_MARK
+            + "accession number ACC-7001 is scheduled for patient ID PID-2001;"
+            " the device message says patient ID PID-2002, who has no scheduled step"
+        }
+        held_logs = [e for e in log_events(gw, "queued") if e.get("held")]
+        assert held_logs and all("PID-" not in str(e["held"]) for e in held_logs), held_logs
+        assert gw.terminate() == 0
+    finally:
+        ris.stop()
+
+
 def worklist_ready(gw: GatewayProcess) -> bool:
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "worklist", "list", "--json", "--config", str(gw.config)],
@@ -461,7 +504,8 @@ def worklist_ready(gw: GatewayProcess) -> bool:
     return out.returncode == 0 and "ACC-7001" in out.stdout
 
 
-def held_count(gw: GatewayProcess) -> int:
+def held_rows(gw: GatewayProcess) -> list[dict[str, object]] | None:
+    """The rows of `held list --json`; None when the command failed."""
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "held", "list", "--json", "--config", str(gw.config)],
         capture_output=True,
@@ -470,7 +514,14 @@ def held_count(gw: GatewayProcess) -> int:
         check=False,
     )
     if out.returncode != 0:
-        return -1
+        return None
     data = json.loads(out.stdout)
-    rows = data if isinstance(data, list) else data.get("items", data.get("objects", []))
-    return len(rows)
+    rows: list[dict[str, object]] = (
+        data if isinstance(data, list) else data.get("items", data.get("objects", []))
+    )
+    return rows
+
+
+def held_count(gw: GatewayProcess) -> int:
+    rows = held_rows(gw)
+    return -1 if rows is None else len(rows)

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from gateway.convert import jpeg, pdf, raster
@@ -39,9 +40,12 @@ class Converter:
 
     A created object carries its binding (``item.binding``): the worklist step's patient, study
     and order, or the identity, and the binding's held reason. Its SOP Instance UID is derived
-    from the source bytes, the ingest source and the binding (the step's key, or the identity),
-    so converting the same drop again (a resend after a crash) yields the same instance, while
-    the same bytes bound to another step or patient never share a UID. DICOM files are
+    from the source bytes, the ingest source, the file's name in it and the binding (the step's
+    key, or the identity), so converting the same drop again (a resend after a crash) yields the
+    same instance, while two files never share a UID, even with the same bytes and an identity
+    the file names could not give (issue 10 A2: the second would have been dropped as a
+    duplicate of the first, another patient's), and the same bytes bound to another step or
+    patient never do either. DICOM files are
     forwarded as they came: their own attributes stand and the binding is not applied.
     """
 
@@ -93,43 +97,69 @@ class Converter:
         # Everything that can refuse the input runs before grouping, so a rejected file
         # neither opens a study nor takes an instance number.
         check_identity(item.identity)
-        bound = item.binding.item
         if kind == "jpeg":
             data = self._read_limited(item.path)
             info = jpeg.parse_jpeg(data)
             jpeg.check_decodes(data, info, self.settings.max_image_pixels)
-            ids = self._ids(item, hashlib.sha256(data).hexdigest(), SecondaryCaptureImageStorage)
+            if info.upright:
+                return self._create_jpeg(item, data, info, out_path)
+            if info.precision != 8:
+                raise ConversionError(
+                    f"12-bit JPEG with EXIF Orientation {info.orientation} cannot be turned "
+                    "upright (it would be shown rotated); save it upright"
+                )
+            # Not upright: decoded, turned and stored uncompressed like a raster file.
+        if kind == "pdf":
+            return self._create_pdf(item, out_path)
+        return self._create_raster(item, kind, out_path)
+
+    def _create_jpeg(
+        self, item: RawItem, data: bytes, info: jpeg.JpegInfo, out_path: Path
+    ) -> ConvertedObject:
+        modality = self.settings.modality
+        sha256 = hashlib.sha256(data).hexdigest()
+        ids = self._ids(item, sha256, SecondaryCaptureImageStorage, modality)
+        ds = build_common(
+            self.settings, item.identity, ids, modality, item.mtime, item.binding.item
+        )
+        add_image_basics(ds)
+        jpeg.add_jpeg_image(ds, data, info)
+        return self._write(ds, out_path, info.transfer_syntax_uid, ids, item, "jpeg")
+
+    def _create_pdf(self, item: RawItem, out_path: Path) -> ConvertedObject:
+        data = self._read_limited(item.path)
+        pdf.check_pdf(data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        ids = self._ids(item, sha256, EncapsulatedPDFStorage, DOCUMENT_MODALITY)
+        ds = build_common(
+            self.settings, item.identity, ids, DOCUMENT_MODALITY, item.mtime, item.binding.item
+        )
+        pdf.add_pdf_document(ds, data)
+        return self._write(ds, out_path, ExplicitVRLittleEndian, ids, item, "pdf")
+
+    def _create_raster(self, item: RawItem, kind: Kind, out_path: Path) -> ConvertedObject:
+        modality = self.settings.modality
+        sha256 = _hash_file(item.path)
+        scratch = out_path.parent
+        with raster.decode_raster(item.path, kind, self.settings.max_image_pixels, scratch) as px:
+            ids = self._ids(item, sha256, raster.raster_sop_class(px), modality)
             ds = build_common(
-                self.settings, item.identity, ids, self.settings.modality, item.mtime, bound
+                self.settings, item.identity, ids, modality, item.mtime, item.binding.item
             )
             add_image_basics(ds)
-            jpeg.add_jpeg_image(ds, data, info)
-            syntax = info.transfer_syntax_uid
-            write_part10(ds, out_path, syntax, self.settings, self.uids)
-        elif kind == "pdf":
-            data = self._read_limited(item.path)
-            pdf.check_pdf(data)
-            ids = self._ids(item, hashlib.sha256(data).hexdigest(), EncapsulatedPDFStorage)
-            ds = build_common(
-                self.settings, item.identity, ids, DOCUMENT_MODALITY, item.mtime, bound
-            )
-            pdf.add_pdf_document(ds, data)
-            syntax = ExplicitVRLittleEndian
-            write_part10(ds, out_path, syntax, self.settings, self.uids)
-        else:
-            sha256 = _hash_file(item.path)
-            scratch = out_path.parent
-            with raster.decode_raster(
-                item.path, kind, self.settings.max_image_pixels, scratch
-            ) as pixels:
-                ids = self._ids(item, sha256, raster.raster_sop_class(pixels))
-                ds = build_common(
-                    self.settings, item.identity, ids, self.settings.modality, item.mtime, bound
-                )
-                add_image_basics(ds)
-                raster.add_raster_image(ds, pixels)
-                syntax = ExplicitVRLittleEndian
-                write_part10(ds, out_path, syntax, self.settings, self.uids)
+            raster.add_raster_image(ds, px)
+            return self._write(ds, out_path, ExplicitVRLittleEndian, ids, item, kind)
+
+    def _write(
+        self,
+        ds: Dataset,
+        out_path: Path,
+        syntax: str,
+        ids: ObjectIds,
+        item: RawItem,
+        kind: str,
+    ) -> ConvertedObject:
+        write_part10(ds, out_path, syntax, self.settings, self.uids)
         return ConvertedObject(
             path=out_path,
             sop_class_uid=ids.sop_class_uid,
@@ -141,11 +171,13 @@ class Converter:
             held_reason=_held_reason(item),
         )
 
-    def _ids(self, item: RawItem, sha256: str, sop_class_uid: str) -> ObjectIds:
+    def _ids(self, item: RawItem, sha256: str, sop_class_uid: str, modality: str) -> ObjectIds:
         identity = item.identity
         step = item.binding.item
         if step is None:
-            assignment = self.grouper.assign(item.source, identity, item.mtime, sha256)
+            assignment = self.grouper.assign(
+                item.source, identity, item.mtime, sha256, modality=modality
+            )
             binding_parts: tuple[str, ...] = (
                 identity.patient_id or "",
                 identity.patient_name or "",
@@ -157,11 +189,14 @@ class Converter:
                 identity,
                 item.mtime,
                 sha256,
+                modality=modality,
                 order_key=step.key,
                 study_instance_uid=step.study_instance_uid or None,
             )
             binding_parts = ("worklist-step", step.key)
-        sop_instance_uid = self.uids.derive("sop", sha256, item.source, *binding_parts)
+        sop_instance_uid = self.uids.derive(
+            "sop", sha256, item.source, *binding_parts, "file", item.file_name
+        )
         return ObjectIds(str(sop_class_uid), sop_instance_uid, assignment, sha256)
 
     def _read_limited(self, path: Path) -> bytes:

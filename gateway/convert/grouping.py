@@ -1,14 +1,27 @@
 """Which study and series a created object belongs to, remembered across restarts.
 
+A series holds one modality (PS3.3 C.7.3.1: Modality is a series attribute): each object is
+filed under its study and, within the study, under the series of its source and modality. So a
+drop folder's images (the configured SC modality, e.g. OT) and its PDFs (DOC) share a study but
+not a series, and a serial port's measurement SRs and text SRs (SR) share one series beside its
+print PDFs (DOC). Two sources never share a series: one series per modality and source device,
+as a PACS user expects.
+
 Rule for objects not bound to a worklist step: the key is (source, patient ID, accession
 number). With an accession number every file of the key is one study. Without one, a file joins
-the key's study whose acquisition times lie within ``window_seconds`` of its own, else it starts
-a new study. Such a study holds one series.
+the key's study whose acquisition times (of all its series) lie within ``window_seconds`` of its
+own, else it starts a new study. Such a study holds one series per modality.
 
 Objects bound to a worklist step (``order_key``, the item's key) take the step's Study Instance
-UID; the key is (source, step), and a file joins the key's series whose acquisition times lie
-within the window, else it starts a new series in the same study. Series numbers count the
-series of one Study Instance UID in the order they were started.
+UID (without one, the UID the key's first object got); the key is (source, step), and a file
+joins the key's series of its modality whose acquisition times lie within the window, else it
+starts a new series in the same study. Series numbers count the series of one Study Instance UID
+in the order they were started; the study's ID and time are its first series'.
+
+Each row of ``studies`` is one series. Rows written before the modality was recorded (schema 1)
+have none: they keep their study and their files, and a resend of one of their files gets its
+old assignment, but no new file joins them (their modality is unknown, and a series must not
+get a second one); a new file of such a study opens a new series in the same study.
 
 The database holds a hash of the key, never the patient ID itself.
 
@@ -41,7 +54,8 @@ CREATE TABLE IF NOT EXISTS studies (
     started_at REAL NOT NULL,
     first_at REAL NOT NULL,
     last_at REAL NOT NULL,
-    instances INTEGER NOT NULL
+    instances INTEGER NOT NULL,
+    modality TEXT  -- the series' Modality (0008,0060); NULL in rows from schema 1
 );
 CREATE INDEX IF NOT EXISTS studies_by_key ON studies (key_hash, last_at);
 CREATE INDEX IF NOT EXISTS studies_by_uid ON studies (study_uid);
@@ -54,6 +68,7 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (source, sha256, key_hash)
 );
 """
+SCHEMA_VERSION = 2  # 1: no modality column (one series per study); 2: series per modality
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ class StudyGrouper:
                     # FULL: an assignment that was handed out must survive a power cut.
                     db.execute("PRAGMA synchronous=FULL")
                     db.executescript(_SCHEMA)
+                    _migrate(db)
                 except BaseException:
                     db.close()
                     raise
@@ -121,14 +137,20 @@ class StudyGrouper:
         acquired_at: float,
         source_sha256: str,
         *,
+        modality: str,
         order_key: str | None = None,
         study_instance_uid: str | None = None,
     ) -> StudyAssignment:
-        """The study for a file; the same (source, binding, sha256) always gets the same one.
+        """The study and series for a file; the same (source, binding, sha256) always gets the
+        same one.
 
+        ``modality`` is the object's Modality: only objects of one modality share a series.
         ``order_key`` binds the file to a worklist step (its key); ``study_instance_uid`` is
         then the step's, when the worklist gave one.
         """
+        if not modality:
+            raise ValueError("a series needs a modality")
+        bound = order_key is not None
         if order_key is not None:
             key_hash = _key_hash(source, "\x00worklist-step", order_key)
             by_accession = False
@@ -142,8 +164,7 @@ class StudyGrouper:
             with storage_errors("recording a study assignment"), transaction(db):
                 return self._assign(
                     db,
-                    key_hash,
-                    by_accession,
+                    _Key(key_hash, by_accession, bound, modality),
                     acquired_at,
                     source,
                     source_sha256,
@@ -153,8 +174,7 @@ class StudyGrouper:
     def _assign(
         self,
         db: sqlite3.Connection,
-        key_hash: str,
-        by_accession: bool,
+        key: _Key,
         acquired_at: float,
         source: str,
         sha256: str,
@@ -163,75 +183,109 @@ class StudyGrouper:
         known = db.execute(
             "SELECT study_id, instance_number FROM files"
             " WHERE source = ? AND sha256 = ? AND key_hash = ?",
-            (source, sha256, key_hash),
+            (source, sha256, key.key_hash),
         ).fetchone()
         if known is not None:
             return self._assignment(db, int(known[0]), int(known[1]))
-        study = self._find_study(db, key_hash, by_accession, acquired_at)
-        if study is None:
-            study_uid = study_uid_given or self.uids.derive("study", key_hash, sha256)
-            series_uid = self.uids.derive("series", key_hash, sha256)
+        study_uid = study_uid_given or self._find_study(db, key, acquired_at)
+        series = None if study_uid is None else self._find_series(db, key, study_uid, acquired_at)
+        if series is None:
+            study_uid = study_uid or self.uids.derive("study", key.key_hash, sha256)
+            series_uid = self.uids.derive("series", key.key_hash, sha256)
             cursor = db.execute(
                 "INSERT INTO studies (key_hash, by_accession, study_uid, series_uid,"
-                " started_at, first_at, last_at, instances) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                " started_at, first_at, last_at, instances, modality)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
                 (
-                    key_hash,
-                    int(by_accession),
+                    key.key_hash,
+                    int(key.by_accession),
                     study_uid,
                     series_uid,
                     acquired_at,
                     acquired_at,
                     acquired_at,
+                    key.modality,
                 ),
             )
-            study = int(cursor.lastrowid or 0)
+            series = int(cursor.lastrowid or 0)
         db.execute(
             "UPDATE studies SET instances = instances + 1, first_at = min(first_at, ?),"
             " last_at = max(last_at, ?) WHERE id = ?",
-            (acquired_at, acquired_at, study),
+            (acquired_at, acquired_at, series),
         )
         (instance_number,) = db.execute(
-            "SELECT instances FROM studies WHERE id = ?", (study,)
+            "SELECT instances FROM studies WHERE id = ?", (series,)
         ).fetchone()
         db.execute(
             "INSERT INTO files (source, sha256, key_hash, study_id, instance_number)"
             " VALUES (?, ?, ?, ?, ?)",
-            (source, sha256, key_hash, study, instance_number),
+            (source, sha256, key.key_hash, series, instance_number),
         )
-        return self._assignment(db, study, int(instance_number))
+        return self._assignment(db, series, int(instance_number))
 
-    def _find_study(
-        self, db: sqlite3.Connection, key_hash: str, by_accession: bool, acquired_at: float
-    ) -> int | None:
-        if by_accession:
+    def _find_study(self, db: sqlite3.Connection, key: _Key, acquired_at: float) -> str | None:
+        """The Study Instance UID the key's file joins, or None for a new study."""
+        if key.bound or key.by_accession:
             row = db.execute(
-                "SELECT id FROM studies WHERE key_hash = ? ORDER BY id LIMIT 1", (key_hash,)
+                "SELECT study_uid FROM studies WHERE key_hash = ? ORDER BY id LIMIT 1",
+                (key.key_hash,),
             ).fetchone()
         else:
-            # Files may arrive out of order (a rescan after a restart), so a file also joins a
-            # study whose span it precedes by less than the window.
+            # The window spans all series of the study. Files may arrive out of order (a
+            # rescan after a restart), so a file also joins a study whose span it precedes by
+            # less than the window.
             row = db.execute(
-                "SELECT id FROM studies WHERE key_hash = ?"
+                "SELECT study_uid FROM studies WHERE key_hash = ? GROUP BY study_uid"
+                " HAVING ? BETWEEN min(first_at) - ? AND max(last_at) + ?"
+                " ORDER BY max(last_at) DESC, max(id) DESC LIMIT 1",
+                (key.key_hash, acquired_at, self.window_seconds, self.window_seconds),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _find_series(
+        self, db: sqlite3.Connection, key: _Key, study_uid: str, acquired_at: float
+    ) -> int | None:
+        """The row of the series of the key's modality in the study the file joins, or None."""
+        if not key.bound:
+            row = db.execute(
+                "SELECT id FROM studies WHERE key_hash = ? AND study_uid = ? AND modality = ?"
+                " ORDER BY id LIMIT 1",
+                (key.key_hash, study_uid, key.modality),
+            ).fetchone()
+        else:
+            # A bound step's sessions are series: a file joins one within the window.
+            row = db.execute(
+                "SELECT id FROM studies WHERE key_hash = ? AND study_uid = ? AND modality = ?"
                 " AND ? BETWEEN first_at - ? AND last_at + ?"
                 " ORDER BY last_at DESC, id DESC LIMIT 1",
-                (key_hash, acquired_at, self.window_seconds, self.window_seconds),
+                (
+                    key.key_hash,
+                    study_uid,
+                    key.modality,
+                    acquired_at,
+                    self.window_seconds,
+                    self.window_seconds,
+                ),
             ).fetchone()
         return None if row is None else int(row[0])
 
-    def _assignment(self, db: sqlite3.Connection, study: int, instance: int) -> StudyAssignment:
+    def _assignment(self, db: sqlite3.Connection, series: int, instance: int) -> StudyAssignment:
         study_uid, series_uid = db.execute(
-            "SELECT study_uid, series_uid FROM studies WHERE id = ?", (study,)
+            "SELECT study_uid, series_uid FROM studies WHERE id = ?", (series,)
         ).fetchone()
-        # Several series share a study only when bound to one worklist step; the study's
-        # date is its first series' and each series is numbered in the order it started.
-        series_number, study_time = db.execute(
-            "SELECT count(*), min(started_at) FROM studies WHERE study_uid = ? AND id <= ?",
-            (study_uid, study),
+        # Series are numbered in the order they started; the study's ID and time are those
+        # of its first series, so every series of a study says the same.
+        (series_number,) = db.execute(
+            "SELECT count(*) FROM studies WHERE study_uid = ? AND id <= ?", (study_uid, series)
+        ).fetchone()
+        first, study_time = db.execute(
+            "SELECT id, started_at FROM studies WHERE study_uid = ? ORDER BY id LIMIT 1",
+            (study_uid,),
         ).fetchone()
         return StudyAssignment(
             study_instance_uid=str(study_uid),
             series_instance_uid=str(series_uid),
-            study_id=str(study),
+            study_id=str(first),
             series_number=int(series_number),
             instance_number=instance,
             study_time=float(study_time),
@@ -243,6 +297,26 @@ class StudyGrouper:
         if self._db is None:
             raise RuntimeError("StudyGrouper used before open()")
         return self._db
+
+
+@dataclass(frozen=True)
+class _Key:
+    """What decides an object's study and series, besides its time."""
+
+    key_hash: str  # hash of (source, patient ID, accession) or (source, worklist step)
+    by_accession: bool
+    bound: bool  # to a worklist step
+    modality: str
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database of an older schema up to SCHEMA_VERSION (in place, keeping its rows)."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(studies)")}
+    if "modality" not in columns:
+        # Schema 1 rows keep NULL: their modality is unknown, so no new file joins them.
+        db.execute("ALTER TABLE studies ADD COLUMN modality TEXT")
+    if int(db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _key_hash(source: str, patient_id: str, accession: str) -> str:

@@ -1,11 +1,23 @@
 """PNG, BMP and TIFF files as Secondary Capture objects with lossless, uncompressed pixels.
 
-8- and 16-bit grey stay grey, colour becomes RGB, palette images are expanded to RGB. An alpha
-channel is dropped (not composited): DICOM SC has no transparency, and the colour values under
-it are kept as they are. Several pages or frames (multi-page TIFF, animated PNG) become one
-multi-frame object. Sizes are checked from the headers before anything is decoded, so a
-decompression bomb is refused without allocating its pixels; frames are decoded one at a time
-into a scratch file that pydicom streams into Pixel Data.
+8- and 16-bit grey stay grey, colour becomes RGB, palette images are expanded to RGB. Several
+pages or frames (multi-page TIFF, animated PNG) become one multi-frame object. Sizes are checked
+from the headers before anything is decoded, so a decompression bomb is refused without
+allocating its pixels; frames are decoded one at a time into a scratch file that pydicom streams
+into Pixel Data.
+
+Transparency (DICOM SC has none): a frame whose alpha is anywhere below fully opaque is
+composited onto white (:data:`BACKGROUND`), as a browser or a printout shows it, so content
+drawn only in the alpha channel (a black glyph on transparent, a grey-alpha PNG whose grey is
+all 0) stays visible. This covers every form Pillow reads: an alpha channel (LA, La, PA, RGBA,
+RGBa: premultiplied alpha is undone by Pillow first), a palette with per-entry alpha (PNG tRNS),
+and one transparent grey or colour value (PNG tRNS on grey, RGB, 1-bit and 16-bit grey; 16-bit
+grey keeps all 16 bits, its transparent value becomes 65535). A fully opaque alpha channel
+carries nothing and is dropped. A composited object says so in Derivation Description.
+
+A JPEG goes through here only when it must be re-oriented (see :mod:`gateway.convert.jpeg`): it
+is decoded once, turned as its EXIF Orientation says, and stored uncompressed, flagged as lossy
+compressed before (ISO_10918_1) like a JPEG-compressed TIFF.
 """
 
 from __future__ import annotations
@@ -19,7 +31,15 @@ from pathlib import Path
 from typing import IO, Literal
 
 import numpy as np
-from PIL import BmpImagePlugin, Image, ImageFile, PngImagePlugin, TiffImagePlugin
+from PIL import (
+    BmpImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+)
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
@@ -42,6 +62,8 @@ _LAYOUT_OF_MODE: dict[str, Layout] = {
     "RGB": "rgb8",
     "RGBA": "rgb8",
     "RGBX": "rgb8",
+    "La": "gray8",
+    "RGBa": "rgb8",
     "I;16": "gray16",
     "I;16L": "gray16",
     "I;16B": "gray16",
@@ -55,7 +77,13 @@ _OPENERS: dict[str, type[ImageFile.ImageFile]] = {
     "png": PngImagePlugin.PngImageFile,
     "bmp": BmpImagePlugin.BmpImageFile,
     "tiff": TiffImagePlugin.TiffImageFile,
+    "jpeg": JpegImagePlugin.JpegImageFile,
 }
+
+BACKGROUND = 255  # white, in every sample: what transparent pixels are composited onto
+_GRAY16_WHITE = 0xFFFF
+COMPOSITED = "transparent pixels composited onto white"
+_EXIF_ORIENTATION = 0x0112  # TIFF/EXIF tag 274
 
 
 @dataclass(frozen=True)
@@ -68,6 +96,7 @@ class RasterPixels:
     frames: int
     pixel_file: IO[bytes]
     lossy_method: str | None = None  # the source was lossy compressed (a JPEG-in-TIFF)
+    derivation: str | None = None  # what was done to the pixels beyond decoding, if anything
 
 
 @contextmanager
@@ -85,9 +114,14 @@ def decode_raster(
                 source.seek(0)
                 image = opener(source)
                 layout, frames = _survey(image, kind, max_pixels, head)
+                composited = False
+                size = image.size
                 for index in range(frames):
                     image.seek(index)
-                    scratch.write(_frame_bytes(image, layout))
+                    frame, flattened = _flatten(_oriented(image, kind), layout)
+                    composited = composited or flattened
+                    size = frame.size  # turned upright, a JPEG may swap width and height
+                    scratch.write(_frame_bytes(frame, layout))
         except ConversionError:
             raise
         # Any failure of a decoder on untrusted bytes means the file is unreadable.
@@ -96,8 +130,16 @@ def decode_raster(
         if scratch.tell() % 2:
             scratch.write(b"\x00")  # Pixel Data has even length (PS3.5 7.1.1)
         scratch.seek(0)
-        width, height = image.size
-        yield RasterPixels(layout, height, width, frames, scratch, _lossy_method(image))
+        width, height = size
+        yield RasterPixels(
+            layout,
+            height,
+            width,
+            frames,
+            scratch,
+            _lossy_method(image),
+            _derivation(image, kind, composited),
+        )
 
 
 def _survey(
@@ -144,9 +186,52 @@ def _refuse_precision_loss(
 def _lossy_method(image: ImageFile.ImageFile) -> str | None:
     # TIFF compression 6 and 7 are JPEG: the pixels were lossy compressed before they got here,
     # which Lossy Image Compression must say even though they are stored uncompressed now.
+    if isinstance(image, JpegImagePlugin.JpegImageFile):
+        return "ISO_10918_1"
     if not isinstance(image, TiffImagePlugin.TiffImageFile):
         return None
     return "ISO_10918_1" if image.tag_v2.get(TiffImagePlugin.COMPRESSION) in (6, 7) else None
+
+
+def _oriented(image: Image.Image, kind: str) -> Image.Image:
+    # Only a JPEG is turned by its EXIF Orientation (it comes here for nothing else).
+    if kind != "jpeg":
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _derivation(image: Image.Image, kind: str, composited: bool) -> str | None:
+    """Derivation Description: what was done to the pixels beyond decoding them, or None."""
+    steps = []
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if kind == "jpeg" else 1
+    if orientation != 1:
+        steps.append(f"decoded and turned upright (EXIF Orientation {orientation})")
+    if composited:
+        steps.append(COMPOSITED)
+    return "; ".join(steps) or None
+
+
+def _flatten(image: Image.Image, layout: Layout) -> tuple[Image.Image, bool]:
+    """The frame without transparency, and whether any pixel was composited onto white."""
+    if not image.has_transparency_data:
+        return image, False
+    if layout == "gray16":
+        # A 16-bit grey PNG's tRNS names one transparent value; Pillow's RGBA conversion
+        # would cut the image to 8 bits, so the value is replaced here, all 16 bits kept.
+        values = np.asarray(image)
+        transparent = values == image.info["transparency"]
+        if not transparent.any():
+            return image, False
+        return Image.fromarray(np.where(transparent, _GRAY16_WHITE, values).astype(np.uint16)), True
+    # convert() applies tRNS and palette alpha and undoes premultiplied alpha (La only via LA).
+    rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
+    lowest_alpha, _ = rgba.getchannel("A").getextrema()
+    if lowest_alpha == 255:
+        return rgba.convert("L" if layout == "gray8" else "RGB"), False  # opaque alpha: dropped
+    white = Image.new("RGBA", rgba.size, (BACKGROUND, BACKGROUND, BACKGROUND, 255))
+    flat = Image.alpha_composite(white, rgba)
+    # Grey stays grey: R = G = B after compositing grey, and Pillow's L weights sum to one.
+    return flat.convert("L" if layout == "gray8" else "RGB"), True
 
 
 def _frame_bytes(image: Image.Image, layout: Layout) -> bytes:
@@ -189,6 +274,8 @@ def add_raster_image(ds: Dataset, pixels: RasterPixels) -> None:
     ds.BitsStored = bits
     ds.HighBit = bits - 1
     ds.PixelRepresentation = 0
+    if pixels.derivation:
+        ds.DerivationDescription = pixels.derivation[:1024]  # ST
     if pixels.lossy_method:
         ds.LossyImageCompression = "01"
         ds.LossyImageCompressionMethod = pixels.lossy_method

@@ -8,9 +8,9 @@ identity; study grouping by StudyGrouper; the SOP Instance UID derived from the 
 the port and the binding, so a retransmitted message yields the same instance (a duplicate in
 the queue) while the same bytes bound to another patient never share a UID.
 
-A print job's Basic Text SR sits beside its PDF: same study, a series of its own (a series has
-one modality), whose UID is derived from the PDF's series so every text SR of that study shares
-one SR series, numbered like the PDF it accompanies.
+A series holds one modality, so StudyGrouper files each object by its modality: a port's print
+PDFs (DOC) form one series of the study, its measurement SRs and the Basic Text SRs of its print
+jobs (SR) another, each numbered in its own series.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from gateway.convert import pdf, sr, textpdf, textsr
-from gateway.convert.grouping import StudyAssignment, StudyGrouper
+from gateway.convert.grouping import StudyGrouper
 from gateway.convert.modules import ObjectIds, build_common, check_identity, write_part10
 from gateway.convert.result import ConversionError, ConvertedObject
 from gateway.convert.settings import ConvertSettings
@@ -106,7 +106,7 @@ class SerialConverter:
             *sr.text_items(message.text),
         ]
         digest = _digest(message, "measurement-sr")
-        ids = self._ids(message, binding, digest, sr.COMPREHENSIVE_SR)
+        ids = self._ids(message, binding, digest, sr.COMPREHENSIVE_SR, sr.SR_MODALITY)
         ds = self._common(message, binding, ids, sr.SR_MODALITY)
         sr.add_sr_document(ds, self._title(), children, binding.item)
         return self._write(ds, out_path, ids, binding, "sr")
@@ -119,7 +119,6 @@ class SerialConverter:
             raise ConversionError("the profile turns off both text outputs (text_pdf, text_sr)")
         text = message.text or ""
         objects: list[ConvertedObject] = []
-        pdf_ids: ObjectIds | None = None
         if output.text_pdf:
             columns, lines = self._geometry()
             data = textpdf.render_print_job(
@@ -129,7 +128,11 @@ class SerialConverter:
             if len(data) > self.settings.max_encapsulated_bytes:
                 raise ConversionError("rendered PDF larger than the encapsulation limit")
             pdf_ids = self._ids(
-                message, binding, _digest(message, "print-pdf"), EncapsulatedPDFStorage
+                message,
+                binding,
+                _digest(message, "print-pdf"),
+                EncapsulatedPDFStorage,
+                DOCUMENT_MODALITY,
             )
             ds = self._common(message, binding, pdf_ids, DOCUMENT_MODALITY)
             pdf.add_pdf_document(ds, data)
@@ -138,25 +141,16 @@ class SerialConverter:
             objects.append(self._write(ds, staging(), pdf_ids, binding, "print"))
         if output.text_sr:
             try:
-                objects.append(self._text_sr(message, binding, staging(), pdf_ids))
+                objects.append(self._text_sr(message, binding, staging()))
             except BaseException:
                 for obj in objects:
                     obj.path.unlink(missing_ok=True)
                 raise
         return objects
 
-    def _text_sr(
-        self,
-        message: DeviceMessage,
-        binding: Binding,
-        out_path: Path,
-        beside: ObjectIds | None,
-    ) -> ConvertedObject:
+    def _text_sr(self, message: DeviceMessage, binding: Binding, out_path: Path) -> ConvertedObject:
         digest = _digest(message, "text-sr")
-        if beside is None:
-            ids = self._ids(message, binding, digest, textsr.BASIC_TEXT_SR)
-        else:
-            ids = self._beside(message, binding, digest, beside.assignment)
+        ids = self._ids(message, binding, digest, textsr.BASIC_TEXT_SR, sr.SR_MODALITY)
         children = textsr.text_report_children(self._context(message), message.text or "")
         ds = self._common(message, binding, ids, sr.SR_MODALITY)
         sr.add_sr_document(ds, self._title(), children, binding.item)
@@ -165,37 +159,31 @@ class SerialConverter:
     # -- shared pieces ------------------------------------------------------------------
 
     def _ids(
-        self, message: DeviceMessage, binding: Binding, digest: str, sop_class_uid: str
+        self,
+        message: DeviceMessage,
+        binding: Binding,
+        digest: str,
+        sop_class_uid: str,
+        modality: str,
     ) -> ObjectIds:
         identity = binding.identity
         step = binding.item
         if step is None:
-            assignment = self.grouper.assign(message.source, identity, message.received_at, digest)
+            assignment = self.grouper.assign(
+                message.source, identity, message.received_at, digest, modality=modality
+            )
         else:
             assignment = self.grouper.assign(
                 message.source,
                 identity,
                 message.received_at,
                 digest,
+                modality=modality,
                 order_key=step.key,
                 study_instance_uid=step.study_instance_uid or None,
             )
         sop_instance_uid = self.uids.derive("sop", digest, message.source, *_binding_parts(binding))
         return ObjectIds(sop_class_uid, sop_instance_uid, assignment, digest)
-
-    def _beside(
-        self, message: DeviceMessage, binding: Binding, digest: str, pdf: StudyAssignment
-    ) -> ObjectIds:
-        assignment = StudyAssignment(
-            study_instance_uid=pdf.study_instance_uid,
-            series_instance_uid=self.uids.derive("series", pdf.series_instance_uid, "text-sr"),
-            study_id=pdf.study_id,
-            series_number=pdf.series_number,
-            instance_number=pdf.instance_number,
-            study_time=pdf.study_time,
-        )
-        sop_instance_uid = self.uids.derive("sop", digest, message.source, *_binding_parts(binding))
-        return ObjectIds(textsr.BASIC_TEXT_SR, sop_instance_uid, assignment, digest)
 
     def _common(
         self, message: DeviceMessage, binding: Binding, ids: ObjectIds, modality: str

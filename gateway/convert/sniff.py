@@ -16,7 +16,15 @@ _BMP_DIB_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 
 
 def sniff_bytes(head: bytes) -> Kind | None:
-    """The kind whose signature ``head`` (the file's first bytes) carries, or None."""
+    """The kind whose signature ``head`` (the file's first bytes) carries, or None.
+
+    "DICM" at offset 128 is tested first: PS3.10 7.1 lets the 128-byte preamble hold anything,
+    and dual-personality files put a TIFF (or any other) header there, so a file with that
+    prefix is DICOM whatever its first bytes are. The other signatures all sit at offset 0 and
+    cannot overlap one another, so their order does not matter.
+    """
+    if len(head) >= HEAD_BYTES and head[128:132] == b"DICM":
+        return "dicom"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -25,8 +33,6 @@ def sniff_bytes(head: bytes) -> Kind | None:
         return "tiff"
     if head.startswith(b"%PDF-"):
         return "pdf"
-    if len(head) >= HEAD_BYTES and head[128:132] == b"DICM":
-        return "dicom"
     if (
         head.startswith(b"BM")
         and len(head) >= 18

@@ -26,11 +26,15 @@ class UidFactory:
         self.uid_root = uid_root
 
     def derive(self, *parts: str) -> str:
-        """The UID for ``parts``: same parts, same UID."""
+        """The UID for ``parts``: same parts, same UID.
+
+        A part may hold surrogate escapes (a file name that is not UTF-8, from os.fsdecode):
+        they stand for the name's own bytes, so two such names differ here as they do on disk.
+        """
         digest = hashlib.sha256()
         for part in parts:
             # Length-prefixed so ("ab", "c") and ("a", "bc") differ.
-            encoded = part.encode("utf-8")
+            encoded = part.encode("utf-8", "surrogateescape")
             digest.update(len(encoded).to_bytes(8, "big"))
             digest.update(encoded)
         number = int.from_bytes(digest.digest(), "big")

@@ -1,8 +1,9 @@
 """Reading a queued object file for sending: its file meta, or (fallback only) the whole data set.
 
 The normal path never loads the data set: the sender streams the file. Loading happens only
-when the PACS refuses the object's own transfer syntax, and is bounded by ``max_bytes``
-because a 1 GB box cannot hold several copies of a large object.
+when the PACS refuses the object's own transfer syntax (then :mod:`gateway.forward.transcode`
+converts it), and is bounded by ``max_bytes`` because a 1 GB box cannot hold several copies of
+a large object.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import UID
+
+from gateway.forward.contexts import Route
+from gateway.forward.transcode import (
+    TranscodeError,
+    decode_pixel_data,
+    to_little_endian,
+)
 
 # Decoding keeps the pixel array, the re-encoded bytes and pynetdicom's copy in memory at once.
 MAX_IN_MEMORY_BYTES = 64 * 1024 * 1024
+# Every object was checked before it was queued: a queued file that is gone or no longer DICOM
+# was damaged in the state folder since, and only its source can give it again.
+RESEND = "resend the object from its source"
+NOT_DICOM = f"queued file is no longer DICOM (damaged after it was queued); {RESEND}"
 
 
 class PayloadError(Exception):
@@ -42,19 +53,22 @@ def read_info(path: Path) -> PayloadInfo:
     try:
         meta = read_file_meta_info(path)
     except FileNotFoundError:
-        raise PayloadError("queued file is missing", permanent=True) from None
-    except InvalidDicomError as exc:
-        raise PayloadError(f"queued file is not DICOM: {exc}", permanent=True) from None
+        raise PayloadError(f"queued file is missing; {RESEND}", permanent=True) from None
+    except InvalidDicomError:
+        raise PayloadError(NOT_DICOM, permanent=True) from None
     except OSError as exc:
-        raise PayloadError(f"queued file cannot be read: {exc.strerror}", permanent=False) from None
+        raise PayloadError(_unreadable(exc), permanent=False) from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file meta raises many kinds of error
         raise PayloadError(
-            f"queued file has unreadable file meta ({type(exc).__name__})", permanent=True
+            f"queued file has unreadable file meta ({type(exc).__name__}); {RESEND}",
+            permanent=True,
         ) from None
     values = [meta.get(k) for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
     values.append(meta.get("TransferSyntaxUID"))
     if not all(isinstance(v, str) and v for v in values):
-        raise PayloadError("queued file has incomplete file meta information", permanent=True)
+        raise PayloadError(
+            f"queued file has incomplete file meta information; {RESEND}", permanent=True
+        )
     sop_class, sop_instance, syntax = (str(v) for v in values)
     return PayloadInfo(sop_class, sop_instance, syntax)
 
@@ -95,13 +109,23 @@ def load_decoded(path: Path, max_bytes: int = MAX_IN_MEMORY_BYTES) -> Dataset:
             f"(limit {max_bytes})",
             permanent=True,
         )
-    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     try:
-        ds.decompress(generate_instance_uid=False)
-    except Exception as exc:  # noqa: BLE001 - decoder plugins raise anything on corrupt data
-        raise PayloadError(
-            f"cannot decode {syntax.name} pixel data: {exc}", permanent=True
-        ) from None
+        decode_pixel_data(ds)
+    except TranscodeError as exc:
+        raise PayloadError(str(exc), permanent=True) from None
+    return ds
+
+
+def load_converted(path: Path, route: Route, max_bytes: int = MAX_IN_MEMORY_BYTES) -> Dataset:
+    """The data set ready for pynetdicom to send over ``route`` (any but AS_STORED and NONE)."""
+    if route is Route.DECODE:
+        return load_decoded(path, max_bytes)
+    ds = load_reencodable(path, max_bytes)
+    if route is Route.TO_LITTLE_ENDIAN:
+        try:
+            to_little_endian(ds)
+        except TranscodeError as exc:
+            raise PayloadError(str(exc), permanent=True) from None
     return ds
 
 
@@ -109,16 +133,20 @@ def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:
-        raise PayloadError("queued file is missing", permanent=True) from None
+        raise PayloadError(f"queued file is missing; {RESEND}", permanent=True) from None
     except OSError as exc:
-        raise PayloadError(f"queued file cannot be read: {exc.strerror}", permanent=False) from None
+        raise PayloadError(_unreadable(exc), permanent=False) from None
 
 
 def _read(path: Path, defer: bool = False) -> Dataset:
     try:
         # Deferring large values keeps the encapsulated pixel data on disk until decoding.
         return dcmread(path, defer_size="1 MB" if defer else None)
-    except InvalidDicomError as exc:
-        raise PayloadError(f"queued file is not DICOM: {exc}", permanent=True) from None
+    except InvalidDicomError:
+        raise PayloadError(NOT_DICOM, permanent=True) from None
     except OSError as exc:
-        raise PayloadError(f"queued file cannot be read: {exc.strerror}", permanent=False) from None
+        raise PayloadError(_unreadable(exc), permanent=False) from None
+
+
+def _unreadable(exc: OSError) -> str:
+    return f"queued file cannot be read now: {exc.strerror or exc}; check the state disk"

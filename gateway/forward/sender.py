@@ -5,22 +5,34 @@ from __future__ import annotations
 import logging
 import ssl
 
-from pydicom.uid import UID, ExplicitVRLittleEndian
-
 from gateway.clock import Clock
 from gateway.config import Destination
-from gateway.forward.contexts import ContextPlan, Route, choose_route
+from gateway.forward.contexts import (
+    ContextPlan,
+    Route,
+    choose_route,
+    conversion_failed_reason,
+    conversion_note,
+    no_route_reason,
+)
 from gateway.forward.link import Connector, Link
 from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
-from gateway.forward.payload import PayloadError, load_decoded, load_reencodable, read_info
+from gateway.forward.payload import PayloadError, load_converted, read_info
 from gateway.forward.status import classify_status
 from gateway.spool.entries import SpoolEntry
 
 _log = logging.getLogger(__name__)
 
 
-def _name(uid: str) -> str:
-    return UID(uid).name
+_CONVERTED_EVENTS = {
+    Route.DECODE: "object decoded for the PACS",
+    Route.TO_LITTLE_ENDIAN: "object converted to little endian for the PACS",
+}
+
+
+def _about(entry: SpoolEntry, reason: str) -> str:
+    """A reason about one object, naming it: the operator finds it by either number."""
+    return f"object {entry.object_id} (SOP Instance {entry.sop_instance_uid}): {reason}"
 
 
 class StoreSender:
@@ -105,39 +117,29 @@ class StoreSender:
 
     def _store(self, entry: SpoolEntry, link: Link, sop: str, syntax: str) -> SendOutcome:
         route = choose_route(link.accepted, sop, syntax)
-        note = ""
         if route is Route.NONE:
-            offered = sorted(_name(ts) for s, ts in link.proposed if s == sop)
             return SendOutcome(
                 OutcomeKind.REFUSED,
-                f"the PACS accepts {_name(sop)} in none of the transfer syntaxes we can send "
-                f"(proposed: {', '.join(offered)}; object is {_name(syntax)})",
+                _about(entry, no_route_reason(link.accepted, sop, syntax)),
                 FailureClass.NO_PRESENTATION_CONTEXT,
             )
+        note = conversion_note(route, syntax)
         if route is Route.AS_STORED:
             result = link.store(entry.path)
         else:
             try:
-                if route is Route.DECODE:
-                    dataset = load_decoded(entry.path)
-                    note = (
-                        f"decoded from {_name(syntax)} to {_name(ExplicitVRLittleEndian)}: "
-                        "the PACS does not accept the compressed transfer syntax"
-                    )
-                else:
-                    dataset = load_reencodable(entry.path)
+                dataset = load_converted(entry.path, route)
             except PayloadError as exc:
                 if not exc.permanent:
                     return SendOutcome(OutcomeKind.RETRY, str(exc), FailureClass.UNREADABLE)
                 return SendOutcome(
                     OutcomeKind.REFUSED,
-                    f"the PACS does not accept {_name(syntax)} for {_name(sop)} and the "
-                    f"object cannot be converted: {exc}",
+                    _about(entry, conversion_failed_reason(route, sop, syntax, str(exc))),
                     FailureClass.NO_PRESENTATION_CONTEXT,
                 )
             if note:
                 _log.info(
-                    "object decoded for the PACS",
+                    _CONVERTED_EVENTS[route],
                     extra={
                         "destination": self._destination.name,
                         "delivery_id": entry.delivery_id,

@@ -1,10 +1,15 @@
 """Worklist coercion of objects received by C-STORE ([dicom_listener] coerce_from_worklist).
 
-A DICOM-capable modality already wrote a patient into its objects. When that object names
-exactly one worklist step (by accession number, else patient ID) and agrees with it, the step's
-patient and order attributes are written in, the replaced values kept in Original Attributes
-Sequence. When it matches nothing the object goes on as it came: its own identity is the
-modality's, not a guess. When it is ambiguous or contradicts the worklist, it is held.
+A DICOM-capable modality already wrote a patient into its objects. Its Accession Number and
+Patient ID are judged by the binding rules (gateway.worklist.keys: each key looked up on its
+own). When they name exactly one worklist step and agree with it, the step's patient and order
+attributes are written in, the replaced values kept in Original Attributes Sequence. When they
+match nothing the object goes on as it came: its own identity is the modality's, not a guess.
+When they are ambiguous, or contradict the worklist (an accession scheduled for another patient
+than the object's Patient ID), it is held with the reason, unchanged.
+
+Without coerce_from_worklist the listener does not consult the worklist at all (docs/
+assumptions.md says why): this hook is not installed.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from gateway.convert.bindattrs import apply_item
 from gateway.convert.coerce import rewrite_part10
 from gateway.convert.result import ConvertedObject
 from gateway.identity import PatientIdentity
-from gateway.worklist.binding import Binder
+from gateway.worklist.binding import HELD_NO_IDENTITY, Binder
 
 MODIFYING_REASON = "COERCE"
+CARRIER = "received object"  # how held reasons name where the identity came from
 
 
 class WorklistCoercion:
@@ -41,7 +47,11 @@ class WorklistCoercion:
         )
         if not (identity.patient_id or identity.accession_number):
             return None
-        binding = self._binder.bind(identity, None)
+        binding = self._binder.bind(identity, None, carrier=CARRIER)
+        if binding.held_reason == HELD_NO_IDENTITY:
+            # No step names it and it has no Patient ID (Type 2, may be empty): the rule that a
+            # created object needs one is not the modality's; its object goes on as it came.
+            return None
         if binding.held_reason is not None:
             return _held(src, header, binding.held_reason)
         if binding.item is None:

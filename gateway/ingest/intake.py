@@ -20,6 +20,7 @@ sidecar follows it there. A sidecar written after its file was taken is left in 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -29,16 +30,16 @@ from typing import Protocol
 
 from gateway.clock import Clock
 from gateway.convert.result import ConversionError, ConvertedObject
-from gateway.ingest.identity import identity_from_filename
-from gateway.ingest.items import RawItem
+from gateway.ingest.identity import FilenameIdentity, read_filename_identity
+from gateway.ingest.items import RawItem, printable_name
 from gateway.ingest.pause import FOLDER_EVENTS, IngestPause
 from gateway.ingest.sidecar import Sidecar, read_sidecar, sidecar_candidates
 from gateway.logsetup import event
 from gateway.spool.durable import fsync_dir
-from gateway.spool.entries import EnqueueResult
+from gateway.spool.entries import EnqueueResult, ObjectSource, SourceChannel
 from gateway.spool.space import Room
 from gateway.storagefault import StorageNotReadyError, as_not_ready
-from gateway.worklist.binding import Binder, Binding
+from gateway.worklist.binding import Binder, Binding, loggable_reason
 
 MAX_WATCHED_SIDECARS = 10_000  # sidecars seen still being written; bounds memory
 
@@ -58,7 +59,9 @@ class SpoolLike(Protocol):
 
     def staging_path(self, suffix: str = ".dcm") -> Path: ...
 
-    def enqueue(self, obj: ConvertedObject, source: str) -> EnqueueResult: ...
+    def enqueue(
+        self, obj: ConvertedObject, source: str, origin: ObjectSource | None = None
+    ) -> EnqueueResult: ...
 
 
 class QuarantineLike(Protocol):
@@ -86,9 +89,15 @@ class Intake:
         logger: logging.Logger,
         binder: Binder | None = None,
         sidecar_settle_seconds: float = 1.0,
+        root: Path | None = None,
     ) -> None:
-        """``binder`` None: no worklist (the file name's and sidecar's identity, issue 2 rules)."""
+        """``binder`` None: no worklist (the file name's and sidecar's identity, issue 2 rules).
+
+        ``root`` is the drop folder: a file's name is its path inside it (``day1/a.jpg``);
+        None: the file's own name.
+        """
         self.source = source
+        self.root = root
         self.pattern = pattern
         self.converter = converter
         self.spool = spool
@@ -196,13 +205,15 @@ class Intake:
                     error=str(exc),
                 )
                 return False
-        binding = self.binder.bind(identity_from_filename(self.pattern, path.name), sidecar)
+        named = read_filename_identity(self.pattern, path.name)
+        binding = _with_name_problems(self.binder.bind(named.identity, sidecar), named)
         item = RawItem(
             path=path,
             source=self.source,
             size=st.st_size,
             mtime=st.st_mtime,
             binding=binding,
+            name=self._name_in_folder(path),
         )
         try:
             obj = self.converter.convert(item, staged)
@@ -247,8 +258,19 @@ class Intake:
             event(self.log, logging.WARNING, "file vanished while read", source=self.source)
             return True
 
+        origin = ObjectSource(
+            channel=SourceChannel.FILE,
+            source=self.source,
+            sha256=obj.source_sha256,
+            arrived_at=self.clock.now(),
+            size=st.st_size,
+            file_name=printable_name(item.file_name),
+            identity_note=named.note,
+            hint_patient_id=named.hint.patient_id,
+            hint_accession_number=named.hint.accession_number,
+        )
         try:
-            result = self.spool.enqueue(obj, self.source)
+            result = self.spool.enqueue(obj, self.source, origin)
         except Exception as exc:
             not_ready = as_not_ready(exc, "queueing a file")
             if not_ready is not None:
@@ -272,6 +294,13 @@ class Intake:
             size=st.st_size,
         )
         return True
+
+    def _name_in_folder(self, path: Path) -> str:
+        """The file's path inside the drop folder (its own name when outside ``root``)."""
+        if self.root is not None:
+            with contextlib.suppress(ValueError):
+                return str(path.relative_to(self.root))
+        return path.name
 
     def _reject(self, path: Path, reason: str, sidecars: dict[Path, os.stat_result]) -> bool:
         try:
@@ -340,6 +369,17 @@ class Intake:
         return True
 
 
+def _with_name_problems(binding: Binding, named: FilenameIdentity) -> Binding:
+    """A held binding's reason, with what was wrong in the file name's identity, if anything.
+
+    The broken identity stays unusable (wrong patient is worse than held); the operator is
+    told why it was refused instead of only that there is none.
+    """
+    if binding.held_reason is None or named.note is None:
+        return binding
+    return dataclasses.replace(binding, held_reason=f"{binding.held_reason}: {named.note}")
+
+
 def _changed(sidecars: dict[Path, os.stat_result]) -> bool:
     """True when a sidecar changed (or went) since it was read."""
     for path, st in sidecars.items():
@@ -364,6 +404,7 @@ def record_queued(
     counts["duplicate" if result.duplicate else "queued"] += 1
     if obj.held_reason is not None and not result.duplicate:
         counts["held"] += 1
+    report_merged(log, result, **fields)
     event(
         log,
         logging.INFO,
@@ -372,7 +413,24 @@ def record_queued(
         object_id=result.object_id,
         kind=obj.kind,
         sop_instance_uid=obj.sop_instance_uid,
-        held=obj.held_reason or "",
+        held=loggable_reason(obj.held_reason),  # the summary: the queue's reason may name IDs
         bound_to=binding.item.key if binding.item is not None else "",
         binding=binding.source,
     )
+
+
+def report_merged(log: logging.Logger, result: EnqueueResult, **fields: object) -> None:
+    """Warn when an arrival from another source became an object already queued.
+
+    Same SOP Instance UID, same bytes, from another file, port or peer: one object, as the
+    standard wants, but never a silent one; the spool has recorded the new source beside it.
+    """
+    if result.merged:
+        event(
+            log,
+            logging.WARNING,
+            "same object from another source; both sources recorded",
+            **fields,
+            object_id=result.object_id,
+            sources=result.sources,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,38 @@ class RawItem:
     size: int
     mtime: float  # seconds since the epoch, from stat(); used as acquisition time
     binding: Binding  # the worklist step or identity the object gets, or why it is held
+    # The file's path inside its drop folder, as os.fsdecode gives it (an undecodable byte is a
+    # surrogate escape). None: the file's own name. Part of the created object's SOP Instance
+    # UID, so two files never become one instance, and recorded as the object's source.
+    name: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        """The file's path inside its drop folder (surrogate escapes kept, see ``name``)."""
+        return self.name if self.name is not None else self.path.name
 
     @property
     def identity(self) -> PatientIdentity:
         """The patient identity the object carries (the binding's)."""
         return self.binding.identity
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that can be shown and stored anywhere, and still tells the bytes.
+
+    Bytes that are not UTF-8 (surrogate escapes from os.fsdecode) become ``\\xNN``, and so do
+    characters that cannot be printed (controls, invisible format characters: a newline in a
+    file name would otherwise split a CLI line). A real backslash stays as it is: this is
+    for people to read, not to open the file with.
+    """
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate os.fsdecode cannot have made: show it escaped
+        raw = name.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -39,12 +39,14 @@ from pynetdicom.events import Event
 import gateway
 from gateway.convert.dicomcheck import check_part10
 from gateway.convert.result import ConversionError, ConvertedObject
-from gateway.ingest.intake import QuarantineLike, SpoolLike
+from gateway.ingest.intake import QuarantineLike, SpoolLike, report_merged
 from gateway.listener.rxfiles import ReceiveFiles
 from gateway.listener.services import ListenerService
 from gateway.logsetup import event
+from gateway.spool.entries import ObjectSource, SourceChannel
 from gateway.spool.space import Room
 from gateway.storagefault import StorageNotReadyError, as_not_ready
+from gateway.worklist.binding import loggable_reason
 
 KIND = "dicom-store"
 SUCCESS, OUT_OF_RESOURCES, DATASET_MISMATCH, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
@@ -186,7 +188,16 @@ class StoreReceiver:
             if changed is not None:
                 # Same received bytes, same source hash: a resend is a duplicate either way.
                 obj = replace(changed, source_sha256=digest, kind=KIND)
-        result = self._spool.enqueue(obj, source)
+        origin = ObjectSource(
+            channel=SourceChannel.DICOM,
+            source=source,
+            sha256=digest,
+            arrived_at=store.timestamp.timestamp(),
+            size=part10.stat().st_size,
+            calling_ae=calling,
+            peer_address=str(store.assoc.requestor.address or "") or None,
+        )
+        result = self._spool.enqueue(obj, source, origin)
         with self._lock:
             self._counts["duplicate" if result.duplicate else "stored"] += 1
         event_name = "already queued" if result.duplicate else "stored"
@@ -197,8 +208,9 @@ class StoreReceiver:
             object_id=result.object_id,
             sop_instance_uid=obj.sop_instance_uid,
             calling_ae=calling,
-            held=obj.held_reason or "",
+            held=loggable_reason(obj.held_reason),  # the summary: the queue's may name IDs
         )
+        report_merged(self.log, result, calling_ae=calling)
         return _status(SUCCESS)
 
     def _reject(self, part10: Path, source: str, sop_instance: str, reason: str) -> Dataset:

@@ -62,19 +62,30 @@ class HeldObjects:
         self._log = logger or logging.getLogger("gateway.spool.rebind")
         self.discarded_dir = spool.root / "discarded"
 
-    def list_held(self, limit: int = 100) -> list[ObjectInfo]:
-        """Held objects, oldest first."""
+    def list_held(self, limit: int = 100, offset: int = 0) -> list[ObjectInfo]:
+        """Held objects, oldest first: ``limit`` of them from ``offset``."""
         # The spool is in this package; its connection and lock are shared on purpose.
         with self._spool._db() as conn:
             ids = [
                 int(r[0])
                 for r in conn.execute(
-                    f"SELECT o.id FROM objects o WHERE {_HELD_WHERE} ORDER BY o.id LIMIT ?",  # noqa: S608
-                    (NO_DESTINATION, max(0, limit)),
+                    f"SELECT o.id FROM objects o WHERE {_HELD_WHERE}"  # noqa: S608
+                    " ORDER BY o.id LIMIT ? OFFSET ?",
+                    (NO_DESTINATION, max(0, limit), max(0, offset)),
                 )
             ]
             found = [show(conn, i, self._spool.objects_dir) for i in ids]
         return [info for info in found if info is not None]
+
+    def count_held(self) -> int:
+        """How many objects list_held has in all."""
+        with self._spool._db() as conn:
+            return int(
+                conn.execute(
+                    f"SELECT COUNT(*) FROM objects o WHERE {_HELD_WHERE}",  # noqa: S608
+                    (NO_DESTINATION,),
+                ).fetchone()[0]
+            )
 
     def get(self, object_id: int) -> ObjectInfo:
         """The held object; NotHeldError when it is unknown or not held."""

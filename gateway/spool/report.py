@@ -7,14 +7,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.spool.entries import DeliveryInfo, DeliveryState, DestinationStats, ObjectInfo
+from gateway.spool.entries import (
+    DeliveryInfo,
+    DeliveryState,
+    DestinationStats,
+    ObjectInfo,
+    ObjectSource,
+    SourceChannel,
+)
 
-_DELIVERY_COLUMNS = """
+_DELIVERY_FROM = " FROM deliveries d JOIN objects o ON o.id = d.object_id "
+_DELIVERY_COLUMNS = (
+    """
     d.id, d.object_id, d.destination, d.state, d.attempts, o.size, o.sop_instance_uid, o.source,
     o.enqueued_at, d.next_attempt_at, d.sent_at, d.last_error, d.last_error_at, d.failure_class,
     d.status
-    FROM deliveries d JOIN objects o ON o.id = d.object_id
 """
+    + _DELIVERY_FROM
+)
 
 
 def _delivery(row: Sequence[Any]) -> DeliveryInfo:
@@ -42,8 +52,24 @@ def list_deliveries(
     state: DeliveryState | None,
     destination: str | None,
     limit: int,
+    offset: int = 0,
 ) -> list[DeliveryInfo]:
-    """Deliveries in queue order, optionally of one state and/or destination."""
+    """Deliveries in queue order, optionally of one state and/or destination; one page."""
+    where, args = _delivery_filter(state, destination)
+    sql = "SELECT " + _DELIVERY_COLUMNS + where + " ORDER BY d.object_id, d.id LIMIT ? OFFSET ?"
+    return [_delivery(r) for r in conn.execute(sql, [*args, max(0, limit), max(0, offset)])]
+
+
+def count_deliveries(
+    conn: sqlite3.Connection, state: DeliveryState | None, destination: str | None
+) -> int:
+    """How many deliveries list_deliveries would give without a limit."""
+    where, args = _delivery_filter(state, destination)
+    sql = "SELECT COUNT(*)" + _DELIVERY_FROM + where
+    return int(conn.execute(sql, args).fetchone()[0])
+
+
+def _delivery_filter(state: DeliveryState | None, destination: str | None) -> tuple[str, list[Any]]:
     where: list[str] = []
     args: list[Any] = []
     if state is not None:
@@ -52,12 +78,7 @@ def list_deliveries(
     if destination is not None:
         where.append("d.destination = ?")
         args.append(destination)
-    sql = "SELECT " + _DELIVERY_COLUMNS
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY d.object_id, d.id LIMIT ?"
-    args.append(max(0, limit))
-    return [_delivery(r) for r in conn.execute(sql, args)]
+    return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 def show(conn: sqlite3.Connection, object_id: int, objects_dir: Path) -> ObjectInfo | None:
@@ -90,6 +111,35 @@ def show(conn: sqlite3.Connection, object_id: int, objects_dir: Path) -> ObjectI
         held_reason=row[10],
         payload=None if row[11] is None else objects_dir / row[11],
         deliveries=tuple(_delivery(d) for d in deliveries),
+        sources=sources(conn, object_id),
+    )
+
+
+def sources(conn: sqlite3.Connection, object_id: int) -> tuple[ObjectSource, ...]:
+    """Every recorded arrival of one object, first one first."""
+    return tuple(
+        ObjectSource(
+            channel=SourceChannel(r[0]),
+            source=r[1],
+            sha256=r[2],
+            arrived_at=r[3],
+            size=r[4],
+            file_name=r[5],
+            port=r[6],
+            calling_ae=r[7],
+            peer_address=r[8],
+            identity_note=r[9],
+            hint_patient_id=r[10],
+            hint_accession_number=r[11],
+        )
+        for r in conn.execute(
+            """
+            SELECT channel, source, sha256, arrived_at, size, file_name, port, calling_ae,
+                   peer_address, identity_note, hint_patient_id, hint_accession
+            FROM object_sources WHERE object_id = ? ORDER BY id
+            """,
+            (object_id,),
+        )
     )
 
 

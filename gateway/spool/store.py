@@ -47,6 +47,8 @@ from gateway.spool.entries import (
     DestinationStats,
     EnqueueResult,
     ObjectInfo,
+    ObjectSource,
+    SourceChannel,
     SpoolEntry,
 )
 from gateway.spool.reserve import DeliveryReserve
@@ -266,7 +268,9 @@ class Spool:
         """Free bytes ingest leaves on the state file system (gateway.spool.space)."""
         return space.low_water_mark(disk.total, self.min_free_bytes)
 
-    def enqueue(self, obj: ConvertedObject, source: str) -> EnqueueResult:
+    def enqueue(
+        self, obj: ConvertedObject, source: str, origin: ObjectSource | None = None
+    ) -> EnqueueResult:
         """Make the staged object durable and queue one delivery per destination.
 
         When this returns, the object survives a power cut and the caller may remove the source.
@@ -275,11 +279,21 @@ class Spool:
         deleted and the existing id returned. With no destination configured the object is
         stored with held_reason "no destination" and gets deliveries at the next open() that
         has destinations.
+
+        ``origin`` is where the object came from (None: only ``source`` is known). It is
+        recorded with the object, and with a duplicate too when that one came from elsewhere
+        (another file, port or peer), in the same transaction as the rest: a source is never
+        removed from a drop folder without the object naming it. ``sources`` of the result
+        counts the object's distinct sources, and ``merged`` says this arrival was a new one:
+        two arrivals became one object (same instance UID, same bytes), which the caller reports.
         """
-        known = self._find(obj)
+        where = origin or ObjectSource(
+            SourceChannel.UNRECORDED, source, obj.source_sha256, self._clock.now()
+        )
+        known = self._known(obj, where)
         if known is not None:
             obj.path.unlink(missing_ok=True)
-            return EnqueueResult(known, duplicate=True)
+            return known
 
         size = obj.path.stat().st_size
         name = f"{uuid.uuid4().hex}.dcm"
@@ -288,14 +302,14 @@ class Spool:
         obj.path.rename(target)  # never replaces: the name is fresh
         try:
             durable.fsync_dir(self.objects_dir)
-            object_id, states = self._insert(obj, source, name, size)
+            object_id, states = self._insert(obj, source, name, size, where)
         except sqlite3.IntegrityError:
             # Another ingest thread queued the same object between our check and insert.
             target.unlink(missing_ok=True)
-            known = self._find(obj)
+            known = self._known(obj, where)
             if known is None:
                 raise
-            return EnqueueResult(known, duplicate=True)
+            return known
         except BaseException:
             target.unlink(missing_ok=True)  # not committed: the caller keeps the source
             raise
@@ -303,16 +317,30 @@ class Spool:
         self._log.debug("enqueued object %d (%d bytes)", object_id, size)
         return EnqueueResult(object_id, duplicate=False)
 
-    def _find(self, obj: ConvertedObject) -> int | None:
-        with self._db() as conn:
-            row = conn.execute(
-                "SELECT id FROM objects WHERE sop_instance_uid = ? AND source_sha256 = ?",
-                (obj.sop_instance_uid, obj.source_sha256),
-            ).fetchone()
+    def _known(self, obj: ConvertedObject, origin: ObjectSource) -> EnqueueResult | None:
+        """The duplicate result for an object already queued, its new source recorded."""
+        with self._db() as conn, transaction(conn):
+            object_id = self._find(conn, obj)
+            if object_id is None:
+                return None
+            added = _record_source(conn, object_id, origin)
+            count = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM object_sources WHERE object_id = ?", (object_id,)
+                ).fetchone()[0]
+            )
+        return EnqueueResult(object_id, duplicate=True, sources=max(1, count), merged=added)
+
+    @staticmethod
+    def _find(conn: sqlite3.Connection, obj: ConvertedObject) -> int | None:
+        row = conn.execute(
+            "SELECT id FROM objects WHERE sop_instance_uid = ? AND source_sha256 = ?",
+            (obj.sop_instance_uid, obj.source_sha256),
+        ).fetchone()
         return None if row is None else int(row[0])
 
     def _insert(
-        self, obj: ConvertedObject, source: str, name: str, size: int
+        self, obj: ConvertedObject, source: str, name: str, size: int, origin: ObjectSource
     ) -> tuple[int, dict[str, DeliveryState]]:
         now = self._clock.now()
         held_reason = obj.held_reason
@@ -342,6 +370,7 @@ class Spool:
                 ),
             )
             object_id = int(cur.lastrowid or 0)
+            _record_source(conn, object_id, origin)
             conn.executemany(
                 "INSERT INTO deliveries (object_id, destination, state, next_attempt_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -557,10 +586,19 @@ class Spool:
         state: DeliveryState | None = None,
         destination: str | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[DeliveryInfo]:
-        """Deliveries in queue order, filtered by state and/or destination."""
+        """Deliveries in queue order, filtered by state and/or destination; ``limit`` from
+        ``offset`` (count_deliveries says how many there are in all)."""
         with self._db() as conn:
-            return report.list_deliveries(conn, state, destination, limit)
+            return report.list_deliveries(conn, state, destination, limit, offset)
+
+    def count_deliveries(
+        self, state: DeliveryState | None = None, destination: str | None = None
+    ) -> int:
+        """How many deliveries list_deliveries has with these filters, without a limit."""
+        with self._db() as conn:
+            return report.count_deliveries(conn, state, destination)
 
     def show(self, object_id: int) -> ObjectInfo | None:
         """One object with all its deliveries (attempts, last error, class, status), or None."""
@@ -951,6 +989,59 @@ def _checkpoint(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False
     return bool(busy == 0 and frames == copied)
+
+
+_SOURCE_KEY = (
+    "channel",
+    "source",
+    "sha256",
+    "file_name",
+    "port",
+    "calling_ae",
+    "peer_address",
+)
+
+
+def _record_source(conn: sqlite3.Connection, object_id: int, origin: ObjectSource) -> bool:
+    """Add ``origin`` to the object's sources unless that very source is there; True if added.
+
+    The same source is the same channel, source name, file name, port, calling AE, peer and
+    bytes: a file re-read after a crash, or a resend, is not another source.
+    """
+    key = (
+        str(origin.channel),
+        origin.source,
+        origin.sha256,
+        origin.file_name,
+        origin.port,
+        origin.calling_ae,
+        origin.peer_address,
+    )
+    match = " AND ".join(f"{column} IS ?" for column in _SOURCE_KEY)
+    seen = conn.execute(
+        f"SELECT 1 FROM object_sources WHERE object_id = ? AND {match}",  # noqa: S608 - fixed
+        (object_id, *key),
+    ).fetchone()
+    if seen is not None:
+        return False
+    conn.execute(
+        """
+        INSERT INTO object_sources (object_id, channel, source, sha256, file_name, port,
+            calling_ae, peer_address, arrived_at, size, identity_note, hint_patient_id,
+            hint_accession)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        (
+            object_id,
+            *key,
+            origin.arrived_at,
+            origin.size,
+            origin.identity_note,
+            origin.hint_patient_id,
+            origin.hint_accession_number,
+        ),
+    )
+    return True
 
 
 def _chunks(ids: Sequence[int] | None) -> Iterator[list[int] | None]:

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit import AuditLog
 from gateway.identity import PatientIdentity
+from gateway.paging import Page
 from gateway.spool.entries import DeliveryState
 from gateway.web.deps import User, require_engineer
 from gateway.web.pages.dashboard import DashboardView, dashboard_view
@@ -230,16 +231,48 @@ _HELD_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+# A list answer cannot grow fields without breaking its clients: the page is in headers.
+_PAGE_HEADERS: dict[str, dict[str, object]] = {
+    "X-Total-Count": {
+        "description": "How many rows the listing has in all (this answer is one page of it).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-Next-Offset": {
+        "description": "The offset of the next page; absent on the last page.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "Link": {
+        "description": 'The next page as RFC 8288 link with rel="next"; absent on the last page.',
+        "schema": {"type": "string"},
+    },
+}
+
+
+def set_page_headers(response: Response, page: Page, path: str) -> None:
+    """Say on a list answer how many rows there are in all, and where the next page starts."""
+    response.headers["X-Total-Count"] = str(page.total)
+    nxt = page.next_offset
+    if nxt is not None:
+        response.headers["X-Next-Offset"] = str(nxt)
+        response.headers["Link"] = f'<{path}?limit={page.limit}&offset={nxt}>; rel="next"'
+
+
 def _held_routes(services: ApiServices, actor_dependency: ActorDependency) -> APIRouter:
     router = APIRouter()
     reconciler = services.reconciler
 
-    @router.get("/held")
+    @router.get("/held", responses={200: {"headers": _PAGE_HEADERS}})
     def list_held(
+        response: Response,
         limit: Annotated[int, Query(ge=1, le=MAX_HELD_LISTED)] = 100,
+        offset: Annotated[int, Query(ge=0, le=2**62, description="Rows to skip first.")] = 0,
     ) -> list[HeldOut]:
-        """Held objects, oldest first, each with why it is held."""
-        return [HeldOut.of(info) for info in reconciler.list_held(limit)]
+        """Held objects, oldest first, each with why it is held and its sources: one page
+        (headers X-Total-Count, X-Next-Offset and Link say how many there are, and where next)."""
+        rows = [HeldOut.of(info) for info in reconciler.list_held(limit, offset)]
+        page = Page(offset, limit, len(rows), reconciler.count_held())
+        set_page_headers(response, page, f"{API_PREFIX}/held")
+        return rows
 
     @router.get("/held/{object_id}", responses={404: _HELD_ERRORS[404]})
     def show_held(object_id: ObjectId) -> HeldDetailOut:
@@ -336,9 +369,17 @@ def panel_api_router(services: WebServices, actor_dependency: ActorDependency) -
         return dashboard_view(services)
 
     @router.get("/queue", tags=["queue"])
-    def get_queue() -> QueueView:
-        """Each destination's queue with its failed deliveries (status and reason)."""
-        return queue_view(services)
+    def get_queue(
+        destination: Annotated[
+            str | None, Query(max_length=64, description="Page through this one's failures.")
+        ] = None,
+        offset: Annotated[
+            int, Query(ge=0, le=2**62, description="Failures of the destination to skip.")
+        ] = 0,
+    ) -> QueueView:
+        """Each destination's queue with its failed deliveries (status and reason), a page of
+        each (failures_total, failures_next_offset: ask again with destination and offset)."""
+        return queue_view(services, destination, offset)
 
     @router.get("/queue/{object_id}", tags=["queue"], responses=_QUEUE_404)
     def get_queued(object_id: QueuedId) -> ObjectView:

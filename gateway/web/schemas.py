@@ -13,7 +13,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.spool.entries import ObjectInfo
+from gateway.spool.entries import ObjectInfo, ObjectSource
 from gateway.spool.rebind import MAX_REASON_CHARS
 from gateway.worklist.item import WorklistItem
 from gateway.worklist.selection import Selection
@@ -176,6 +176,59 @@ class DeliveryOut(_Out):
     state: str
 
 
+class SourceOut(_Out):
+    """One arrival an object came from: a file in a drop folder, a serial message, a C-STORE.
+
+    An object with several sources is one DICOM instance that arrived more than once (same SOP
+    Instance UID, same bytes); each arrival is listed, so none disappears unseen.
+    """
+
+    channel: Literal["file", "serial", "dicom", "unrecorded"] = Field(
+        description="unrecorded: queued by firmware that did not record sources yet."
+    )
+    source: str = Field(description='The configured source: folder, serial line, "dicom:<AE>".')
+    label: str = Field(description="One line naming the source for people.")
+    file_name: str | None = Field(
+        description="file: its path in the drop folder; bytes that are not UTF-8 and "
+        "unprintable characters as \\xNN."
+    )
+    port: str | None = Field(description="serial: the port (device path or pyserial URL).")
+    calling_ae: str | None = Field(description="dicom: the calling AE title.")
+    peer_address: str | None = Field(description="dicom: the peer's IP address.")
+    size: int | None = Field(description="Bytes as they arrived; null when not recorded.")
+    sha256: str = Field(description="SHA-256 of the bytes as they arrived, hex.")
+    arrived_at: datetime.datetime
+    identity_note: str | None = Field(
+        description="What was wrong in the identity the file name gave (why it was not used)."
+    )
+    hint_patient_id: str | None = Field(
+        description="A valid patient ID from that unusable identity: a hint for the operator, "
+        "never bound by itself."
+    )
+    hint_accession_number: str | None = Field(description="Likewise, a valid accession number.")
+
+    @classmethod
+    def of(cls, src: ObjectSource) -> SourceOut:
+        """From the queue's record of the source."""
+        arrived = utc(src.arrived_at)
+        assert arrived is not None
+        return cls(
+            channel=src.channel.value,
+            source=src.source,
+            label=src.label,
+            file_name=src.file_name,
+            port=src.port,
+            calling_ae=src.calling_ae,
+            peer_address=src.peer_address,
+            size=src.size,
+            sha256=src.sha256,
+            arrived_at=arrived,
+            identity_note=src.identity_note,
+            hint_patient_id=src.hint_patient_id,
+            hint_accession_number=src.hint_accession_number,
+        )
+
+
 class HeldOut(_Out):
     """A held object: queued but not sent, because no patient could be bound to it."""
 
@@ -189,6 +242,9 @@ class HeldOut(_Out):
     sop_instance_uid: str
     study_instance_uid: str
     deliveries: list[DeliveryOut]
+    sources: list[SourceOut] = Field(
+        description="Every file, serial message or C-STORE it came from, first one first."
+    )
 
     @classmethod
     def of(cls, info: ObjectInfo) -> HeldOut:
@@ -208,6 +264,7 @@ class HeldOut(_Out):
             deliveries=[
                 DeliveryOut(destination=d.destination, state=d.state.value) for d in info.deliveries
             ],
+            sources=[SourceOut.of(src) for src in info.sources],
         )
 
 
@@ -216,7 +273,7 @@ class HeldDetailOut(HeldOut):
 
     attributes: dict[str, str] = Field(description="Header values by DICOM keyword.")
     candidates: list[WorklistItemOut] = Field(
-        description="Items sharing its accession number or patient ID."
+        description="Items sharing its accession number or patient ID, or a hint of its sources."
     )
 
     @classmethod

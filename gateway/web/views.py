@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from starlette.datastructures import FormData
 
-from gateway.spool.entries import DeliveryState, DestinationStats
+from gateway.paging import Page
+from gateway.spool.entries import DeliveryState, DestinationStats, ObjectSource
 from gateway.worklist.item import WorklistItem
 
 NEVER = "never"
@@ -188,3 +190,68 @@ def form_text(form: FormData, name: str) -> str:
     """A posted form field as stripped text; "" when absent (the services check its form)."""
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """One source of an object as the screens show it (see ObjectSource)."""
+
+    channel: str  # file, serial, dicom, unrecorded
+    where: str  # "export: day1/P501_a.bmp", "bga (serial /dev/ttyUSB0)", "C-STORE by CT1 ..."
+    arrived: str
+    size: str  # "" when not recorded
+    sha256: str
+    identity_note: str  # what was wrong in the file name's identity, "" when nothing
+    hint: str  # valid values of that identity, for the operator only; "" when none
+
+
+def source_view(src: ObjectSource, *, with_names: bool = True) -> SourceView:
+    """One source for display; ``with_names`` False leaves out what may name the patient.
+
+    A file name can carry the patient's name and ID (the filename_pattern reads them from
+    there), so screens that promise no patient data show only the folder.
+    """
+    hints = [
+        f"{label} {value}"
+        for label, value in (
+            ("patient ID", src.hint_patient_id),
+            ("accession number", src.hint_accession_number),
+        )
+        if value
+    ]
+    where = src.label if with_names else f"{src.source} ({src.channel})"
+    return SourceView(
+        channel=str(src.channel),
+        where=where,
+        arrived=local_time(src.arrived_at),
+        size="" if src.size is None else size_text(src.size),
+        sha256=src.sha256,
+        identity_note=src.identity_note or "",
+        hint=", ".join(hints) if with_names else "",
+    )
+
+
+@dataclass(frozen=True)
+class PageView:
+    """A listing's page line: "showing 1-200 of 340", with links to the pages around it."""
+
+    summary: str
+    complete: bool  # every row is on this page: the screen need not say anything
+    next_url: str  # "" on the last page
+    previous_url: str  # "" on the first page
+
+
+def page_view(page: Page, path: str, **params: str) -> PageView:
+    """The page line for ``path``; ``params`` are kept in the links beside ``offset``."""
+
+    def url(offset: int | None) -> str:
+        if offset is None:
+            return ""
+        return f"{path}?{urlencode({**params, 'offset': str(offset)})}"
+
+    return PageView(
+        summary=page.summary,
+        complete=page.complete,
+        next_url=url(page.next_offset),
+        previous_url=url(page.previous_offset),
+    )

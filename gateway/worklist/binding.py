@@ -3,30 +3,45 @@
 Pure logic, no I/O of its own: the worklist comes in through :class:`WorklistLookup`, the room's
 selection through :class:`SelectionSource`. Nothing is ever guessed. Sources are tried in this
 order: (a) the procedure selected for the room, while its item is in the worklist cache; (b) the
-file name's accession number and/or patient ID looked up in the cache; (c) the sidecar's, looked
-up the same way. The first one that names exactly one scheduled step chooses it, and every
-identifier any source gave must then agree with that step, or the object is held as a conflict.
-No unique match: held (ambiguous, or no match), except that with ``require_match`` off the file
-name's and sidecar's own identity is used, as it is without a worklist at all. Held reasons
-name sources and fields, never values.
+carrier's accession number and/or patient ID (a file name's, a device message's or a received
+object's) looked up in the cache; (c) the sidecar's, looked up the same way. Each source's keys
+are judged by :func:`gateway.worklist.keys.judge_keys`: keys of one source that name different
+patients hold the object as a conflict, whatever the other sources say. The first source that
+names exactly one scheduled step chooses it, and every identifier any source gave must then
+agree with that step, or the object is held as a conflict. No unique match: held (ambiguous, or
+no match), except that with ``require_match`` off the carrier's and sidecar's own identity is
+used, as it is without a worklist at all.
+
+A held reason is a summary that names sources and fields, never values, optionally followed by
+:data:`DETAIL_MARK` and the values an operator needs to act on it (accession numbers, patient
+IDs; never names). The queue keeps the whole reason, for ``held list``, the API and the panel;
+logs carry :func:`loggable_reason`, the summary alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from gateway.identity import PatientIdentity
 from gateway.ingest.sidecar import Sidecar
 from gateway.worklist.item import WorklistItem
+from gateway.worklist.keys import KeyJudgement, KeyVerdict, judge_keys
 from gateway.worklist.lookup import WorklistLookup
 from gateway.worklist.selection import Selection
 
 HELD_NO_IDENTITY = "patient identity unknown"
+DETAIL_MARK = " — "  # in a held reason, what follows names IDs: for the operator, not logs
+FILE_NAME = "file name"  # the carrier of folder intake's identity (the default of Binder.bind)
 
 BindingSource = Literal["selection", "filename", "sidecar", "file-name identity", "none"]
 
-_LABELS = {"selection": "selected procedure", "filename": "file name", "sidecar": "sidecar"}
+_LABELS: Mapping[BindingSource, str] = {
+    "selection": "selected procedure",
+    "filename": FILE_NAME,
+    "sidecar": "sidecar",
+}
 
 
 class SelectionSource(Protocol):
@@ -73,6 +88,11 @@ def item_identity(item: WorklistItem) -> PatientIdentity:
     )
 
 
+def loggable_reason(reason: str | None) -> str:
+    """What logs may say of a held reason: its summary, without the IDs after DETAIL_MARK."""
+    return "" if reason is None else reason.split(DETAIL_MARK, 1)[0]
+
+
 class Binder:
     """Applies the binding rules; thread-safe as long as the lookup and selection are."""
 
@@ -86,8 +106,20 @@ class Binder:
         self.selection = selection
         self.require_match = require_match
 
-    def bind(self, filename_identity: PatientIdentity, sidecar: Sidecar | None) -> Binding:
-        """The binding of one file from its file-name identity and its sidecar (if any)."""
+    def bind(
+        self,
+        filename_identity: PatientIdentity,
+        sidecar: Sidecar | None,
+        *,
+        carrier: str = FILE_NAME,
+    ) -> Binding:
+        """The binding of one object from its carrier's identity and its sidecar (if any).
+
+        ``carrier`` names where ``filename_identity`` came from in held reasons: the file name
+        (folder intake), or e.g. "device message", "received object". Binding.source stays
+        "filename" for all of them.
+        """
+        labels = {**_LABELS, "filename": carrier}
         side = PatientIdentity() if sidecar is None else sidecar.identity
         written, differing = _merge(filename_identity, side)
         if sidecar is not None and sidecar.problem is not None:
@@ -96,20 +128,27 @@ class Binder:
             return _held(written, f"sidecar malformed: {sidecar.problem}")
         if self.lookup is None:
             return self._unbound(written, differing, filename_identity)
-        return self._bind_to_worklist(self.lookup, filename_identity, side, written, differing)
+        claims: tuple[tuple[BindingSource, PatientIdentity], ...] = (
+            ("filename", filename_identity),
+            ("sidecar", side),
+        )
+        return self._bind_to_worklist(self.lookup, claims, written, differing, labels)
 
     def _bind_to_worklist(
         self,
         lookup: WorklistLookup,
-        filename: PatientIdentity,
-        side: PatientIdentity,
+        claims: tuple[tuple[BindingSource, PatientIdentity], ...],
         written: PatientIdentity,
         differing: list[str],
+        labels: Mapping[BindingSource, str],
     ) -> Binding:
-        claims: tuple[tuple[BindingSource, PatientIdentity], ...] = (
-            ("filename", filename),
-            ("sidecar", side),
-        )
+        judged: list[tuple[BindingSource, KeyJudgement]] = []
+        for source, claim in claims:
+            judgement = _judge(lookup, claim)
+            if judgement.verdict is KeyVerdict.CONTRADICTION:
+                # One source naming two patients is wrong whatever the others say.
+                return _held(written, _contradiction_reason(judgement, labels[source]))
+            judged.append((source, judgement))
         chosen: tuple[BindingSource, WorklistItem] | None = None
         stale_selection = False
         selected = self.selection.current() if self.selection is not None else None
@@ -119,37 +158,33 @@ class Binder:
                 stale_selection = True  # expired or withdrawn from the worklist since
             else:
                 chosen = ("selection", item)
-        ambiguous: list[tuple[str, int]] = []
-        unmatched: list[str] = []
+        ambiguous: list[tuple[BindingSource, KeyJudgement]] = []
+        unmatched: list[BindingSource] = []
         if chosen is None:
-            for source, claim in claims:
-                if not (claim.accession_number or claim.patient_id):
-                    continue
-                matches = lookup.find(
-                    accession_number=claim.accession_number, patient_id=claim.patient_id
-                )
-                if len(matches) == 1:
-                    chosen = (source, matches[0])
+            for source, judgement in judged:
+                if judgement.step is not None:
+                    chosen = (source, judgement.step)
                     break
-                if matches:
-                    ambiguous.append((source, len(matches)))
-                else:
+                if judgement.verdict is KeyVerdict.AMBIGUOUS:
+                    ambiguous.append((source, judgement))
+                elif judgement.verdict is KeyVerdict.UNMATCHED:
                     unmatched.append(source)
         if chosen is not None:
             source, item = chosen
-            conflict = _conflict(source, item, claims)
+            conflict = _conflict(source, item, claims, labels)
             if conflict is not None:
                 return _held(written, conflict)
             return Binding(item, item_identity(item), None, source)
         if ambiguous:
-            where, count = ambiguous[0]
-            return _held(
-                written,
-                f"ambiguous: {count} scheduled steps match the {_LABELS[where]}'s identifiers",
+            where, judgement = ambiguous[0]
+            label = labels[where]
+            summary = (
+                f"ambiguous: {len(judgement.steps)} scheduled steps match the {label}'s identifiers"
             )
+            return _held(written, summary + DETAIL_MARK + judgement.detail(label))
         if self.require_match:
-            return _held(written, _no_match_reason(unmatched, stale_selection))
-        return self._unbound(written, differing, filename)
+            return _held(written, _no_match_reason(unmatched, stale_selection, labels))
+        return self._unbound(written, differing, claims[0][1])
 
     @staticmethod
     def _unbound(
@@ -163,6 +198,27 @@ class Binder:
             return _held(written, HELD_NO_IDENTITY)
         source: BindingSource = "file-name identity" if filename.patient_id else "sidecar"
         return Binding(None, written, None, source)
+
+
+def _judge(lookup: WorklistLookup, claim: PatientIdentity) -> KeyJudgement:
+    """Look each key up on its own (a joint lookup would hide a contradiction) and judge."""
+    acc, pid = claim.accession_number, claim.patient_id
+    return judge_keys(
+        acc,
+        pid,
+        lookup.find(accession_number=acc) if acc else [],
+        lookup.find(patient_id=pid) if pid else [],
+    )
+
+
+def _contradiction_reason(judgement: KeyJudgement, label: str) -> str:
+    if len(judgement.scheduled_patients) > 1:
+        summary = (
+            f"conflict: the worklist schedules the {label}'s accession number for several patients"
+        )
+    else:
+        summary = f"conflict: the {label}'s accession number is scheduled for another patient"
+    return summary + DETAIL_MARK + judgement.detail(label)
 
 
 def _held(identity: PatientIdentity, reason: str) -> Binding:
@@ -192,11 +248,13 @@ def _conflict(
     chosen: BindingSource,
     item: WorklistItem,
     claims: tuple[tuple[BindingSource, PatientIdentity], ...],
+    labels: Mapping[BindingSource, str],
 ) -> str | None:
     """Why a source's identifiers contradict the chosen step, or None when all agree.
 
     Names are not compared: they are not identifiers, and spelling and case differ between a
-    device's file names and the RIS without meaning another patient.
+    device's file names and the RIS without meaning another patient. The reason's detail
+    names the IDs that disagree (birth date and sex are named as fields only).
     """
     for source, claim in claims:
         checks = (
@@ -210,17 +268,29 @@ def _conflict(
             # must be the step's own: an order the step does not have is another order.
             strict = label in ("patient ID", "accession number")
             if given and (scheduled or strict) and given != scheduled:
-                return f"conflict: the {_LABELS[source]}'s {label} is not the {_LABELS[chosen]}'s"
+                summary = f"conflict: the {labels[source]}'s {label} is not the {labels[chosen]}'s"
+                if not strict:
+                    return summary
+                step = f"accession number {item.accession_number or '(none)'}"
+                step += f" for patient ID {item.patient_id or '(none)'}"
+                return (
+                    f"{summary}{DETAIL_MARK}the step chosen by the {labels[chosen]} is {step};"
+                    f" the {labels[source]} says {label} {given}"
+                )
     return None
 
 
-def _no_match_reason(unmatched: list[str], stale_selection: bool) -> str:
+def _no_match_reason(
+    unmatched: list[BindingSource], stale_selection: bool, labels: Mapping[BindingSource, str]
+) -> str:
     parts = []
     if stale_selection:
         parts.append("the selected procedure is no longer in the worklist")
     if unmatched:
-        names = " or ".join(f"the {_LABELS[s]}'s identifiers" for s in unmatched)
+        names = " or ".join(f"the {labels[s]}'s identifiers" for s in unmatched)
         parts.append(f"no scheduled step matches {names}")
     if not parts:
-        parts.append("no procedure selected and no identifiers in the file name or a sidecar")
+        parts.append(
+            f"no procedure selected and no identifiers in the {labels['filename']} or a sidecar"
+        )
     return "no worklist match: " + "; ".join(parts)

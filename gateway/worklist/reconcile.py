@@ -109,9 +109,13 @@ class Reconciler:
         self._clock = clock
         self._keep_original = keep_original
 
-    def list_held(self, limit: int = 100) -> list[ObjectInfo]:
-        """Held objects, oldest first, each with its hold reason."""
-        return self._held.list_held(limit)
+    def list_held(self, limit: int = 100, offset: int = 0) -> list[ObjectInfo]:
+        """Held objects, oldest first, each with its hold reason: ``limit`` from ``offset``."""
+        return self._held.list_held(limit, offset)
+
+    def count_held(self) -> int:
+        """How many held objects there are in all (list_held pages through them)."""
+        return self._held.count_held()
 
     def show(self, object_id: int) -> HeldView:
         """One held object with its header's patient/study values and candidate items."""
@@ -120,11 +124,19 @@ class Reconciler:
         header = pydicom.dcmread(info.payload, stop_before_pixels=True, defer_size=4096)
         attributes = {k: str(header.get(k, "")) for k in SHOWN_ATTRIBUTES if k in header}
         found: dict[str, WorklistItem] = {}
-        for criteria in (
+        criteria: list[dict[str, str | None]] = [
             {"accession_number": attributes.get("AccessionNumber")},
             {"patient_id": attributes.get("PatientID")},
-        ):
-            for item in self._cache.find(**criteria):
+        ]
+        # The valid values of an identity the file name half-gave: candidates the operator
+        # may pick, never a binding (docs/reconciliation.md).
+        for source in info.sources:
+            criteria.append({"accession_number": source.hint_accession_number})
+            criteria.append({"patient_id": source.hint_patient_id})
+        for wanted in criteria:
+            if not any(wanted.values()):
+                continue
+            for item in self._cache.find(**wanted):
                 found.setdefault(item.key, item)
         return HeldView(info, attributes, tuple(found.values()))
 

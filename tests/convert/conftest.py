@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 ItemFactory = Callable[..., RawItem]
+Staging = Callable[[], Path]
+
+
+@pytest.fixture
+def staging(out_dir: Path) -> Staging:
+    """Fresh output paths in the staging folder, as the spool hands them to a converter."""
+    counter = itertools.count()
+    return lambda: out_dir / f"{next(counter)}.dcm"
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -85,7 +87,21 @@ def test_same_bytes_for_another_patient_get_another_instance(
     assert first.study_instance_uid != second.study_instance_uid
 
 
-def test_files_of_one_visit_share_study_and_series(
+def test_same_bytes_from_another_file_get_another_instance_even_with_no_identity(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    unknown = PatientIdentity()
+    first = converter.convert(make_item(png, identity=unknown), out_dir / "one.dcm")
+    copy = png.with_name(os.fsdecode(b"copy \xfc.png"))  # a name that is not UTF-8, too
+    shutil.copyfile(png, copy)
+    second = converter.convert(make_item(copy, identity=unknown), out_dir / "two.dcm")
+    again = converter.convert(make_item(copy, identity=unknown), out_dir / "three.dcm")
+    assert first.source_sha256 == second.source_sha256
+    assert first.sop_instance_uid != second.sop_instance_uid  # issue 10 A2: never one object
+    assert again.sop_instance_uid == second.sop_instance_uid  # the same file: the same instance
+
+
+def test_files_of_one_visit_share_the_study_and_a_series_per_modality(
     tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
 ) -> None:
     paths = []
@@ -101,8 +117,13 @@ def test_files_of_one_visit_share_study_and_series(
         converter.convert(make_item(path, mtime=MTIME + 60 * i), out_dir / f"{i}.dcm")
         datasets.append(pydicom.dcmread(out_dir / f"{i}.dcm"))
     assert len({ds.StudyInstanceUID for ds in datasets}) == 1
-    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
-    assert [ds.InstanceNumber for ds in datasets] == [1, 2, 3]
+    # A series holds one modality: the images (OT) share one, the PDF (DOC) has its own.
+    images, report = datasets[:2], datasets[2]
+    assert images[0].SeriesInstanceUID == images[1].SeriesInstanceUID != report.SeriesInstanceUID
+    assert [ds.Modality for ds in datasets] == ["OT", "OT", "DOC"]
+    assert [(ds.SeriesNumber, ds.InstanceNumber) for ds in datasets] == [(1, 1), (1, 2), (2, 1)]
+    assert len({ds.StudyID for ds in datasets}) == 1
+    assert len({(ds.StudyDate, ds.StudyTime) for ds in datasets}) == 1
     assert len({ds.SOPInstanceUID for ds in datasets}) == 3
 
 
@@ -159,5 +180,5 @@ def test_identity_that_dicom_cannot_carry_is_refused_without_echoing_it(
     assert identity.patient_id
     assert identity.patient_id not in caught.value.reason
     # Refused before grouping: the next good file still starts study 1 at instance 1.
-    good = grouper.assign("scope", IDENTITY, MTIME, "other")
+    good = grouper.assign("scope", IDENTITY, MTIME, "other", modality="OT")
     assert (good.study_id, good.instance_number) == ("1", 1)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.convert.builders import (
     gradient_rgb,
     gray_image,
     handmade_png,
+    handmade_tiff,
     noise,
 )
 from tests.convert.conftest import ItemFactory, make_settings
@@ -88,14 +90,195 @@ def test_palette_image_is_expanded_to_rgb(
     np.testing.assert_array_equal(ds.pixel_array, np.asarray(image.convert("RGB")))
 
 
-def test_alpha_is_dropped_and_colour_kept(
+def on_white(image: Image.Image, grey: bool = False) -> np.ndarray:
+    """What the converter must produce for ``image``: Pillow's composite onto opaque white."""
+    rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("L" if grey else "RGB"))
+
+
+def test_grey_alpha_png_whose_content_is_all_in_its_alpha_stays_visible(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # A black glyph on transparent: grey 0 everywhere, the shape only in the alpha channel.
+    la = np.zeros((24, 32, 2), dtype=np.uint8)
+    la[4:20, 8:12, 1] = 255  # an opaque bar
+    la[4:8, 8:24, 1] = 128  # a half-transparent one
+    image = Image.fromarray(la, "LA")
+    ds = convert_image(image, "glyph.png", tmp_path, out_dir, converter, make_item)
+    assert ds.PhotometricInterpretation == "MONOCHROME2"
+    pixels = ds.pixel_array
+    assert pixels[0, 0] == 255  # transparent: the white background
+    assert pixels[10, 9] == 0  # opaque black
+    assert pixels[5, 20] == 127  # half of black over white
+    np.testing.assert_array_equal(pixels, on_white(image, grey=True))
+    assert ds.DerivationDescription == "transparent pixels composited onto white"
+
+
+def test_rgba_is_composited_onto_white(
     tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
 ) -> None:
     rgba = noise((20, 30, 4))
-    rgba[..., 3] = 0  # fully transparent: colour values must still be kept, not composited
+    rgba[0, :, 3] = 0  # a fully transparent row
     ds = convert_image(Image.fromarray(rgba), "alpha.png", tmp_path, out_dir, converter, make_item)
     assert ds.SamplesPerPixel == 3
+    pixels = ds.pixel_array
+    np.testing.assert_array_equal(pixels, on_white(Image.fromarray(rgba)))
+    assert (pixels[0] == 255).all()
+    # And the arithmetic itself, independent of Pillow: c·a + 255·(1 − a), to within rounding.
+    alpha = rgba[..., 3:].astype(float) / 255
+    exact = rgba[..., :3] * alpha + 255 * (1 - alpha)
+    assert np.abs(pixels - exact).max() <= 1
+
+
+def test_fully_opaque_alpha_is_dropped(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    rgba = noise((20, 30, 4))
+    rgba[..., 3] = 255
+    ds = convert_image(Image.fromarray(rgba), "opaque.png", tmp_path, out_dir, converter, make_item)
     np.testing.assert_array_equal(ds.pixel_array, rgba[..., :3])
+    assert "DerivationDescription" not in ds
+
+
+def palette_with_alpha() -> Image.Image:
+    image = gradient_rgb().quantize(colors=16)
+    image.info["transparency"] = bytes(range(0, 256, 16))  # per-entry alpha (PNG tRNS)
+    return image
+
+
+def palette_and_alpha_band() -> Image.Image:
+    image = gradient_rgb().quantize(colors=16).convert("PA")
+    image.putalpha(Image.fromarray(noise((60, 80), seed=4)))
+    return image
+
+
+def alpha_dropped(image: Image.Image, grey: bool) -> np.ndarray:
+    """``image`` with its transparency thrown away (the old rule)."""
+    if grey:
+        return np.asarray(image.convert("LA"))[..., 0]
+    return np.asarray(image.convert("RGBA"))[..., :3]
+
+
+def _with_transparency(image: Image.Image, value: object) -> Image.Image:
+    image.info["transparency"] = value
+    return image
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "grey"),
+    [
+        (palette_with_alpha, "palette-trns.png", False),
+        (lambda: _with_transparency(gradient_rgb().quantize(colors=16), 3), "p-one.png", False),
+        (lambda: _with_transparency(gray_image(), 7), "grey-trns.png", True),
+        (lambda: _with_transparency(gradient_rgb(), (0, 0, 0)), "rgb-trns.png", False),
+        (lambda: _with_transparency(Image.fromarray(np.eye(12, dtype=bool)), 0), "1bit.png", True),
+        (lambda: Image.fromarray(noise((9, 13, 2)), "LA"), "la.tif", True),
+        (lambda: Image.fromarray(noise((9, 13, 4)), "RGBA"), "rgba.tif", False),
+        (palette_and_alpha_band, "pa.tif", False),
+    ],
+    ids=[
+        "P-tRNS-alpha",
+        "P-one-index",
+        "L-tRNS",
+        "RGB-tRNS",
+        "1-tRNS",
+        "LA-tiff",
+        "RGBA-tiff",
+        "PA",
+    ],
+)
+def test_every_form_of_transparency_is_composited(
+    make: Callable[[], Image.Image],
+    name: str,
+    grey: bool,
+    tmp_path: Path,
+    out_dir: Path,
+    converter: Converter,
+    make_item: ItemFactory,
+) -> None:
+    image = make()
+    save: dict[str, Any] = {}
+    if "transparency" in image.info and name.endswith(".png"):
+        save["transparency"] = image.info["transparency"]
+    ds = convert_image(image, name, tmp_path, out_dir, converter, make_item, **save)
+    read_back = Image.open(tmp_path / name)
+    expected = on_white(read_back, grey=grey)
+    assert (expected != alpha_dropped(read_back, grey)).any()  # the source is not opaque
+    np.testing.assert_array_equal(ds.pixel_array, expected)
+
+
+def test_sixteen_bit_grey_with_a_transparent_value_keeps_sixteen_bits(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    array = noise((25, 19), dtype=np.uint16)
+    array[3, 4] = 1234  # the transparent value (PNG tRNS on 16-bit grey)
+    image = Image.fromarray(array)
+    ds = convert_image(
+        image, "deep-trns.png", tmp_path, out_dir, converter, make_item, transparency=1234
+    )
+    assert (ds.BitsStored, ds.PhotometricInterpretation) == (16, "MONOCHROME2")
+    np.testing.assert_array_equal(ds.pixel_array, np.where(array == 1234, 65535, array))
+
+
+@pytest.mark.parametrize(
+    ("samples", "extra", "mode"),
+    [(2, 1, "La"), (4, 1, "RGBa"), (2, 2, "LA"), (4, 2, "RGBA")],
+    ids=["grey-associated", "rgb-associated", "grey-unassociated", "rgb-unassociated"],
+)
+def test_tiff_extra_alpha_samples_are_composited(
+    samples: int,
+    extra: int,
+    mode: str,
+    tmp_path: Path,
+    out_dir: Path,
+    converter: Converter,
+    make_item: ItemFactory,
+) -> None:
+    values = noise((9, 13, samples))
+    if extra == 1:  # associated (premultiplied) alpha: no colour exceeds its alpha
+        values[..., :-1] = np.minimum(values[..., :-1], values[..., -1:])
+    source = tmp_path / "extra.tif"
+    source.write_bytes(handmade_tiff(values, photometric=1 if samples == 2 else 2, extra=extra))
+    image = Image.open(source)
+    assert image.mode in (mode, mode.replace("a", "A"))  # Pillow undoes RGBa itself
+    out = out_dir / "extra.dcm"
+    converter.convert(make_item(source), out)
+    assert_valid_dicom(out)
+    ds = pydicom.dcmread(out)
+    np.testing.assert_array_equal(ds.pixel_array, on_white(image, grey=samples == 2))
+
+
+DEBIAN_ALPHA_PNGS = [
+    ("/usr/share/cmake-3.25/Templates/Windows/StoreLogo.png", True),  # LA
+    ("/usr/share/doc/python3/_static/file.png", False),  # RGBA icon
+    ("/usr/share/doc/nodejs/osx_installer_logo.png", False),  # palette with per-entry alpha
+    ("/usr/share/icons/locolor/16x16/apps/gvim.png", False),  # palette, one transparent index
+    ("/usr/share/cmake-3.25/Templates/Windows/Logo.png", False),
+]
+
+
+@pytest.mark.parametrize(("path", "grey"), DEBIAN_ALPHA_PNGS, ids=lambda v: Path(str(v)).name)
+def test_debian_pngs_with_transparency_arrive_as_they_look(
+    path: str,
+    grey: bool,
+    tmp_path: Path,
+    out_dir: Path,
+    converter: Converter,
+    make_item: ItemFactory,
+) -> None:
+    if not Path(path).is_file():
+        pytest.skip(f"{path} is not on this machine")
+    source = tmp_path / Path(path).name
+    source.write_bytes(Path(path).read_bytes())
+    out = out_dir / "out.dcm"
+    converter.convert(make_item(source), out)
+    assert_valid_dicom(out)
+    ds = pydicom.dcmread(out)
+    expected = on_white(Image.open(source), grey=grey)
+    np.testing.assert_array_equal(ds.pixel_array, expected)
+    # What dropping the alpha channel (the old rule) gives differs: content was lost.
+    assert (alpha_dropped(Image.open(source), grey) != expected).any()
 
 
 def test_multi_page_colour_tiff_becomes_multi_frame_true_colour(

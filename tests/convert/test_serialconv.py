@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from gateway.spool.store import Spool
 from gateway.worklist.binding import HELD_NO_IDENTITY, Binding, item_identity
 from gateway.worklist.item import WorklistItem
 from tests.convert.builders import NO_PATIENT_ID_WARNING, assert_valid_dicom
+from tests.convert.conftest import Staging
 from tests.peers import require_tool
 from tests.worklist.factory import make_item as make_step
 
@@ -134,15 +134,6 @@ def print_job(identity: PatientIdentity = JOHN, text: str = PRINTOUT) -> DeviceM
 
 def bound(step: WorklistItem = STEP) -> Binding:
     return Binding(step, item_identity(step), None, "selection")
-
-
-Staging = Callable[[], Path]
-
-
-@pytest.fixture
-def staging(out_dir: Path) -> Staging:
-    counter = itertools.count()
-    return lambda: out_dir / f"{next(counter)}.dcm"
 
 
 @pytest.fixture

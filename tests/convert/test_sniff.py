@@ -24,6 +24,23 @@ def test_kind_is_told_by_magic_bytes(head: bytes, kind: str) -> None:
     assert sniff_bytes(head) == kind
 
 
+@pytest.mark.parametrize(
+    "preamble_start",
+    [
+        b"II*\x00\x08\x00\x00\x00",  # dual-personality DICOM/TIFF (pydicom's CT_small.dcm)
+        b"MM\x00*\x00\x00\x00\x08",
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",
+        b"\x89PNG\r\n\x1a\n\x00\x00",
+        b"%PDF-1.7\n",
+        b"BM" + b"\x00" * 12 + (40).to_bytes(4, "little"),
+    ],
+)
+def test_dicm_at_128_is_dicom_whatever_the_preamble_starts_with(preamble_start: bytes) -> None:
+    # PS3.10 7.1: the preamble's content is free; only "DICM" at 128 says what the file is.
+    head = preamble_start.ljust(128, b"\x00") + b"DICM"
+    assert sniff_bytes(head) == "dicom"
+
+
 def test_bm_prefix_alone_is_not_a_bitmap() -> None:
     assert sniff_bytes(b"BMW is a car maker, not a bitmap") is None
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydicom.data.data_manager import DATA_ROOT
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.filereader import read_file_meta_info
@@ -20,6 +22,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from gateway.convert.dicomcheck import check_part10
+from gateway.convert.result import ConversionError
 from gateway.spool.entries import SpoolEntry
 
 
@@ -95,6 +99,31 @@ def write_undecodable(path: Path) -> Path:
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def corpus_file(name: str) -> Path:
+    """One file of pydicom's test corpus as installed (never downloaded)."""
+    path = Path(DATA_ROOT) / "test_files" / name
+    assert path.is_file(), path
+    return path
+
+
+def corpus_objects(wanted: Callable[[UID], bool]) -> list[Path]:
+    """pydicom's own test files (none written by us) in a wanted syntax that could be queued.
+
+    Queueable means the gateway's own ingest check of a forwarded DICOM file passes, so the
+    corpus's deliberately broken files, DICOMDIRs and non-DICOM files are left out.
+    """
+    found = []
+    # The corpus as installed: get_testdata_files() would also try to download pydicom-data.
+    for path in sorted(p for p in (Path(DATA_ROOT) / "test_files").rglob("*") if p.is_file()):
+        try:
+            facts = check_part10(path)
+        except (ConversionError, OSError):
+            continue
+        if wanted(UID(facts.transfer_syntax_uid)):
+            found.append(path)
+    return found
 
 
 def entry_for(path: Path, delivery_id: int = 1, destination: str = "pacs") -> SpoolEntry:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 
 import pytest
 
 from gateway.identity import PatientIdentity
-from gateway.ingest.identity import identity_from_filename
+from gateway.ingest.identity import identity_from_filename, read_filename_identity
 
 PATTERN = re.compile(
     r"^(?P<patient_id>[^_]*)_(?P<patient_name>[^_]*)_(?P<accession_number>[^_.]*)\.\w+$"
@@ -85,3 +86,50 @@ def test_decomposed_unicode_is_normalised_to_nfc() -> None:
     identity = identity_from_filename(PATTERN, f"7_{decomposed}_X.jpg")
     assert identity.patient_name == "Müller^Zoë"
     assert identity.patient_name == unicodedata.normalize("NFC", identity.patient_name)
+
+
+def test_a_refused_value_is_reported_with_what_was_wrong_and_the_valid_ones_kept_as_a_hint() -> (
+    None
+):
+    found = read_filename_identity(PATTERN, f"P501_{'L' * 70}_ACC-9.bmp")
+    assert found.identity == UNKNOWN  # one broken value: nothing is used for binding
+    assert found.problems == ("patient name from file name is 70 characters, DICOM allows 64",)
+    assert found.note == "patient name from file name is 70 characters, DICOM allows 64"
+    assert found.hint == PatientIdentity("P501", None, "ACC-9")
+    assert "P501" not in (found.note or "")  # the note goes into logged hold reasons
+
+
+ID_TOO_LONG = "patient ID from file name is 65 characters, DICOM allows 64"
+ACC_TOO_LONG = "accession number from file name is 17 characters, DICOM allows 16"
+BACKSLASH = "patient name from file name holds a backslash (the DICOM value separator)"
+INVISIBLE = "patient name from file name holds a control or invisible character"
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        (f"{'9' * 65}_Doe_A.jpg", ID_TOO_LONG),
+        ("1_Doe_" + "A" * 17 + ".jpg", ACC_TOO_LONG),
+        ("1_Doe\\Roe_A.jpg", BACKSLASH),
+        ("1_Doe\u200bX_A.jpg", INVISIBLE),
+        ("1_a^b^c^d^e^f_A.jpg", "patient name from file name has 6 components, DICOM allows 5"),
+        ("1_a=b=c=d_A.jpg", "patient name from file name has 4 component groups, DICOM allows 3"),
+    ],
+)
+def test_each_kind_of_refusal_names_its_field_and_its_rule(name: str, problem: str) -> None:
+    found = read_filename_identity(PATTERN, name)
+    assert (found.identity, found.problems) == (UNKNOWN, (problem,))
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_as_such_and_does_not_crash() -> None:
+    name = os.fsdecode(b"P7_M\xfcller_A1.jpg")  # what os.listdir gives for a Latin-1 name
+    found = read_filename_identity(PATTERN, name)
+    assert found.identity == UNKNOWN
+    assert found.problems == ("patient name from file name holds bytes that are not UTF-8",)
+    assert found.hint == PatientIdentity("P7", None, "A1")
+
+
+def test_a_usable_identity_has_no_problems_and_no_hint() -> None:
+    found = read_filename_identity(PATTERN, "12345_Doe^Jane_ACC-77.jpg")
+    assert found.identity == PatientIdentity("12345", "Doe^Jane", "ACC-77")
+    assert (found.problems, found.note, found.hint) == ((), None, UNKNOWN)

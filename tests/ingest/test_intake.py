@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
 from gateway.clock import FakeClock
 from gateway.convert.converter import Converter
@@ -255,3 +256,74 @@ def test_a_grouping_database_that_cannot_commit_keeps_the_file_and_logs_once(
     assert "converter failed" not in messages and "quarantined" not in messages
     assert not any(r.exc_info for r in caplog.records)
     assert not path.exists()
+
+
+NAMED = re.compile(r"^(?P<patient_id>[^_]+)_(?P<patient_name>[^_]+)_")
+
+
+def named_intake(rig: Rig) -> Intake:
+    """Intake without a worklist, taking patient ID and name from the file name."""
+    return Intake(
+        source="export",
+        pattern=NAMED,
+        converter=rig.converter,
+        spool=rig.spool,
+        quarantine=rig.quarantine,
+        clock=rig.clock,
+        logger=logging.getLogger("test.intake"),
+        root=rig.drop,
+    )
+
+
+def test_identical_files_whose_names_give_no_usable_identity_stay_two_objects(rig: Rig) -> None:
+    intake = named_intake(rig)
+    long_name = "L" * 70
+    first = rig.drop_png(f"P501_{long_name}_a.png")
+    data = first.read_bytes()
+    assert intake(first) is True
+    second = rig.drop / f"P502_{long_name}_a.png"
+    second.write_bytes(data)
+    assert intake(second) is True
+    assert intake.counts["duplicate"] == 0
+    rows = rig.spool.list_deliveries(None, None, 10)
+    assert len({r.sop_instance_uid for r in rows}) == 2
+    infos = [rig.spool.show(r.object_id) for r in rows]
+    names, hints, reasons = set(), set(), set()
+    for info in infos:
+        assert info is not None
+        [source] = info.sources
+        assert (source.channel, source.source, source.size) == ("file", "export", len(data))
+        names.add(source.file_name)
+        hints.add(source.hint_patient_id)
+        reasons.add(info.held_reason)
+    assert names == {f"P501_{long_name}_a.png", f"P502_{long_name}_a.png"}
+    assert hints == {"P501", "P502"}
+    assert reasons == {
+        "patient identity unknown: patient name from file name is 70 characters, DICOM allows 64"
+    }
+
+
+def test_a_file_in_a_subfolder_records_its_path_in_the_drop_folder(rig: Rig) -> None:
+    (rig.drop / "day1").mkdir()
+    path = rig.drop / "day1" / "P1_Doe_a.png"
+    gray_image().save(path)
+    assert named_intake(rig)(path) is True
+    info = rig.spool.show(rig.spool.list_deliveries(None, None, 10)[0].object_id)
+    assert info is not None and info.sources[0].file_name == "day1/P1_Doe_a.png"
+
+
+def test_one_dicom_file_dropped_under_two_names_is_one_object_naming_both(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = Path(get_testdata_file("SC_rgb_small_odd.dcm")).read_bytes()  # pydicom's own corpus
+    intake = named_intake(rig)
+    for name in ("sc.dcm", "copy of sc.dcm"):
+        (rig.drop / name).write_bytes(data)
+        assert intake(rig.drop / name) is True
+    assert intake.counts == {**intake.counts, "queued": 1, "duplicate": 1}
+    rows = rig.spool.list_deliveries(None, None, 10)
+    assert len(rows) == 1
+    info = rig.spool.show(rows[0].object_id)
+    assert info is not None
+    assert [s.file_name for s in info.sources] == ["sc.dcm", "copy of sc.dcm"]
+    assert "same object from another source; both sources recorded" in caplog.text

@@ -291,6 +291,13 @@ def test_prepare_can_replace_the_object_that_is_queued(
     assert info.held_reason == "no unique worklist match"
     assert info.kind == "dicom-store"
     assert info.source_sha256 != "0" * 64  # the received bytes' hash, for duplicate detection
+    [source] = info.sources
+    assert (source.channel, source.calling_ae, source.peer_address) == (
+        "dicom",
+        "MODALITY",  # storescu's -aet
+        "127.0.0.1",
+    )
+    assert source.sha256 == info.source_sha256 and source.size == info.size
     assert wait_until(lambda: gw.staging_files() == [])
 
 

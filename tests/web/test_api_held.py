@@ -34,6 +34,30 @@ def test_held_objects_are_listed_with_why(box: Box) -> None:
     assert box.client.get("/api/v1/held?limit=100000").status_code == 422
 
 
+def test_the_held_list_says_how_many_there_are_and_where_the_next_page_starts(box: Box) -> None:
+    first, second, third = box.held_object(), box.held_object(), box.held_object()
+    page = box.client.get("/api/v1/held?limit=2")
+    assert [r["object_id"] for r in page.json()] == [first, second]
+    assert page.headers["X-Total-Count"] == "3"
+    assert page.headers["X-Next-Offset"] == "2"
+    assert page.headers["Link"] == '</api/v1/held?limit=2&offset=2>; rel="next"'
+    last = box.client.get("/api/v1/held?limit=2&offset=2")
+    assert [r["object_id"] for r in last.json()] == [third]
+    assert last.headers["X-Total-Count"] == "3"
+    assert "X-Next-Offset" not in last.headers and "Link" not in last.headers
+    assert box.client.get("/api/v1/held?offset=-1").status_code == 422
+
+
+def test_a_held_object_names_its_sources(box: Box) -> None:
+    object_id = box.held_object()
+    (row,) = box.client.get("/api/v1/held").json()
+    (source,) = row["sources"]
+    assert source["source"] == "export" and len(source["sha256"]) == 64
+    assert source["arrived_at"].endswith("Z") or "+00:00" in source["arrived_at"]
+    shown = box.client.get(f"/api/v1/held/{object_id}").json()
+    assert shown["sources"] == row["sources"]
+
+
 def test_showing_a_held_object_gives_its_header_and_candidates(box: Box) -> None:
     object_id = box.held_object()
     response = box.client.get(f"/api/v1/held/{object_id}")

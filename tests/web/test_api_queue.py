@@ -50,6 +50,29 @@ def test_the_queue_lists_failures_with_their_dicom_status_and_shows_an_object(
     assert client.get(f"{API_PREFIX}/queue/{object_id + 100}").status_code == 404
 
 
+def test_the_queue_says_how_many_failures_there_are_and_pages_through_them(
+    panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.web.pages import queue as queue_page
+
+    monkeypatch.setattr(queue_page, "FAILURES_LISTED", 2)
+    ids = [panel.failed_object() for _ in range(3)]
+    client = panel.client(Role.TECHNOLOGIST)
+    (pacs,) = client.get(API_PREFIX + "/queue").json()["destinations"]
+    assert [f["object_id"] for f in pacs["failures"]] == ids[:2]
+    assert (pacs["failures_total"], pacs["failures_offset"], pacs["failures_next_offset"]) == (
+        3,
+        0,
+        2,
+    )
+    assert pacs["more_failures"] is True
+    (rest,) = client.get(API_PREFIX + "/queue?destination=pacs&offset=2").json()["destinations"]
+    assert [f["object_id"] for f in rest["failures"]] == ids[2:]
+    assert rest["failures_next_offset"] is None
+    shown = client.get(f"{API_PREFIX}/queue/{ids[0]}").json()
+    assert [s["where"] for s in shown["sources"]] == ["export (file)"]
+
+
 def test_an_engineer_retries_and_purges_failed_deliveries_and_each_is_audited(
     panel: Panel,
 ) -> None:

@@ -32,10 +32,18 @@ from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.items import RawItem
 from gateway.ingest.serial.port import SerialPort
 from gateway.ingest.serial.reader import SerialReader
-from gateway.spool.entries import DeliveryState, DestinationStats, EnqueueResult
+from gateway.spool.entries import (
+    DeliveryState,
+    DestinationStats,
+    EnqueueResult,
+    ObjectSource,
+    SourceChannel,
+)
 from gateway.spool.store import Spool
 from gateway.web.app import create_web_app
 from gateway.web.auth import PanelAuth, Role, open_auth
+from gateway.web.pages import held as held_page
+from gateway.web.pages import queue as queue_page
 from gateway.web.server import WebServer, panel_ssl_context
 from gateway.web.services import WebServices
 from gateway.web.views import (
@@ -250,7 +258,17 @@ class Panel:
             binding=Binding.from_identity(identity),
         )
         converted = self.converter.convert(item, self.spool.staging_path())
-        return self.spool.enqueue(converted, "export")
+        origin = ObjectSource(
+            SourceChannel.FILE,
+            "export",
+            converted.source_sha256,
+            MTIME,
+            size=path.stat().st_size,
+            file_name=path.name,
+            identity_note=NOTE if not identity.known else None,
+            hint_patient_id=HINT if not identity.known else None,
+        )
+        return self.spool.enqueue(converted, "export", origin)
 
     def audit_lines(self) -> list[dict[str, Any]]:
         """Every audit record written so far, logins left out."""
@@ -269,6 +287,9 @@ def token(html: str) -> str:
 
 
 MakePanel = Callable[..., Panel]
+# What a held object's file name said that could not be used (see Panel._enqueue).
+NOTE = "patient name from file name is 70 characters, DICOM allows 64"
+HINT = "PID-HINT-7"
 
 
 @pytest.fixture
@@ -659,7 +680,62 @@ def test_discarding_needs_a_reason_and_keeps_the_file(panel: Panel) -> None:
     assert again.status_code == 404  # no longer held: said above the list
 
 
+def test_a_held_object_shows_its_file_why_its_name_was_not_used_and_the_hint(
+    panel: Panel,
+) -> None:
+    object_id = panel.held_object()
+    browser = panel.client(Role.TECHNOLOGIST)
+    listing = browser.get("/held")
+    assert f"export: capture{panel.made}.png" in listing.text
+    page = browser.get(f"/held/{object_id}")
+    assert "Where it came from" in page.text
+    assert f"export: capture{panel.made}.png" in page.text
+    assert f"File name identity not used: {NOTE}" in page.text
+    assert f"a hint, not bound): patient ID {HINT}" in page.text
+
+
+def test_the_held_list_says_how_many_there_are_and_links_the_next_page(
+    panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(held_page, "MAX_LISTED", 2)
+    ids = [panel.held_object() for _ in range(3)]
+    browser = panel.client(Role.TECHNOLOGIST)
+    first = browser.get("/held")
+    assert "Showing 1-2 of 3" in first.text
+    assert 'href="/held?offset=2" rel="next"' in first.text
+    assert f'href="/held/{ids[2]}"' not in first.text
+    second = browser.get("/held?offset=2")
+    assert "Showing 3-3 of 3" in second.text and 'rel="next"' not in second.text
+    assert 'href="/held?offset=0" rel="prev"' in second.text
+    assert f'href="/held/{ids[2]}"' in second.text
+    assert browser.get("/held?offset=-1").status_code == 422
+    monkeypatch.setattr(held_page, "MAX_LISTED", 200)
+    assert "Showing" not in browser.get("/held").text  # all on one page: nothing to say
+
+
 # Queue
+
+
+def test_the_queue_pages_a_destinations_failures_and_says_how_many(
+    panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue_page, "FAILURES_LISTED", 2)
+    ids = [panel.failed_object() for _ in range(3)]
+    browser = panel.client(Role.TECHNOLOGIST)
+    first = browser.get("/queue")
+    assert "Showing 1-2 of 3" in first.text
+    assert 'href="/queue?destination=pacs&amp;offset=2" rel="next"' in first.text
+    second = browser.get("/queue?destination=pacs&offset=2")
+    assert "Showing 3-3 of 3" in second.text
+    assert f'href="/queue/{ids[2]}"' in second.text and f'href="/queue/{ids[0]}"' not in second.text
+
+
+def test_a_queued_object_names_its_sources_by_folder_not_by_file_name(panel: Panel) -> None:
+    object_id = panel.failed_object()
+    page = panel.client(Role.TECHNOLOGIST).get(f"/queue/{object_id}")
+    assert "Where it came from" in page.text
+    assert "export (file)" in page.text
+    assert f"capture{panel.made}.png" not in page.text  # a file name may carry a patient name
 
 
 def test_the_queue_shows_failures_with_their_dicom_status_and_reason(panel: Panel) -> None:

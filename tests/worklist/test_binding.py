@@ -9,7 +9,14 @@ import pytest
 
 from gateway.identity import PatientIdentity
 from gateway.ingest.sidecar import Sidecar
-from gateway.worklist.binding import HELD_NO_IDENTITY, Binder, Binding, item_identity
+from gateway.worklist.binding import (
+    DETAIL_MARK,
+    HELD_NO_IDENTITY,
+    Binder,
+    Binding,
+    item_identity,
+    loggable_reason,
+)
 from gateway.worklist.item import WorklistItem
 from gateway.worklist.selection import Selection
 from tests.worklist.factory import make_item
@@ -90,11 +97,16 @@ SECRETS = ("P-JANE", "P-JOHN", "Doe", "Roe", "ACC1", "ACC2", "ACC3", "P-NEW", "1
 
 
 def assert_held(result: Binding, starts: str) -> None:
+    """Held with a reason starting so; what logs get of it (its summary) names no value.
+
+    The queue's reason may go on to name the IDs the operator needs (after DETAIL_MARK).
+    """
     assert result.item is None
     assert result.source == "none"
     assert result.held_reason is not None
     assert result.held_reason.startswith(starts), result.held_reason
-    assert not any(s in result.held_reason for s in SECRETS), result.held_reason
+    logged = loggable_reason(result.held_reason)
+    assert not any(s in logged for s in SECRETS), logged
 
 
 # --- (a) the selected procedure ---------------------------------------------------------------
@@ -165,9 +177,17 @@ def test_file_name_patient_id_with_two_steps_is_ambiguous() -> None:
     assert_held(result, "ambiguous: 2 scheduled steps match the file name's identifiers")
 
 
-def test_file_name_patient_id_and_accession_must_match_together() -> None:
+def test_file_name_accession_of_one_patient_and_patient_id_of_another_is_a_conflict() -> None:
+    # Issue 10 A3: this was "no worklist match" (one joint lookup found nothing), and with
+    # require_match off the object went on with the file name's identity.
     result = binder(JANE_US, JOHN).bind(name(patient_id="P-JOHN", accession_number="ACC1"), None)
-    assert_held(result, "no worklist match: no scheduled step matches the file name's")
+    assert_held(result, "conflict: the file name's accession number is scheduled for another")
+    assert result.held_reason == (
+        "conflict: the file name's accession number is scheduled for another patient"
+        + DETAIL_MARK
+        + "accession number ACC1 is scheduled for patient ID P-JANE;"
+        " the file name says patient ID P-JOHN, scheduled for accession number ACC3"
+    )
 
 
 def test_accession_with_two_steps_is_ambiguous() -> None:
@@ -282,3 +302,100 @@ def test_without_worklist_file_name_and_sidecar_disagreeing_is_a_conflict(
 def test_binding_from_identity_is_the_no_worklist_rule() -> None:
     assert Binding.from_identity(name(patient_id="P-NEW")).held_reason is None
     assert Binding.from_identity(name()).held_reason == HELD_NO_IDENTITY
+
+
+# --- keys of one source naming different patients (issue 10 A3) -----------------------------
+
+CARRIERS = ("file name", "device message", "received object")
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+@pytest.mark.parametrize("require_match", [True, False])
+def test_accession_of_one_step_and_patient_id_of_another_hold_for_every_carrier(
+    carrier: str, require_match: bool
+) -> None:
+    result = binder(JANE_US, JOHN, require_match=require_match).bind(
+        name(accession_number="ACC1", patient_id="P-JOHN"), None, carrier=carrier
+    )
+    assert_held(result, f"conflict: the {carrier}'s accession number is scheduled for another")
+    assert result.held_reason is not None
+    assert result.held_reason.endswith(
+        f"accession number ACC1 is scheduled for patient ID P-JANE;"
+        f" the {carrier} says patient ID P-JOHN, scheduled for accession number ACC3"
+    )
+    # The held object keeps what its carrier said, for the operator to reconcile.
+    assert result.identity == name(accession_number="ACC1", patient_id="P-JOHN")
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+def test_accession_of_a_step_and_a_patient_id_with_no_step_hold(carrier: str) -> None:
+    # The issue's case: with require_match off (as for C-STOREs) this was sent unchanged.
+    result = binder(JANE_US, JOHN, require_match=False).bind(
+        name(accession_number="ACC3", patient_id="P-NEW"), None, carrier=carrier
+    )
+    assert_held(result, f"conflict: the {carrier}'s accession number is scheduled for another")
+    assert result.held_reason is not None
+    assert result.held_reason.endswith(
+        f"ACC3 is scheduled for patient ID P-JOHN; the {carrier} says patient ID P-NEW,"
+        " who has no scheduled step"
+    )
+
+
+def test_a_sidecar_naming_two_patients_holds_even_when_the_file_name_matches() -> None:
+    result = binder(JANE_US, JANE_CT, JOHN).bind(
+        name(accession_number="ACC3"), sidecar(accession_number="ACC1", patient_id="P-JOHN")
+    )
+    assert_held(result, "conflict: the sidecar's accession number is scheduled for another")
+
+
+def test_a_selection_does_not_excuse_keys_that_contradict_each_other() -> None:
+    result = binder(JANE_US, JOHN, selected=JANE_US).bind(
+        name(accession_number="ACC1", patient_id="P-JOHN"), None
+    )
+    assert_held(result, "conflict: the file name's accession number is scheduled for another")
+
+
+def test_a_selection_with_a_carrier_of_another_order_names_both_orders() -> None:
+    result = binder(JANE_US, JOHN, selected=JANE_US).bind(
+        name(accession_number="ACC3"), None, carrier="device message"
+    )
+    assert_held(
+        result, "conflict: the device message's accession number is not the selected procedure's"
+    )
+    assert result.held_reason is not None
+    assert result.held_reason.endswith(
+        "the step chosen by the selected procedure is accession number ACC1 for patient ID"
+        " P-JANE; the device message says accession number ACC3"
+    )
+
+
+def test_an_accession_the_worklist_does_not_hold_is_never_bound_to_the_patients_other_step() -> (
+    None
+):
+    keys = name(accession_number="ACC9", patient_id="P-JOHN")
+    loose = binder(JANE_US, JOHN, require_match=False).bind(keys, None, carrier="received object")
+    assert (loose.item, loose.held_reason, loose.identity) == (None, None, keys)
+    strict = binder(JANE_US, JOHN).bind(keys, None, carrier="received object")
+    assert_held(strict, "no worklist match: no scheduled step matches the received object's")
+
+
+def test_an_accession_narrows_a_patient_with_several_steps() -> None:
+    result = binder(JANE_US, JANE_CT).bind(
+        name(accession_number="ACC2", patient_id="P-JANE"), None, carrier="received object"
+    )
+    assert (result.item, result.source) == (JANE_CT, "filename")
+
+
+def test_ambiguity_names_the_candidate_steps_for_the_operator() -> None:
+    result = binder(JANE_US, JANE_CT).bind(name(patient_id="P-JANE"), None)
+    assert result.held_reason == (
+        "ambiguous: 2 scheduled steps match the file name's identifiers"
+        + DETAIL_MARK
+        + "patient ID P-JANE has 2 scheduled steps: ACC1 (step S1), ACC2 (step S2)"
+    )
+
+
+def test_logs_get_the_summary_of_a_reason() -> None:
+    assert loggable_reason("conflict: x" + DETAIL_MARK + "patient ID P-JANE") == "conflict: x"
+    assert loggable_reason(HELD_NO_IDENTITY) == HELD_NO_IDENTITY
+    assert loggable_reason(None) == ""

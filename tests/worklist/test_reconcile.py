@@ -26,7 +26,7 @@ from gateway.forward.lane import DeliveryLane
 from gateway.forward.sender import StoreSender
 from gateway.identity import PatientIdentity
 from gateway.ingest.items import RawItem
-from gateway.spool.entries import DeliveryState
+from gateway.spool.entries import DeliveryState, ObjectSource, SourceChannel
 from gateway.spool.store import Spool
 from gateway.worklist.binding import HELD_NO_IDENTITY, Binding
 from gateway.worklist.item import WorklistItem
@@ -99,8 +99,11 @@ class Env:
     reconciler: Reconciler
     made: int = 0
 
-    def held_object(self, kind: str, name: str = "capture") -> int:
-        """Drop a PNG or PDF with no identity through the real converter into the spool."""
+    def held_object(self, kind: str, name: str = "capture", hint: str | None = None) -> int:
+        """Drop a PNG or PDF with no identity through the real converter into the spool.
+
+        ``hint``: the valid patient ID of an identity its file name half-gave.
+        """
         drop = self.root / "drop"
         drop.mkdir(exist_ok=True)
         path = drop / f"{name}.{kind}"
@@ -118,7 +121,15 @@ class Env:
         )
         converted = self.converter.convert(item, self.spool.staging_path())
         assert converted.held_reason == HELD_NO_IDENTITY
-        return self.spool.enqueue(converted, "export").object_id
+        origin = ObjectSource(
+            SourceChannel.FILE,
+            "export",
+            converted.source_sha256,
+            MTIME,
+            file_name=path.name,
+            hint_patient_id=hint,
+        )
+        return self.spool.enqueue(converted, "export", origin).object_id
 
     def payload(self, object_id: int) -> Path:
         info = self.spool.show(object_id)
@@ -341,6 +352,17 @@ def test_show_gives_the_header_values_and_candidate_items(env: Env) -> None:
     assert view.candidates == ()  # nothing to go by: no accession, no patient ID
 
 
+def test_a_patient_id_the_file_name_half_gave_finds_candidates_but_binds_nothing(
+    env: Env,
+) -> None:
+    object_id = env.held_object("png", hint=ITEM.patient_id)
+    view = env.reconciler.show(object_id)
+    assert ITEM in view.candidates  # offered to the operator...
+    assert {i.patient_id for i in view.candidates} == {ITEM.patient_id}
+    assert view.attributes["PatientID"] == ""  # ...but not written into the object
+    assert [i.object_id for i in env.reconciler.list_held()] == [object_id]  # still held
+
+
 # -- the `held` CLI --------------------------------------------------------------------------
 
 
@@ -371,6 +393,19 @@ def held_cli(
         return code, out, err
 
     yield run
+
+
+def test_cli_held_list_says_how_many_are_left_out_and_pages_with_offset(
+    env: Env, held_cli: HeldCli
+) -> None:
+    ids = [env.held_object("png", f"p{i}") for i in range(3)]
+    code, out, _ = held_cli("list", "--limit", "2")
+    assert code == 0
+    assert out.splitlines()[-1] == "showing 1-2 of 3; next: --offset 2"
+    assert "from export: p0.png, arrived " in out
+    code, out, err = held_cli("list", "--limit", "2", "--offset", "2", "--json")
+    assert [r["object_id"] for r in json.loads(out)] == ids[2:]
+    assert err.strip() == "showing 3-3 of 3"
 
 
 def test_cli_lists_binds_shows_and_discards(env: Env, held_cli: HeldCli) -> None:

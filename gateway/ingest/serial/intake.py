@@ -26,8 +26,11 @@ from gateway.ingest.intake import QuarantineLike, SpoolLike, record_queued
 from gateway.ingest.pause import SERIAL_EVENTS, IngestPause
 from gateway.ingest.serial.message import DeviceMessage
 from gateway.logsetup import event
+from gateway.spool.entries import ObjectSource, SourceChannel
 from gateway.storagefault import StorageNotReadyError, as_not_ready
 from gateway.worklist.binding import Binder, Binding
+
+CARRIER = "device message"  # how held reasons name where the message's identity came from
 
 
 class SerialConverterLike(Protocol):
@@ -51,8 +54,11 @@ class SerialIntake:
         binder: Binder,
         clock: Clock,
         logger: logging.Logger,
+        port: str | None = None,
     ) -> None:
+        """``port`` is the line's device path or pyserial URL, recorded as objects' source."""
         self.source = source
+        self.port = port
         self.converter = converter
         self.spool = spool
         self.quarantine = quarantine
@@ -67,7 +73,7 @@ class SerialIntake:
         """Queue every object of ``message``; see the module docstring for what True means."""
         if not self._room_for(len(message.raw)):
             return self._refuse()
-        binding = self.binder.bind(message.identity, None)
+        binding = self.binder.bind(message.identity, None, carrier=CARRIER)
         try:
             objects = self.converter.convert(message, binding, self.spool.staging_path)
         except Exception as exc:  # noqa: BLE001 - sorted below: storage, input or bug
@@ -113,8 +119,16 @@ class SerialIntake:
         if not self._room_for(total):
             return self._refuse()
         for obj in objects:
+            origin = ObjectSource(
+                channel=SourceChannel.SERIAL,
+                source=self.source,
+                sha256=obj.source_sha256,
+                arrived_at=message.received_at,
+                size=len(message.raw),
+                port=self.port,
+            )
             try:
-                result = self.spool.enqueue(obj, self.source)
+                result = self.spool.enqueue(obj, self.source, origin)
             except Exception as exc:  # noqa: BLE001 - not queued: refuse, the device resends
                 not_ready = as_not_ready(exc, "queueing a device message")
                 if not_ready is not None:

@@ -31,7 +31,6 @@ from gateway.web.views import (
 )
 
 NAV = (NavLink("/", "Dashboard"),)
-HELD_COUNT_CAP = 500  # beyond it the dashboard says "500+": listing more costs the Pi too much
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,16 @@ def update_line(services: WebServices) -> str:
 def dashboard_view(services: WebServices) -> DashboardView:
     """The dashboard as of now, read from the running parts."""
     now = services.clock.now()
+    # Counted, not listed: the exact number costs one COUNT, however many are held.
     try:
-        held = len(services.reconciler.list_held(HELD_COUNT_CAP + 1))
+        held = str(services.reconciler.count_held())
         stats = services.spool.stats()
     except StorageNotReadyError:  # the queue waits for the state storage (the Box card says why)
-        held, stats = -1, {}
+        held, stats = "unknown", {}
     return DashboardView(
         sources=source_views(services, now),
         destinations=tuple(destination_view(s, now) for s in stats.values()),
-        held=_held_text(held),
+        held=held,
         worklist=worklist_freshness(services, now),
         disk=disk_view(services),
         version=services.version,
@@ -120,12 +120,6 @@ def dashboard_view(services: WebServices) -> DashboardView:
         started_at=local_time(services.started_at),
         update=update_line(services),
     )
-
-
-def _held_text(held: int) -> str:
-    if held < 0:
-        return "unknown"
-    return f"{HELD_COUNT_CAP}+" if held > HELD_COUNT_CAP else str(held)
 
 
 def source_views(services: WebServices, now: float) -> tuple[SourceView, ...]:

@@ -11,24 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
 from gateway.identity import PatientIdentity
+from gateway.paging import Page
 from gateway.spool.entries import ObjectInfo
 from gateway.web.deps import User, current_user, read_form, require_technologist, web_actor
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, redirect, render
 from gateway.web.views import (
     ItemView,
+    PageView,
+    SourceView,
     ago,
     dicom_date,
     form_text,
     item_view,
     local_time,
+    page_view,
     person_name,
     size_text,
+    source_view,
 )
 from gateway.worklist.reconcile import BindResult, HeldView, ObjectNotHeldError, ReconcileError
 
@@ -42,6 +47,7 @@ MAX_OTHERS = 300  # a page a tablet still renders; the usual room worklist is fa
 TYPED_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "accession_number")
 
 ObjectId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="Rows to skip: the page to show.")]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,15 @@ class HeldRow:
     kind: str
     size: str
     destinations: str
+    sources: tuple[SourceView, ...]  # every file, port or peer it came from
+
+
+@dataclass(frozen=True)
+class HeldPage:
+    """One page of the held list, and what it is of the whole."""
+
+    rows: tuple[HeldRow, ...]
+    page: PageView
 
 
 @dataclass(frozen=True)
@@ -99,13 +114,17 @@ def held_row(info: ObjectInfo, now: float) -> HeldRow:
         kind=info.kind,
         size=size_text(info.size),
         destinations=", ".join(d.destination for d in info.deliveries) or "(none configured)",
+        sources=tuple(source_view(src) for src in info.sources),
     )
 
 
-def held_rows(services: WebServices) -> tuple[HeldRow, ...]:
-    """Held objects, oldest first (at most MAX_LISTED)."""
+def held_rows(services: WebServices, offset: int = 0) -> HeldPage:
+    """Held objects, oldest first: MAX_LISTED of them from ``offset``, and the page line."""
     now = services.clock.now()
-    return tuple(held_row(info, now) for info in services.reconciler.list_held(MAX_LISTED))
+    reconciler = services.reconciler
+    rows = tuple(held_row(info, now) for info in reconciler.list_held(MAX_LISTED, offset))
+    page = Page(offset, MAX_LISTED, len(rows), reconciler.count_held())
+    return HeldPage(rows, page_view(page, PATH))
 
 
 def held_detail(services: WebServices, held: HeldView) -> HeldDetail:
@@ -150,11 +169,17 @@ def routes(services: WebServices) -> APIRouter:
     router = APIRouter()
     reconciler = services.reconciler
 
-    def listing(request: Request, error: str | None = None, status_code: int = 200) -> HTMLResponse:
-        rows = held_rows(services)
-        more = len(rows) >= MAX_LISTED
+    def listing(
+        request: Request, error: str | None = None, status_code: int = 200, offset: int = 0
+    ) -> HTMLResponse:
+        held = held_rows(services, offset)
         return render(
-            request, "held.html", status_code=status_code, rows=rows, more=more, error=error
+            request,
+            "held.html",
+            status_code=status_code,
+            rows=held.rows,
+            page=held.page,
+            error=error,
         )
 
     def detail(
@@ -179,9 +204,11 @@ def routes(services: WebServices) -> APIRouter:
         )
 
     @router.get(PATH, response_class=HTMLResponse)
-    def list_held(request: Request, user: Annotated[User, Depends(current_user)]) -> HTMLResponse:
-        """Held objects, oldest first, each with why it is held."""
-        return listing(request)
+    def list_held(
+        request: Request, user: Annotated[User, Depends(current_user)], offset: Offset = 0
+    ) -> HTMLResponse:
+        """Held objects, oldest first, each with why it is held; a page from ``offset``."""
+        return listing(request, offset=offset)
 
     @router.get(PATH + "/{object_id}", response_class=HTMLResponse)
     def show(

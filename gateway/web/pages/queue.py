@@ -4,7 +4,11 @@ Failed deliveries are the PACS's permanent refusals (or objects that cannot be r
 its DICOM status and reason, and /queue/{id} shows one object's every delivery (``queue show``).
 An engineer may send failed ones again (one object, or every failed one of a destination) or
 purge them; a technologist may look. Every action is audited with actor ``web:<user>``.
-The screen carries no patient data: queue ids, SOP Instance UIDs, sources and reasons only.
+The screen carries no patient data: queue ids, SOP Instance UIDs, sources and reasons only
+(an object's sources by folder, port or peer, not by file name: a file name can carry the
+patient's name; the held screens and ``queue show`` show it). Each destination lists its
+failures a page at a time: ``/queue?destination=NAME&offset=N``, with a line saying how many
+there are.
 """
 
 from __future__ import annotations
@@ -12,30 +16,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
+from gateway.paging import Page
 from gateway.spool.entries import DeliveryInfo, DeliveryState, ObjectInfo
 from gateway.web.deps import User, current_user, read_form, require_engineer, web_actor
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, redirect, render
 from gateway.web.views import (
     DestinationView,
+    PageView,
+    SourceView,
     ago,
     destination_view,
     form_text,
     local_time,
+    page_view,
     size_text,
+    source_view,
     status_text,
 )
 
 PATH = "/queue"
 NAV = (NavLink(PATH, "Queue"),)
 CONFIRM = "Tick the box to confirm the purge."
-FAILURES_LISTED = 100  # per destination; the CLI lists the rest
+FAILURES_LISTED = 100  # per destination and page
 
 ObjectId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="Failures to skip: the page to show.")]
+Destination = Annotated[
+    str | None, Query(max_length=64, description="The destination whose failures page through.")
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,10 @@ class DestinationQueue:
     summary: DestinationView
     failures: tuple[DeliveryRow, ...]
     more_failures: bool  # more failed than listed
+    failures_total: int  # failed deliveries in all
+    failures_offset: int  # where ``failures`` starts among them
+    failures_next_offset: int | None  # where the next page starts; None on the last page
+    failures_page: PageView
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,7 @@ class ObjectView:
     deliveries: tuple[DeliveryRow, ...]
     retryable: bool  # some delivery is failed or pending and the payload is still there
     has_failed: bool
+    sources: tuple[SourceView, ...] = ()  # by folder, port or peer (no file names, see above)
 
 
 def delivery_row(d: DeliveryInfo, now: float) -> DeliveryRow:
@@ -116,23 +134,30 @@ def delivery_row(d: DeliveryInfo, now: float) -> DeliveryRow:
     )
 
 
-def queue_view(services: WebServices) -> QueueView:
-    """The queue screen as of now."""
+def queue_view(services: WebServices, destination: str | None = None, offset: int = 0) -> QueueView:
+    """The queue screen as of now; ``destination``'s failures from ``offset``, others' first."""
     now = services.clock.now()
     spool = services.spool
     out: list[DestinationQueue] = []
     total = 0
     for stats in spool.stats().values():
+        name = stats.destination
         failed = stats.counts.get(DeliveryState.FAILED, 0)
         total += failed
+        start = offset if name == destination else 0
         rows: list[DeliveryInfo] = []
         if failed:
-            rows = spool.list_deliveries(DeliveryState.FAILED, stats.destination, FAILURES_LISTED)
+            rows = spool.list_deliveries(DeliveryState.FAILED, name, FAILURES_LISTED, start)
+        page = Page(start, FAILURES_LISTED, len(rows), failed)
         out.append(
             DestinationQueue(
                 summary=destination_view(stats, now),
                 failures=tuple(delivery_row(d, now) for d in rows),
-                more_failures=failed > len(rows),
+                more_failures=not page.complete,
+                failures_total=failed,
+                failures_offset=start,
+                failures_next_offset=page.next_offset,
+                failures_page=page_view(page, PATH, destination=name),
             )
         )
     return QueueView(tuple(out), total)
@@ -157,6 +182,7 @@ def object_view(info: ObjectInfo, now: float) -> ObjectView:
         deliveries=deliveries,
         retryable=kept and any(r.state in ("failed", "pending") for r in deliveries),
         has_failed=any(r.state == "failed" for r in deliveries),
+        sources=tuple(source_view(src, with_names=False) for src in info.sources),
     )
 
 
@@ -166,15 +192,25 @@ def routes(services: WebServices) -> APIRouter:
     spool = services.spool
 
     def overview(
-        request: Request, error: str | None = None, status_code: int = 200
+        request: Request,
+        error: str | None = None,
+        status_code: int = 200,
+        destination: str | None = None,
+        offset: int = 0,
     ) -> HTMLResponse:
-        view = queue_view(services)
+        view = queue_view(services, destination, offset)
         return render(request, "queue.html", status_code=status_code, view=view, error=error)
 
     @router.get(PATH, response_class=HTMLResponse)
-    def show_queue(request: Request, user: Annotated[User, Depends(current_user)]) -> HTMLResponse:
-        """Every destination's queue with its failed deliveries."""
-        return overview(request)
+    def show_queue(
+        request: Request,
+        user: Annotated[User, Depends(current_user)],
+        destination: Destination = None,
+        offset: Offset = 0,
+    ) -> HTMLResponse:
+        """Every destination's queue with its failed deliveries (a page of ``destination``'s
+        from ``offset``)."""
+        return overview(request, destination=destination, offset=offset)
 
     @router.get(PATH + "/{object_id}", response_class=HTMLResponse)
     def show_object(

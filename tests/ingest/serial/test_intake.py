@@ -21,7 +21,7 @@ from gateway.identity import PatientIdentity
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.serial.intake import SerialIntake
 from gateway.ingest.serial.message import DeviceMessage
-from gateway.spool.entries import DeliveryState
+from gateway.spool.entries import DeliveryState, ObjectSource
 from gateway.spool.store import Spool
 from gateway.worklist.binding import Binder, Binding
 from tests.worklist.factory import make_item
@@ -80,6 +80,7 @@ class Rig:
             binder=binder,
             clock=self.clock,
             logger=logging.getLogger("t.serial.intake"),
+            port="/dev/ttyUSB0",
         )
 
     def queued(self) -> int:
@@ -112,6 +113,17 @@ def test_true_only_when_every_object_is_queued(rig: Rig) -> None:
     assert rig.queued() == 2
     assert rig.intake.counts["queued"] == 2
     assert rig.staging_left() == []
+
+
+def test_each_object_records_the_line_and_port_it_came_from(rig: Rig) -> None:
+    assert rig.intake(message())
+    for row in rig.spool.list_deliveries(None, None, 10):
+        info = rig.spool.show(row.object_id)
+        assert info is not None
+        [source] = info.sources
+        assert (source.channel, source.source, source.port) == ("serial", "bga", "/dev/ttyUSB0")
+        assert (source.arrived_at, source.size) == (1_700_000_000.0, len(message().raw))
+        assert source.label == "bga (serial /dev/ttyUSB0)"
 
 
 def test_message_binds_through_the_worklist_by_its_identity(tmp_path: Path) -> None:
@@ -148,11 +160,11 @@ def test_resend_after_a_half_queued_message_queues_the_rest_once(rig: Rig) -> No
     real = rig.spool.enqueue
     calls = []
 
-    def flaky(obj: ConvertedObject, source: str):  # type: ignore[no-untyped-def]
+    def flaky(obj: ConvertedObject, source: str, origin: ObjectSource | None = None):  # type: ignore[no-untyped-def]
         calls.append(obj.sop_instance_uid)
         if len(calls) == 2:
             raise OSError(5, "Input/output error")
-        return real(obj, source)
+        return real(obj, source, origin)
 
     rig.spool.enqueue = flaky  # type: ignore[method-assign]
     assert not rig.intake(message())
