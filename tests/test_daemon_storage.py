@@ -40,10 +40,8 @@ def gateways() -> Iterator[list[GatewayProcess]]:
 
 
 def ct_bytes() -> tuple[bytes, str]:
-    """pydicom's CT_small.dcm (39 KB) as a new instance, with a zero preamble (its own holds a
-    TIFF header, which issue 10 item A1 is about, not these tests)."""
+    """pydicom's CT_small.dcm (39 KB, a TIFF header in its preamble) as a new instance."""
     ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
-    ds.preamble = b"\0" * 128
     uid = generate_uid()
     ds.SOPInstanceUID = uid
     ds.file_meta.MediaStorageSOPInstanceUID = uid
