@@ -102,3 +102,13 @@ def fill(path: Path, leave: int = 0) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def trigger_error(target: Path) -> None:
+    """Make ext4 report an error on ``target``'s file system, as a failing card would: with
+    errors=remount-ro the kernel turns it read-only (until an fsck and a fresh mount)."""
+    source = _run("findmnt", "-n", "-o", "SOURCE", str(target)).stdout.strip()
+    knob = Path("/sys/fs/ext4") / Path(source).name / "trigger_fs_error"
+    if not knob.exists():
+        _unavailable(f"this kernel has no {knob}")
+    knob.write_text("test: simulated file system error\n")

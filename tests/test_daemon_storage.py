@@ -224,3 +224,32 @@ def test_read_only_state_disk_keeps_the_daemon_up_and_resumes_after_remount_rw(
         assert events(log, "delivery paused: state storage failed") == 1
         assert events(log, "delivery resumed: state storage recovered") == 1
         assert gw.terminate() == 0
+
+
+def test_an_ext4_error_that_remounts_read_only_mid_run_is_ridden_out(
+    tmp_path: Path, storescp_factory: type[StoreSCP], gateways: list[GatewayProcess]
+) -> None:
+    state = tmp_path / "state"
+    with realfs.ext4(state, 16 * MIB):
+        port = free_port()
+        config = config_for(tmp_path, port, min_free_bytes=MIB, reserve_bytes=MIB)
+        gw = GatewayProcess(config).start()  # no PACS yet: the lane keeps retrying
+        gateways.append(gw)
+        folder = tmp_path / "drop"
+        drop(folder, "queued.dcm", ct_bytes()[0])
+        assert wait_until(lambda: not any(folder.iterdir()), 20), gw.log()[-3000:]
+        realfs.trigger_error(state)  # what the kernel does on a metadata error: errors=remount-ro
+        drop(folder, "during.dcm", ct_bytes()[0])
+        assert wait_until(lambda: "state storage: ingest paused" in gw.log(), 20), gw.log()
+        # SQLite sees the aborted journal as "disk I/O error", and statvfs does not flag an
+        # emergency read-only mount: the fault is reported as an I/O error of the storage.
+        line = gw.wait_for_status("state storage", 15)
+        assert "I/O error" in line or "read-only" in line, line
+        storescp_factory(tmp_path / "pacs", port=port).start()
+        paused = '"event": "delivery paused: state storage failed"'
+        assert wait_until(lambda: paused in gw.log(), 20), gw.log()[-3000:]
+        assert names(folder) == ["during.dcm"]
+        log = assert_no_fault_noise(gw, state)
+        assert events(log, "state storage: ingest paused") == 1
+        assert events(log, "delivery paused: state storage failed") == 1
+        assert events(log, "restarting service") == 0
