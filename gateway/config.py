@@ -88,6 +88,21 @@ class GatewaySection(_Strict):
         "When full, ingest pauses (files stay in the drop folder); "
         "queued data is never deleted to make room.",
     )
+    min_free_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Ingest pauses while the state_dir filesystem has less free space than this "
+        "(files stay in the drop folder, C-STOREs are answered 0xA700 Out of Resources, serial "
+        "messages are refused), whatever max_queue_bytes allows; unset: the larger of 64 MiB "
+        "and 5 % of the filesystem. Delivery goes on: it is what frees space.",
+    )
+    reserve_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="Space kept back in <state_dir>/spool/reserve and given back when the disk "
+        "is full, so that deliveries can still be recorded (each one sent frees its payload); "
+        "made again once the disk has room. 0: no reserve.",
+    )
     study_window_minutes: float = Field(
         30.0,
         gt=0,

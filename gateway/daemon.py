@@ -13,10 +13,15 @@ Start order (stop order is the reverse):
  10. web            - the HTTPS panel ([web] enabled), which reads and drives all of the above
 Then READY=1 goes to systemd, and the main loop sends STATUS= and WATCHDOG=1 and restarts
 threads that died, within a budget.
+
+A fault of the state storage (full, read-only, failing) stops no step: the spool and the
+grouping database open when the storage is back (gateway.spool.store), the lanes wait, ingest
+pauses, and STATUS= says why (storage_status_line).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -57,8 +62,10 @@ from gateway.listener.server import DicomListener
 from gateway.listener.services import ListenerService
 from gateway.logsetup import event
 from gateway.notify import SystemdNotifier
-from gateway.spool.entries import DeliveryState
+from gateway.spool.entries import DeliveryState, DestinationStats
+from gateway.spool.space import describe as describe_storage
 from gateway.spool.store import Spool
+from gateway.storagefault import StorageNotReadyError, classify
 from gateway.supervisor import RestartBudgetExceededError, Supervisor
 from gateway.update.status import ReadyMarker, mark_ready
 from gateway.web.api import ApiServices, create_api
@@ -114,7 +121,14 @@ class Gateway:
         state = cfg.gateway.state_dir
         self.supervisor = Supervisor(self.clock)
         max_bytes = cfg.gateway.max_queue_bytes or default_max_queue_bytes(state)
-        self.spool = Spool(state, [d.name for d in cfg.destination], max_bytes, self.clock)
+        self.spool = Spool(
+            state,
+            [d.name for d in cfg.destination],
+            max_bytes,
+            self.clock,
+            min_free_bytes=cfg.gateway.min_free_bytes,
+            reserve_bytes=cfg.gateway.reserve_bytes,
+        )
         uids = UidFactory(cfg.gateway.uid_root)
         settings = ConvertSettings.from_config(cfg)
         grouper = StudyGrouper(state / "grouping.sqlite", settings.study_window_seconds, uids)
@@ -122,13 +136,17 @@ class Gateway:
         quarantine = Quarantine(state / "quarantine", self.clock)
 
         def open_spool() -> None:
-            state.mkdir(parents=True, exist_ok=True)
+            try:
+                state.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if classify(exc) is None:
+                    raise  # a storage fault is the spool's to report; anything else stops
             # Recovery and a schema migration on a slow SD card may outlast TimeoutStartSec.
             self.notifier.extend_timeout(START_STEP_ALLOWANCE)
-            self.spool.open()
+            self.spool.open_when_ready()
 
         self.supervisor.add("spool", open_spool, self.spool.close)
-        self.supervisor.add("grouping", grouper.open, grouper.close)
+        self.supervisor.add("grouping", grouper.open_when_ready, grouper.close)
 
         binder, mwl = self._worklist(state)
 
@@ -369,7 +387,7 @@ class Gateway:
         """One line for systemd's STATUS=: queue depth per destination, held and failed counts."""
         parts = []
         held = 0
-        for name, stats in sorted(self.spool.stats().items()):
+        for name, stats in sorted(_queue_stats(self.spool).items()):
             counts = stats.counts
             pending = counts.get(DeliveryState.PENDING, 0) + counts.get(DeliveryState.SENDING, 0)
             failed = counts.get(DeliveryState.FAILED, 0)
@@ -383,6 +401,9 @@ class Gateway:
             parts.append(f"serial port down: {', '.join(down)}")
         if self.refresher is not None:
             parts.append(_worklist_status(self.refresher, self.clock.now()))
+        storage = storage_status_line(self.spool)
+        if storage:
+            parts.insert(0, storage)
         return "; ".join(parts) or "no destination configured"
 
     def run(self, stop: threading.Event) -> int:
@@ -434,6 +455,18 @@ def destination_conditions(statuses: list[LaneStatus], now: float) -> list[str]:
             text += f": {status.reason}"
         parts.append(text)
     return parts
+
+
+def storage_status_line(spool: Spool) -> str:
+    """The state storage's part of STATUS= ("" while all is well): gateway.spool.space.describe."""
+    return describe_storage(spool.storage_status())
+
+
+def _queue_stats(spool: Spool) -> dict[str, DestinationStats]:
+    """The queue's counts, or none while the state storage keeps the queue closed."""
+    with contextlib.suppress(StorageNotReadyError):
+        return spool.stats()
+    return {}
 
 
 def _worklist_status(refresher: WorklistRefresher, now: float) -> str:

@@ -137,6 +137,28 @@ class GatewayProcess:
                 return message
         raise TimeoutError(f"no {prefix} within {timeout}s:\n{self.log()}")
 
+    def wait_for_status(self, containing: str, timeout: float = 30.0) -> str:
+        """Block until a STATUS= line (alone or after READY=1) containing ``containing`` arrives;
+        returns that line."""
+        assert self.notify is not None
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            for message in self.messages[checked:]:
+                for line in message.splitlines():
+                    if line.startswith("STATUS=") and containing in line:
+                        return line
+            checked = len(self.messages)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no STATUS= with {containing!r} within {timeout}s")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited ({self.proc.returncode}):\n{self.log()}")
+            self.notify.settimeout(0.2)
+            try:
+                self.messages.append(self.notify.recv(65536).decode())
+            except TimeoutError:
+                continue
+
     def terminate(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; returns the exit code."""
         assert self.proc is not None

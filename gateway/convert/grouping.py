@@ -24,6 +24,11 @@ old assignment, but no new file joins them (their modality is unknown, and a ser
 get a second one); a new file of such a study opens a new series in the same study.
 
 The database holds a hash of the key, never the patient ID itself.
+
+A fault of the state storage (full, read-only, failing) while opening the database or
+committing an assignment raises StorageNotReadyError (gateway.storagefault), never an error
+the caller could take for the file's: the file waits, nothing was assigned. A database that
+could not be opened at start is opened by the next assign().
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from pathlib import Path
 
 from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
+from gateway.sqltxn import transaction
+from gateway.storagefault import StorageNotReadyError, storage_errors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -85,21 +92,36 @@ class StudyGrouper:
         self.db_path = db_path
         self.window_seconds = window_seconds
         self.uids = uids
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # open() runs inside assign() after a deferred start
         self._db: sqlite3.Connection | None = None
+        self._deferred = False  # open failed for a storage fault: assign() opens it
 
     def open(self) -> None:
-        """Open (creating if needed) the database."""
+        """Open (creating if needed) the database; raises StorageNotReadyError on a fault."""
         with self._lock:
             if self._db is not None:
                 return
-            db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an assignment that was handed out must survive a power cut.
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            _migrate(db)
+            with storage_errors("opening the grouping database"):
+                db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    # FULL: an assignment that was handed out must survive a power cut.
+                    db.execute("PRAGMA synchronous=FULL")
+                    db.executescript(_SCHEMA)
+                    _migrate(db)
+                except BaseException:
+                    db.close()
+                    raise
             self._db = db
+            self._deferred = False
+
+    def open_when_ready(self) -> None:
+        """open() for the daemon's start: a storage fault leaves it to the next assign()."""
+        with self._lock:
+            try:
+                self.open()
+            except StorageNotReadyError:
+                self._deferred = True
 
     def close(self) -> None:
         """Close the database; open() may be called again."""
@@ -139,9 +161,8 @@ class StudyGrouper:
             study_instance_uid = None
         with self._lock:
             db = self._require_open()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = self._assign(
+            with storage_errors("recording a study assignment"), transaction(db):
+                return self._assign(
                     db,
                     _Key(key_hash, by_accession, bound, modality),
                     acquired_at,
@@ -149,11 +170,6 @@ class StudyGrouper:
                     source_sha256,
                     study_instance_uid or None,
                 )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
 
     def _assign(
         self,
@@ -276,6 +292,8 @@ class StudyGrouper:
         )
 
     def _require_open(self) -> sqlite3.Connection:
+        if self._db is None and self._deferred:
+            self.open()
         if self._db is None:
             raise RuntimeError("StudyGrouper used before open()")
         return self._db

@@ -13,6 +13,11 @@ Logging, per destination: the start of an outage (or a change of its kind) at ER
 DEBUG with a reminder at INFO on ``ReminderSchedule`` (1, 3, 7, 15, 30 min in, then every
 15 min), the recovery at INFO with the outage's length. An object's first retry is a WARNING;
 its repeats are DEBUG, with one at INFO on a second schedule of the same rate per destination.
+
+A fault of the state storage (the queue cannot record a claim: disk full past the reserve,
+read-only, I/O error) never ends the lane: it waits (the destination's backoff, at most
+STORAGE_WAIT_CAP seconds, so it resumes soon after the fault clears) and tries again. Logged
+when it starts or changes, and at recovery with its length.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from gateway.forward.condition import (
 from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
 from gateway.logsetup import event
 from gateway.spool.entries import SpoolEntry
+from gateway.storagefault import StorageFault, StorageNotReadyError
 
 _FIRST_EVENT = {
     Condition.UNREACHABLE: "destination_unreachable",
@@ -45,6 +51,7 @@ _REPEAT_EVENT = {
     Condition.OUT_OF_RESOURCES: "destination_still_out_of_resources",
     Condition.PAUSED: "destination_still_paused",
 }
+STORAGE_WAIT_CAP = 5.0  # seconds: the longest wait between tries while the state storage fails
 
 
 class QueueLike(Protocol):
@@ -121,6 +128,9 @@ class DeliveryLane:
         self._retry_reminder_started = False
         self._interrupted = threading.Event()
         self._status = LaneStatus(destination.name, Condition.OK)
+        self._storage_fault: StorageFault | None = None
+        self._storage_failures = 0
+        self._storage_since = 0.0
 
     @property
     def destination(self) -> str:
@@ -146,6 +156,11 @@ class DeliveryLane:
         self._interrupted.set()
         self._sender.interrupt()
 
+    @property
+    def storage_fault(self) -> StorageFault | None:
+        """The state storage fault that stops this lane from claiming now, or None."""
+        return self._storage_fault
+
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set; then release the association gracefully."""
         name = self._destination.name
@@ -155,9 +170,14 @@ class DeliveryLane:
                 if now < self._blocked_until:
                     self._queue.wait_for_work(name, min(self._blocked_until - now, self._wait_cap))
                     continue
-                entry = self._queue.claim_next(name)
-                if entry is None:
-                    self._idle(now)
+                try:
+                    entry = self._queue.claim_next(name)
+                    self._storage_back()
+                    if entry is None:
+                        self._idle(now)
+                        continue
+                except StorageNotReadyError as exc:
+                    self._storage_failed(exc)
                     continue
                 self._record(entry, self._send(entry))
         finally:
@@ -327,6 +347,38 @@ class DeliveryLane:
             outage_seconds=round(now - self._down_since, 1),
             **fields,
         )
+
+    def _storage_failed(self, exc: StorageNotReadyError) -> None:
+        now = self._clock.now()
+        self._storage_failures += 1
+        delay = min(self._backoff.delay(self._storage_failures), STORAGE_WAIT_CAP)
+        self._blocked_until = max(self._blocked_until, now + delay)
+        if self._storage_fault is not exc.fault:
+            if self._storage_fault is None:
+                self._storage_since = now
+            event(
+                self._log,
+                logging.ERROR,
+                "delivery paused: state storage failed",
+                destination=self._destination.name,
+                fault=str(exc.fault),
+                reason=str(exc),
+            )
+        self._storage_fault = exc.fault
+
+    def _storage_back(self) -> None:
+        if self._storage_fault is None:
+            return
+        event(
+            self._log,
+            logging.INFO,
+            "delivery resumed: state storage recovered",
+            destination=self._destination.name,
+            outage_seconds=round(self._clock.now() - self._storage_since, 1),
+            attempts=self._storage_failures,
+        )
+        self._storage_fault = None
+        self._storage_failures = 0
 
     def _lane_answered(self) -> None:
         if self._down_since is not None:

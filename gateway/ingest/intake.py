@@ -4,6 +4,11 @@ The source file leaves the drop folder only after its object is durably queued, 
 was durably quarantined with a reason. Anything else (queue full, disk error, the file changed
 while it was read) leaves the file where it is, to be tried again.
 
+A fault of the box's own storage (:mod:`gateway.storagefault`: full, read-only, I/O error),
+wherever it is met (the grouping database, staging, the queue, the quarantine), is never the
+file's fault: the file stays, it is never quarantined for it, and the pause is logged once
+when it starts and once when it ends (:mod:`gateway.ingest.pause`), not at each rescan.
+
 A sidecar (:mod:`gateway.ingest.sidecar`) is read when the file is ready, if it is complete
 too (unchanged for ``sidecar_settle_seconds``; while it is not, the file waits). After the
 object is queued and the file removed, a valid sidecar is removed as well; a malformed one
@@ -27,10 +32,13 @@ from gateway.clock import Clock
 from gateway.convert.result import ConversionError, ConvertedObject
 from gateway.ingest.identity import FilenameIdentity, read_filename_identity
 from gateway.ingest.items import RawItem, printable_name
+from gateway.ingest.pause import FOLDER_EVENTS, IngestPause
 from gateway.ingest.sidecar import Sidecar, read_sidecar, sidecar_candidates
 from gateway.logsetup import event
 from gateway.spool.durable import fsync_dir
 from gateway.spool.entries import EnqueueResult, ObjectSource, SourceChannel
+from gateway.spool.space import Room
+from gateway.storagefault import StorageNotReadyError, as_not_ready
 from gateway.worklist.binding import Binder, Binding, loggable_reason
 
 MAX_WATCHED_SIDECARS = 10_000  # sidecars seen still being written; bounds memory
@@ -45,7 +53,9 @@ class ConverterLike(Protocol):
 class SpoolLike(Protocol):
     """What intake needs of the queue."""
 
-    def has_room(self, incoming_bytes: int) -> bool: ...
+    def room_for(self, incoming_bytes: int) -> Room: ...
+
+    def report_storage_fault(self, exc: StorageNotReadyError) -> None: ...
 
     def staging_path(self, suffix: str = ".dcm") -> Path: ...
 
@@ -97,6 +107,7 @@ class Intake:
         self.binder = binder if binder is not None else Binder(None, None, require_match=False)
         self.sidecar_settle_seconds = sidecar_settle_seconds
         self.full = False
+        self.pause = IngestPause(logger, source, FOLDER_EVENTS)
         self.counts = {"queued": 0, "duplicate": 0, "quarantined": 0, "deferred": 0, "held": 0}
         # sidecar path -> (fingerprint, monotonic time it was first seen with it)
         self._sidecars_seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
@@ -123,15 +134,18 @@ class Intake:
                 staged.unlink()  # enqueue moved it away on success; else it is a leftover
 
     def _room_for(self, size: int) -> bool:
-        room = self.spool.has_room(size)
-        if not room and not self.full:
-            event(self.log, logging.ERROR, "queue full: ingest paused", source=self.source)
-        elif room and self.full:
-            event(self.log, logging.INFO, "queue has room: ingest resumed", source=self.source)
+        room = self.pause.room(self.spool.room_for(size))
         self.full = not room
         if not room:
             self.counts["deferred"] += 1
         return room
+
+    def _storage_failed(self, exc: StorageNotReadyError) -> bool:
+        """The box's storage failed while the file was handled: it stays, to be tried again."""
+        self.spool.report_storage_fault(exc)
+        self.pause.storage_failed(exc)
+        self.counts["deferred"] += 1
+        return False
 
     def _settled_sidecars(self, path: Path) -> dict[Path, os.stat_result] | None:
         """The file's sidecars with their stat; None while one may still be being written."""
@@ -203,7 +217,13 @@ class Intake:
         )
         try:
             obj = self.converter.convert(item, staged)
+        except StorageNotReadyError as exc:
+            return self._storage_failed(exc)
         except ConversionError as exc:
+            # A converter that met a storage error reports it as unreadable input: it is not.
+            not_ready = as_not_ready(exc, "converting a file")
+            if not_ready is not None:
+                return self._storage_failed(not_ready)
             return self._reject(path, exc.reason, sidecars)
         except (MemoryError, RecursionError) as exc:
             return self._reject(
@@ -213,9 +233,15 @@ class Intake:
             )
         except OSError as exc:
             # Reading the drop folder or writing staging failed: not the file's fault. Keep it.
+            not_ready = as_not_ready(exc, "converting a file")
+            if not_ready is not None:
+                return self._storage_failed(not_ready)
             event(self.log, logging.ERROR, "cannot convert now", source=self.source, error=str(exc))
             return False
         except Exception as exc:  # a converter bug must not kill the watcher or lose the file
+            not_ready = as_not_ready(exc, "converting a file")
+            if not_ready is not None:  # a library wrapped the storage's error: still not a bug
+                return self._storage_failed(not_ready)
             self.log.exception("converter failed", extra={"source": self.source})
             return self._reject(path, f"internal conversion error ({type(exc).__name__})", sidecars)
 
@@ -246,12 +272,16 @@ class Intake:
         try:
             result = self.spool.enqueue(obj, self.source, origin)
         except Exception as exc:
+            not_ready = as_not_ready(exc, "queueing a file")
+            if not_ready is not None:
+                return self._storage_failed(not_ready)
             self.log.exception("enqueue failed; file kept", extra={"source": self.source})
             event(self.log, logging.ERROR, "enqueue failed", source=self.source, error=str(exc))
             return False
 
         if self._remove_source(path):
             self._settle_sidecars(sidecar, sidecars, obj, result)
+        self.pause.taken()
         what = "already queued; source removed" if result.duplicate else "queued"
         record_queued(
             self.counts,
@@ -275,9 +305,13 @@ class Intake:
     def _reject(self, path: Path, reason: str, sidecars: dict[Path, os.stat_result]) -> bool:
         try:
             where = self.quarantine.put(path, self.source, reason)
-        except Exception:
+        except Exception as exc:
+            not_ready = as_not_ready(exc, "quarantining a file")
+            if not_ready is not None:
+                return self._storage_failed(not_ready)
             self.log.exception("quarantine failed; file kept", extra={"source": self.source})
             return False
+        self.pause.taken()
         self.counts["quarantined"] += 1
         event(self.log, logging.WARNING, "quarantined", source=self.source, reason=reason)
         self.log.debug("quarantined as %s", where.name)

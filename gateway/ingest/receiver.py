@@ -7,16 +7,17 @@ caller's AE title as Source Application Entity Title), check it with the same bo
 walk dropped DICOM files get, optionally let ``prepare`` coerce it from the worklist, and enqueue
 it (fsync, rename, directory fsync, commit). Only then is 0x0000 returned.
 
-Statuses (data, never exceptions): 0x0000 stored or already queued; 0xA700 queue full or disk
-full (the modality keeps the object and retries); 0xA900 data set does not match the request;
-0xC000 the object cannot be understood (kept in quarantine with the reason) or an internal error.
+Statuses (data, never exceptions): 0x0000 stored or already queued; 0xA700 queue full, or the
+state storage below its low-water mark, full, read-only or failing (gateway.storagefault; the
+modality keeps the object and retries, nothing is quarantined for it); 0xA900 data set does
+not match the request; 0xC000 the object cannot be understood (kept in quarantine with the
+reason) or an internal error.
 No path is ever built from a DICOM value.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import struct
@@ -43,6 +44,8 @@ from gateway.listener.rxfiles import ReceiveFiles
 from gateway.listener.services import ListenerService
 from gateway.logsetup import event
 from gateway.spool.entries import ObjectSource, SourceChannel
+from gateway.spool.space import Room
+from gateway.storagefault import StorageNotReadyError, as_not_ready
 from gateway.worklist.binding import loggable_reason
 
 KIND = "dicom-store"
@@ -74,7 +77,6 @@ _MISMATCH_REASONS = {
 _COPY_CHUNK = 1024 * 1024
 _MAX_META_LENGTH = 64 * 1024
 _ERROR_COMMENT_MAX = 64  # LO
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
 class ReceivedFileError(ValueError):
@@ -128,12 +130,10 @@ class StoreReceiver:
         sop_instance = str(request.AffectedSOPInstanceUID or "")
         try:
             return self._store(store, staged)
-        except OSError as exc:
-            if exc.errno in _FULL_ERRNOS:
-                return self._answer(OUT_OF_RESOURCES, "full", sop_instance, "disk full")
-            self.log.exception("C-STORE failed", extra={"sop_instance_uid": sop_instance})
-            return self._answer(CANNOT_UNDERSTAND, "errors", sop_instance, "internal error")
-        except Exception:
+        except Exception as exc:
+            not_ready = as_not_ready(exc, "storing a received object")
+            if not_ready is not None:
+                return self._storage_failed(not_ready, sop_instance)
             self.log.exception("C-STORE failed", extra={"sop_instance_uid": sop_instance})
             return self._answer(CANNOT_UNDERSTAND, "errors", sop_instance, "internal error")
         finally:
@@ -147,6 +147,9 @@ class StoreReceiver:
         sop_instance = str(request.AffectedSOPInstanceUID or "")
         calling = str(store.assoc.requestor.ae_title or "").strip()
         source = f"dicom:{calling}"
+        cut = self._files.write_error(Path(store.dataset_path))
+        if cut is not None:
+            raise cut  # the data set did not fit on our disk: never the object's fault
         part10 = self._spool.staging_path()
         staged.append(part10)
         digest = write_part10(
@@ -163,9 +166,12 @@ class StoreReceiver:
         try:
             facts = check_part10(part10)
         except ConversionError as exc:
+            if as_not_ready(exc, "checking a received object") is not None:
+                raise  # reading our own staging file failed: not the object's fault
             return self._reject(part10, source, sop_instance, exc.reason)
-        if not self._spool.has_room(part10.stat().st_size):
-            return self._answer(OUT_OF_RESOURCES, "full", sop_instance, "queue full")
+        room = self._spool.room_for(part10.stat().st_size)
+        if not room.ok:
+            return self._answer(OUT_OF_RESOURCES, "full", sop_instance, _room_comment(room))
         obj = ConvertedObject(
             path=part10,
             sop_class_uid=facts.sop_class_uid,
@@ -211,11 +217,19 @@ class StoreReceiver:
         mismatch = reason in _MISMATCH_REASONS
         try:
             self._quarantine.put(part10, source, f"received by C-STORE: {reason}")
-        except Exception:
+        except Exception as exc:
+            not_ready = as_not_ready(exc, "quarantining a received object")
+            if not_ready is not None:  # not kept: the modality must keep it and send it again
+                return self._storage_failed(not_ready, sop_instance)
             self.log.exception("quarantine failed", extra={"sop_instance_uid": sop_instance})
         if mismatch:
             return self._answer(DATASET_MISMATCH, "mismatch", sop_instance, reason)
         return self._answer(CANNOT_UNDERSTAND, "quarantined", sop_instance, reason)
+
+    def _storage_failed(self, exc: StorageNotReadyError, sop_instance: str) -> Dataset:
+        """Our storage failed: Out of Resources, the modality keeps the object and retries."""
+        self._spool.report_storage_fault(exc)
+        return self._answer(OUT_OF_RESOURCES, "full", sop_instance, f"state storage {exc.fault}")
 
     def _answer(self, status: int, counter: str, sop_instance: str, reason: str) -> Dataset:
         with self._lock:
@@ -229,6 +243,11 @@ class StoreReceiver:
             sop_instance_uid=sop_instance,
         )
         return _status(status, reason)
+
+
+def _room_comment(room: Room) -> str:
+    """The Error Comment of a refusal for room: short, without the numbers."""
+    return room.reason.split(" (", 1)[0] if room.disk else "queue full"
 
 
 def _status(code: int, comment: str | None = None) -> Dataset:

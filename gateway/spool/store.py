@@ -12,6 +12,17 @@ A destination added to the config later gets the objects enqueued after it was a
 objects stored while no destination was configured, at the next open). A destination removed
 from the config keeps its deliveries in the index, unclaimed, and they keep their payloads until
 the operator purges them (``purge(states=...)``) - unsent data is never dropped silently.
+
+A fault of the state storage (full, read-only, failing: :mod:`gateway.storagefault`) never
+stops delivery for good. The lane-side writes (claim, mark sent/retry/failed) that meet a full
+disk give back the delivery reserve (:mod:`gateway.spool.reserve`) and are tried once more; a
+mark that still cannot be written is kept in memory and written at the next write that works
+(if the process ends first, recovery makes the delivery pending again and it is sent once
+more, to the same SOP Instance UID). A claim that cannot be written raises
+StorageNotReadyError: the lane waits and tries again. While a fault is on, ingest is refused
+(``room_for``), and every few seconds a probe write tells whether it has cleared. A queue that
+cannot be opened for a storage fault (``open_when_ready``) is opened by the first use after
+the storage is back; until then every use raises StorageNotReadyError.
 """
 
 from __future__ import annotations
@@ -21,13 +32,15 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.clock import Clock
 from gateway.convert.result import ConvertedObject
 from gateway.logsetup import event
-from gateway.spool import durable, recovery, report, schema
+from gateway.spool import durable, recovery, report, schema, space
 from gateway.spool.entries import (
     DeliveryInfo,
     DeliveryState,
@@ -38,13 +51,20 @@ from gateway.spool.entries import (
     SourceChannel,
     SpoolEntry,
 )
+from gateway.spool.reserve import DeliveryReserve
+from gateway.spool.space import DiskSpace, Room, StorageStatus
 from gateway.spool.wakeup import LaneWakeups
 from gateway.sqltxn import transaction
+from gateway.storagefault import StorageFault, StorageNotReadyError, classify, storage_errors
 
 NO_DESTINATION = recovery.NO_DESTINATION
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 _PRUNE_EVERY = 3600.0  # seconds (monotonic) between history prunes while running
 _CHUNK = 500  # ids per IN (...) list, below SQLite's bound-parameter limit
+_STORAGE_RETRY = 2.0  # seconds (monotonic) between probes of a faulted storage
+FULL_CLEAR_MARGIN = 1024 * 1024  # bytes the disk must gain before ingest tries again
+RESERVE_FILE = "reserve"
+_T = TypeVar("_T")
 
 
 class SpoolClosedError(RuntimeError):
@@ -63,7 +83,12 @@ class Spool:
         *,
         retention_seconds: float = DEFAULT_RETENTION,
         logger: logging.Logger | None = None,
+        min_free_bytes: int | None = 0,
+        reserve_bytes: int = 0,
     ) -> None:
+        """``min_free_bytes``: the low-water mark of the state file system for ingest (None: the
+        default rule of :func:`gateway.spool.space.low_water_mark`); ``reserve_bytes``: the
+        delivery reserve (0: none)."""
         self.root = state_dir / "spool"
         self.staging_dir = self.root / "staging"
         self.objects_dir = self.root / "objects"
@@ -78,6 +103,16 @@ class Spool:
         self._wakeups = LaneWakeups(self.destinations)
         self._last_prune = 0.0
         self.last_recovery: recovery.RecoveryReport | None = None
+        self.min_free_bytes = min_free_bytes
+        self.reserve = DeliveryReserve(self.root / RESERVE_FILE, reserve_bytes)
+        self._fault: StorageNotReadyError | None = None
+        self._fault_since = 0.0
+        self._next_probe = 0.0
+        self._open_deferred = False
+        # Marks (sent, retry, failed) a faulted storage could not take, by delivery id.
+        self._unrecorded: dict[int, Callable[[sqlite3.Connection], list[str]]] = {}
+        self._ingest_hold: _IngestHold | None = None
+        self._next_hold_probe = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,6 +125,37 @@ class Spool:
         with self._lock:
             if self._conn is not None:
                 return
+            if not recover:
+                self._open(recover=False)
+                return
+            try:
+                self._open(recover=True)
+            except (OSError, sqlite3.Error) as exc:
+                if classify(exc) is not StorageFault.FULL or not self.reserve.release():
+                    raise
+                self._log_reserve_released("opening the queue")
+                self._open(recover=True)
+            self._open_deferred = False
+            self._storage_ok()
+
+    def open_when_ready(self) -> None:
+        """open() for the daemon: a storage fault does not stop the start.
+
+        The fault is reported (``storage_fault``) and the queue is opened by the first use
+        after the storage is back (probed at most every few seconds); until then every use
+        raises StorageNotReadyError. Anything else that stops open() is raised.
+        """
+        with self._lock:
+            try:
+                with storage_errors("opening the queue"):
+                    self.open()
+            except StorageNotReadyError as exc:
+                self._open_deferred = True
+                self._storage_failed(exc)
+                self._next_probe = self._clock.monotonic() + _STORAGE_RETRY
+
+    def _open(self, *, recover: bool) -> None:
+        with self._lock:
             for folder in (self.root, self.staging_dir, self.objects_dir):
                 folder.mkdir(parents=True, exist_ok=True)
             conn = schema.connect(self.db_path)
@@ -115,21 +181,41 @@ class Spool:
                 raise
             self._conn = conn
             self._last_prune = self._clock.monotonic()
+        if recover:
+            self._maintain_reserve()
 
     def close(self) -> None:
         """Close the index (waiting lanes are woken); open() may be called again."""
         with self._lock:
             if self._conn is not None:
+                if self._unrecorded:
+                    self._flush_unrecorded(self._conn)
                 self._conn.close()
                 self._conn = None
+            self._open_deferred = False
         self._wakeups.notify_all()
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._conn is None and self._open_deferred:
+                self._open_if_ready()
             if self._conn is None:
                 raise SpoolClosedError("spool is not open")
             yield self._conn
+
+    def _open_if_ready(self) -> None:
+        """A deferred open, tried at most every few seconds; raises the fault until it works."""
+        fault = self._fault
+        if self._clock.monotonic() < self._next_probe and fault is not None:
+            # A fresh exception each time: re-raising one instance would grow its traceback.
+            raise StorageNotReadyError(fault.fault, fault.what, fault.detail)
+        self._next_probe = self._clock.monotonic() + _STORAGE_RETRY
+        try:
+            with storage_errors("opening the queue"):
+                self.open()
+        except StorageNotReadyError as exc:
+            raise self._storage_failed(exc) from exc.__cause__
 
     # -- ingest side -------------------------------------------------------------------------
 
@@ -141,7 +227,7 @@ class Spool:
 
     def used_bytes(self) -> int:
         """Bytes of payloads still on disk: queued, held or failed, not yet sent everywhere."""
-        with self._db() as conn:
+        with self._db() as conn, storage_errors("reading the queue size"):
             return int(
                 conn.execute(
                     "SELECT COALESCE(SUM(size), 0) FROM objects WHERE payload IS NOT NULL"
@@ -149,8 +235,38 @@ class Spool:
             )
 
     def has_room(self, incoming_bytes: int) -> bool:
-        """Whether ``incoming_bytes`` more fit under max_bytes (ingest pauses when not)."""
-        return self.used_bytes() + incoming_bytes <= self.max_bytes
+        """Whether ``incoming_bytes`` more may be queued now (ingest pauses when not)."""
+        return self.room_for(incoming_bytes).ok
+
+    def room_for(self, incoming_bytes: int) -> Room:
+        """May ingest queue ``incoming_bytes`` more now, and if not why (gateway.spool.space).
+
+        Also where a faulted storage is probed and the delivery reserve made again.
+        """
+        try:
+            used = self.used_bytes()
+        except StorageNotReadyError as exc:  # the queue waits for the storage; already noted
+            return Room(False, str(exc), disk=True)
+        with self._lock:
+            self._probe_storage()
+            disk, fault = self._disk_space()
+            self._check_ingest_hold(disk)
+            if fault is None:
+                self._maintain_reserve(disk)
+                fault = None if self._ingest_hold is None else self._ingest_hold.fault
+            return space.decide_room(
+                incoming=incoming_bytes,
+                used=used,
+                max_bytes=self.max_bytes,
+                space=disk,
+                low_water=self.low_water(disk),
+                reserve_missing=self.reserve.missing,
+                fault=fault,
+            )
+
+    def low_water(self, disk: DiskSpace) -> int:
+        """Free bytes ingest leaves on the state file system (gateway.spool.space)."""
+        return space.low_water_mark(disk.total, self.min_free_bytes)
 
     def enqueue(
         self, obj: ConvertedObject, source: str, origin: ObjectSource | None = None
@@ -272,62 +388,64 @@ class Spool:
         """
         self._wakeups.looking(destination)
         now = self._clock.now()
-        with self._db() as conn:
-            while True:
-                row = conn.execute(
-                    """
-                    SELECT d.id, d.object_id, d.attempts, o.payload, o.sop_class_uid,
-                           o.sop_instance_uid, o.transfer_syntax_uid, o.size
-                    FROM deliveries d JOIN objects o ON o.id = d.object_id
-                    WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
-                    ORDER BY d.next_attempt_at, d.id LIMIT 1
-                    """,
-                    (destination, now),
-                ).fetchone()
-                if row is None:
-                    return None
-                delivery_id, object_id, attempts, payload = row[0], row[1], row[2], row[3]
-                if payload is None:  # broken invariant; fail it loudly rather than loop on it
-                    event(
-                        self._log,
-                        logging.ERROR,
-                        "payload missing at claim",
-                        object_id=object_id,
-                        delivery_id=delivery_id,
-                    )
-                    self._set_failed(
-                        conn,
-                        delivery_id,
-                        "unreadable",
-                        recovery.PAYLOAD_MISSING,
-                        None,
-                        ("pending",),
-                    )
-                    continue
-                # Losing this commit to a power cut only loses 'sending' and one attempt count,
-                # which recovery resets anyway: spare the flash the sync.
-                with transaction(conn, synced=False):
-                    claimed = conn.execute(
-                        "UPDATE deliveries SET state = 'sending', attempts = attempts + 1"
-                        " WHERE id = ? AND state = 'pending'",
-                        (delivery_id,),
-                    ).rowcount
-                if claimed:  # else an operator tool changed it between our read and write
-                    return SpoolEntry(
-                        delivery_id=delivery_id,
-                        object_id=object_id,
-                        destination=destination,
-                        path=self.objects_dir / payload,
-                        sop_class_uid=row[4],
-                        sop_instance_uid=row[5],
-                        transfer_syntax_uid=row[6],
-                        size=row[7],
-                        attempts=attempts,
-                    )
+        return self._write("claiming a delivery", lambda conn: self._claim(conn, destination, now))
+
+    def _claim(self, conn: sqlite3.Connection, destination: str, now: float) -> SpoolEntry | None:
+        while True:
+            row = conn.execute(
+                """
+                SELECT d.id, d.object_id, d.attempts, o.payload, o.sop_class_uid,
+                       o.sop_instance_uid, o.transfer_syntax_uid, o.size
+                FROM deliveries d JOIN objects o ON o.id = d.object_id
+                WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
+                ORDER BY d.next_attempt_at, d.id LIMIT 1
+                """,
+                (destination, now),
+            ).fetchone()
+            if row is None:
+                return None
+            delivery_id, object_id, attempts, payload = row[0], row[1], row[2], row[3]
+            if payload is None:  # broken invariant; fail it loudly rather than loop on it
+                event(
+                    self._log,
+                    logging.ERROR,
+                    "payload missing at claim",
+                    object_id=object_id,
+                    delivery_id=delivery_id,
+                )
+                self._set_failed(
+                    conn,
+                    delivery_id,
+                    "unreadable",
+                    recovery.PAYLOAD_MISSING,
+                    None,
+                    ("pending",),
+                )
+                continue
+            # Losing this commit to a power cut only loses 'sending' and one attempt count,
+            # which recovery resets anyway: spare the flash the sync.
+            with transaction(conn, synced=False):
+                claimed = conn.execute(
+                    "UPDATE deliveries SET state = 'sending', attempts = attempts + 1"
+                    " WHERE id = ? AND state = 'pending'",
+                    (delivery_id,),
+                ).rowcount
+            if claimed:  # else an operator tool changed it between our read and write
+                return SpoolEntry(
+                    delivery_id=delivery_id,
+                    object_id=object_id,
+                    destination=destination,
+                    path=self.objects_dir / payload,
+                    sop_class_uid=row[4],
+                    sop_instance_uid=row[5],
+                    transfer_syntax_uid=row[6],
+                    size=row[7],
+                    attempts=attempts,
+                )
 
     def next_due(self, destination: str) -> float | None:
         """The earliest next_attempt_at among the destination's pending deliveries, or None."""
-        with self._db() as conn:
+        with self._db() as conn, storage_errors("reading the queue"):
             value = conn.execute(
                 "SELECT MIN(next_attempt_at) FROM deliveries"
                 " WHERE destination = ? AND state = 'pending'",
@@ -348,10 +466,11 @@ class Spool:
 
         The payload's removal is not fsync'd: if a power cut brings the file back, recovery
         removes it (its row no longer names it), and one sync per sent object is spared.
+        A faulted storage keeps the mark in memory (see the module docstring).
         """
         now = self._clock.now()
-        released: list[str] = []
-        with self._db() as conn:
+
+        def record(conn: sqlite3.Connection) -> list[str]:
             with transaction(conn):
                 row = conn.execute(
                     "SELECT object_id, state FROM deliveries WHERE id = ?", (delivery_id,)
@@ -363,17 +482,25 @@ class Spool:
                         "sent delivery no longer queued",
                         delivery_id=delivery_id,
                     )
-                    return
+                    return []
                 object_id, state = row
                 if state == DeliveryState.SENT:
-                    return
+                    return []
                 conn.execute(
                     "UPDATE deliveries SET state = 'sent', sent_at = ? WHERE id = ?",
                     (now, delivery_id),
                 )
-                released = self._release_if_done(conn, object_id)
+                return self._release_if_done(conn, object_id)
+
+        if not self._record_mark(delivery_id, "recording a delivery", record):
+            return
+        with (
+            contextlib.suppress(StorageNotReadyError),
+            self._db() as conn,
+            storage_errors("pruning the history"),
+        ):
             self._maybe_prune(conn)
-        self._unlink_payloads(released)
+        self._maintain_reserve()
 
     def mark_retry(
         self,
@@ -384,45 +511,49 @@ class Spool:
         status: int | None = None,
     ) -> None:
         """A transient failure: back to pending, due again at ``next_attempt_at``."""
-        with self._db() as conn, transaction(conn):
-            changed = conn.execute(
-                """
-                UPDATE deliveries SET state = 'pending', next_attempt_at = ?, failure_class = ?,
-                    last_error = ?, last_error_at = ?, status = ?
-                WHERE id = ? AND state = 'sending'
-                """,
-                (
-                    next_attempt_at,
-                    str(failure_class),
-                    reason,
-                    self._clock.now(),
-                    status,
-                    delivery_id,
-                ),
-            ).rowcount
-        if not changed:
-            event(
-                self._log,
-                logging.WARNING,
-                "retry of a delivery not in flight ignored",
-                delivery_id=delivery_id,
-            )
+        now = self._clock.now()
+
+        def record(conn: sqlite3.Connection) -> list[str]:
+            with transaction(conn):
+                changed = conn.execute(
+                    """
+                    UPDATE deliveries SET state = 'pending', next_attempt_at = ?,
+                        failure_class = ?, last_error = ?, last_error_at = ?, status = ?
+                    WHERE id = ? AND state = 'sending'
+                    """,
+                    (next_attempt_at, str(failure_class), reason, now, status, delivery_id),
+                ).rowcount
+            if not changed:
+                event(
+                    self._log,
+                    logging.WARNING,
+                    "retry of a delivery not in flight ignored",
+                    delivery_id=delivery_id,
+                )
+            return []
+
+        self._record_mark(delivery_id, "recording a retry", record)
 
     def mark_failed(
         self, delivery_id: int, failure_class: str, reason: str, status: int | None = None
     ) -> None:
         """A permanent refusal: 'failed' with its reason, class and DICOM status; payload kept."""
-        with self._db() as conn, transaction(conn):
-            changed = self._set_failed(
-                conn, delivery_id, str(failure_class), reason, status, ("sending",)
-            )
-        if not changed:
-            event(
-                self._log,
-                logging.WARNING,
-                "failure of a delivery not in flight ignored",
-                delivery_id=delivery_id,
-            )
+
+        def record(conn: sqlite3.Connection) -> list[str]:
+            with transaction(conn):
+                changed = self._set_failed(
+                    conn, delivery_id, str(failure_class), reason, status, ("sending",)
+                )
+            if not changed:
+                event(
+                    self._log,
+                    logging.WARNING,
+                    "failure of a delivery not in flight ignored",
+                    delivery_id=delivery_id,
+                )
+            return []
+
+        self._record_mark(delivery_id, "recording a failed delivery", record)
 
     def _set_failed(
         self,
@@ -606,6 +737,258 @@ class Spool:
         self._last_prune = self._clock.monotonic()
         with transaction(conn):
             recovery.prune(conn, self._clock.now() - self.retention_seconds)
+
+    # -- the state storage -------------------------------------------------------------------
+
+    @property
+    def storage_fault(self) -> StorageNotReadyError | None:
+        """The storage fault met by the last write of the queue, until one works again."""
+        return self._fault
+
+    @property
+    def unrecorded_marks(self) -> int:
+        """Delivery outcomes waiting in memory for the storage to take them."""
+        return len(self._unrecorded)
+
+    def report_storage_fault(self, exc: StorageNotReadyError) -> None:
+        """An ingest path met a fault of the state storage: ingest is refused until it clears.
+
+        Read-only or I/O error: until a probe write works, tried at the next room_for (a
+        one-off error costs one refusal) and then every few seconds. Full: until the disk has
+        gained FULL_CLEAR_MARGIN bytes since (a probe write would pass on the few bytes that
+        the failed write could not use, and ingest would fail again at once). Logged by the
+        intake that met it, so not here: the queue itself may still work.
+        """
+        with self._lock:
+            disk, _ = self._disk_space()
+            self._ingest_hold = _IngestHold(self._as_seen_on_disk(exc), disk.free)
+            self._next_hold_probe = self._clock.monotonic()
+
+    def storage_status(self) -> StorageStatus:
+        """The state file system as the spool sees it now (status line, panel, metrics)."""
+        room = self.room_for(0)
+        with self._lock:
+            disk, _ = self._disk_space()
+            fault = self._fault or (None if self._ingest_hold is None else self._ingest_hold.error)
+            return StorageStatus(
+                fault=None if fault is None else fault.fault,
+                problem="" if fault is None else str(fault),
+                since=self._fault_since if fault is not None else None,
+                ingest=room,
+                space=disk,
+                low_water=self.low_water(disk),
+                reserve_bytes=self.reserve.size,
+                reserve_in_place=self.reserve.in_place,
+                unrecorded=len(self._unrecorded),
+            )
+
+    def _write(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A lane-side write; on a full disk the reserve is given back and it is tried again."""
+        with self._db() as conn:
+            changes_before = conn.total_changes
+            try:
+                result = self._attempt(what, conn, body)
+            except StorageNotReadyError as exc:
+                if exc.fault is not StorageFault.FULL or not self._make_room(conn, what):
+                    raise self._storage_failed(exc) from exc.__cause__
+                try:
+                    result = self._attempt(what, conn, body)
+                except StorageNotReadyError as again:
+                    raise self._storage_failed(again) from again.__cause__
+            if not self.reserve.in_place:
+                _checkpoint(conn)  # on a full disk the WAL must wrap, not grow (see _make_room)
+            if conn.total_changes != changes_before:  # a read alone proves nothing
+                self._storage_ok()
+            return result
+
+    def _make_room(self, conn: sqlite3.Connection, what: str) -> bool:
+        """On a full disk: let the WAL start over and give back the reserve; True if either did.
+
+        A WAL whose frames are all checkpointed is written again from its start, so commits
+        need no new space; a checkpoint that must grow the database file needs the reserve.
+        """
+        wrapped = _checkpoint(conn)
+        released = self.reserve.release()
+        if released:
+            self._log_reserve_released(what)
+        return wrapped or released
+
+    def _attempt(
+        self, what: str, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        with storage_errors(what):
+            self._flush_unrecorded(conn)
+            return body(conn)
+
+    def _record_mark(
+        self, delivery_id: int, what: str, record: Callable[[sqlite3.Connection], list[str]]
+    ) -> bool:
+        """Write a delivery's outcome, or keep it for later; True when it was written."""
+        try:
+            released = self._write(what, record)
+        except StorageNotReadyError:
+            with self._lock:
+                self._unrecorded[delivery_id] = record
+            return False
+        self._unlink_payloads(released)
+        return True
+
+    def _flush_unrecorded(self, conn: sqlite3.Connection) -> None:
+        """Write the outcomes kept in memory, oldest first; raises at the first that fails."""
+        while self._unrecorded:
+            delivery_id, record = next(iter(self._unrecorded.items()))
+            released = record(conn)
+            del self._unrecorded[delivery_id]
+            self._unlink_payloads(released)
+
+    def _disk_space(self) -> tuple[DiskSpace, StorageFault | None]:
+        """statvfs of the state file system, and the fault to report (ours or statvfs's)."""
+        fault = None if self._fault is None else self._fault.fault
+        try:
+            disk = space.probe(self.root if self.root.exists() else self.root.parent)
+        except OSError as exc:
+            return DiskSpace(0, 0, read_only=False), classify(exc) or StorageFault.IO_ERROR
+        return disk, fault
+
+    def _probe_storage(self) -> None:
+        """While a fault is on, every few seconds: does a small synced write work again?"""
+        if self._fault is None or self._conn is None:
+            return
+        now = self._clock.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + _STORAGE_RETRY
+        try:
+            disk = space.probe(self.root)
+            if disk.read_only:
+                return
+            if self._fault.fault is StorageFault.FULL and (
+                disk.free < self.low_water(disk) + self.reserve.missing
+            ):
+                return  # the lane's writes (which may use the reserve) tell sooner
+            if not _probe_write(self.root):
+                return
+            self._flush_unrecorded(self._conn)
+        except (OSError, sqlite3.Error):
+            return
+        self._storage_ok()
+
+    def _check_ingest_hold(self, disk: DiskSpace) -> None:
+        """Clear the hold an ingest fault put on ingest, by the rules of report_storage_fault."""
+        hold = self._ingest_hold
+        if hold is None:
+            return
+        if hold.fault is StorageFault.FULL:
+            if disk.free >= hold.free_at + FULL_CLEAR_MARGIN:
+                self._ingest_hold = None
+            return
+        now = self._clock.monotonic()
+        if now < self._next_hold_probe:
+            return
+        self._next_hold_probe = now + _STORAGE_RETRY
+        if not disk.read_only and _probe_write(self.root):
+            self._ingest_hold = None
+
+    def _storage_failed(self, exc: StorageNotReadyError) -> StorageNotReadyError:
+        """Note a fault (and return it as noted); logged when it starts or changes kind, not at
+        each attempt."""
+        exc = self._as_seen_on_disk(exc)
+        with self._lock:
+            if self._fault is None or self._fault.fault is not exc.fault:
+                event(
+                    self._log,
+                    logging.ERROR,
+                    "state storage failed",
+                    fault=str(exc.fault),
+                    operation=exc.what,
+                    error=exc.detail,
+                )
+                if self._fault is None:
+                    self._fault_since = self._clock.now()
+            self._fault = exc
+        return exc
+
+    def _as_seen_on_disk(self, exc: StorageNotReadyError) -> StorageNotReadyError:
+        """SQLite says "unable to open database file" (I/O error) on a read-only mount: the
+        mount says what it is."""
+        if exc.fault is StorageFault.READ_ONLY:
+            return exc
+        disk, _ = self._disk_space()
+        if not disk.read_only:
+            return exc
+        return StorageNotReadyError(StorageFault.READ_ONLY, exc.what, exc.detail)
+
+    def _storage_ok(self) -> None:
+        with self._lock:
+            if self._fault is None:
+                return
+            event(
+                self._log,
+                logging.INFO,
+                "state storage recovered",
+                fault=str(self._fault.fault),
+                outage_seconds=round(self._clock.now() - self._fault_since, 1),
+            )
+            self._fault = None
+
+    def _log_reserve_released(self, what: str) -> None:
+        event(
+            self._log,
+            logging.WARNING,
+            "state disk full: delivery reserve released",
+            operation=what,
+            reserve_bytes=self.reserve.size,
+        )
+
+    def _maintain_reserve(self, disk: DiskSpace | None = None) -> None:
+        """Make the reserve again once the disk has room for it above the low-water mark."""
+        with self._lock:
+            if self._fault is not None or self.reserve.in_place:
+                return
+            try:
+                disk = disk or space.probe(self.root)
+                if disk.read_only or disk.free - self.reserve.size < self.low_water(disk):
+                    return
+                self.reserve.make()
+            except OSError as exc:
+                self._log.debug("delivery reserve not made: %s", exc)
+                return
+            event(self._log, logging.INFO, "delivery reserve in place", bytes=self.reserve.size)
+
+
+@dataclass(frozen=True)
+class _IngestHold:
+    """A storage fault an ingest path met, and the free space when it did."""
+
+    error: StorageNotReadyError
+    free_at: int
+
+    @property
+    def fault(self) -> StorageFault:
+        return self.error.fault
+
+
+def _probe_write(folder: Path) -> bool:
+    """Whether a small synced write (and its removal) works in ``folder`` now."""
+    probe = folder / ".storage-probe"
+    try:
+        durable.write_bytes_durably(probe, b"\0" * 4096)
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database, so that the next commit writes the WAL from its start
+    (SQLite restarts a fully checkpointed WAL when no reader uses it); True when every frame
+    was copied. PASSIVE: it never waits for readers. Never raises: on a full disk it may fail
+    (the database file must grow), harmlessly."""
+    try:
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(busy == 0 and frames == copied)
 
 
 _SOURCE_KEY = (

@@ -13,6 +13,7 @@ say what the room is doing, so they are not public.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from gateway.forward.condition import Condition
 from gateway.spool.entries import DeliveryState
+from gateway.storagefault import StorageFault, StorageNotReadyError
 from gateway.update.status import read_status
 from gateway.web.auth.db import web_dir, write_private
 from gateway.web.auth.users import Role
@@ -59,8 +61,10 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every metric family, from the parts as they are now."""
-        yield from self._queue()
+        with contextlib.suppress(StorageNotReadyError):  # the queue is closed: no counts
+            yield from self._queue()
         yield from self._conditions()
+        yield from self._storage()
         yield from self._sources()
         yield from self._worklist()
         yield from self._update()
@@ -133,6 +137,41 @@ class GatewayCollector(Collector):
             attempts.add_metric([name], float(status.attempts))
         yield condition
         yield attempts
+
+    def _storage(self) -> Iterator[Metric]:
+        status = self._s.spool.storage_status()
+        fault = GaugeMetricFamily(
+            f"{PREFIX}_state_storage_fault",
+            "1 while the state storage has this fault (full, read-only, I/O error), else 0.",
+            labels=["fault"],
+        )
+        for kind in StorageFault:
+            fault.add_metric([str(kind)], 1.0 if status.fault is kind else 0.0)
+        free = GaugeMetricFamily(
+            f"{PREFIX}_state_free_bytes", "Free bytes of the state_dir filesystem."
+        )
+        free.add_metric([], float(status.space.free))
+        low = GaugeMetricFamily(
+            f"{PREFIX}_state_low_water_bytes",
+            "Free bytes below which ingest pauses (min_free_bytes).",
+        )
+        low.add_metric([], float(status.low_water))
+        paused = GaugeMetricFamily(
+            f"{PREFIX}_ingest_paused_by_storage",
+            "1 while ingest is paused for the state storage (low, full, read-only, failing).",
+        )
+        paused.add_metric([], 0.0 if status.ingest.ok or not status.ingest.disk else 1.0)
+        reserve = GaugeMetricFamily(
+            f"{PREFIX}_delivery_reserve_in_place",
+            "1 while the delivery reserve is allocated, 0 while it is given back (disk full).",
+        )
+        reserve.add_metric([], 1.0 if status.reserve_in_place else 0.0)
+        unrecorded = GaugeMetricFamily(
+            f"{PREFIX}_unrecorded_deliveries",
+            "Delivery outcomes kept in memory until the state storage takes them.",
+        )
+        unrecorded.add_metric([], float(status.unrecorded))
+        yield from (fault, free, low, paused, reserve, unrecorded)
 
     def _sources(self) -> Iterator[Metric]:
         folder = GaugeMetricFamily(

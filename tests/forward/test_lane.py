@@ -13,10 +13,11 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.config import RetrySettings
 from gateway.forward.backoff import Backoff
-from gateway.forward.lane import DeliveryLane
+from gateway.forward.lane import STORAGE_WAIT_CAP, DeliveryLane
 from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
 from gateway.forward.sender import StoreSender
 from gateway.spool.entries import SpoolEntry
+from gateway.storagefault import StorageFault, StorageNotReadyError
 from tests.forward.conftest import make_destination
 from tests.forward.fakes import FakeQueue, FakeSender
 from tests.forward.objects import entry_for, write_ct
@@ -387,3 +388,41 @@ def test_an_object_that_keeps_failing_is_reminded_at_info_at_a_bounded_rate(
     attempts = [vars(r)["attempts"] for r in reminders]
     assert attempts == sorted(attempts) and attempts[0] > 1
     assert queue.states() == {1: "sent"}
+
+
+class StorageFailingQueue(FakeQueue):
+    """Claims fail with a storage fault for the first ``failures`` attempts."""
+
+    def __init__(self, *args: object, failures: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.failures = failures
+        self.claims = 0
+
+    def claim_next(self, destination: str) -> SpoolEntry | None:
+        self.claims += 1
+        if self.claims <= self.failures:
+            raise StorageNotReadyError(StorageFault.FULL, "claiming a delivery", "disk full")
+        return super().claim_next(destination)
+
+
+def test_a_storage_fault_never_ends_the_lane_and_is_logged_once_each_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, stop = FakeClock(), threading.Event()
+    queue = StorageFailingQueue(clock, _entries(2), stop, failures=6)
+    sender = FakeSender(clock, lambda e, n: DELIVERED)
+    lane = _lane(queue, sender, clock)
+    seen: list[object] = []
+    queue._on_wait = lambda: seen.append(lane.storage_fault)
+    with caplog.at_level(logging.DEBUG, "test.lane"):
+        lane.run(stop)  # returns: it never raised
+    assert queue.states() == {1: "sent", 2: "sent"}
+    assert StorageFault.FULL in seen and lane.storage_fault is None
+    messages = {"paused": "delivery paused: state storage failed"}
+    messages["resumed"] = "delivery resumed: state storage recovered"
+    paused = [r for r in caplog.records if r.getMessage() == messages["paused"]]
+    resumed = [r for r in caplog.records if r.getMessage() == messages["resumed"]]
+    assert len(paused) == 1 and paused[0].levelno == logging.ERROR
+    assert len(resumed) == 1 and resumed[0].levelno == logging.INFO
+    # waits grow with the backoff but never beyond the cap: it resumes soon after the fault
+    assert max(queue.waits) <= STORAGE_WAIT_CAP

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +226,36 @@ def test_without_a_binder_intake_keeps_the_file_name_rules(rig: Rig) -> None:
     intake(rig.drop_png("P-77_scan.png"))
     ds, held = rig.only_object()
     assert (held, ds.PatientID) == (None, "P-77")
+
+
+def test_a_grouping_database_that_cannot_commit_keeps_the_file_and_logs_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 B11: the box's storage failing is never the file's fault."""
+    path = rig.drop_png("ACC3_scan.png")
+    writable = rig.grouper._db  # swapped for a read-only view of the same file, then back
+    rig.grouper._db = sqlite3.connect(
+        f"file:{rig.grouper.db_path}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    intake = rig.intake()
+    with caplog.at_level(logging.DEBUG, "test.intake"):
+        for _ in range(5):  # five rescans
+            assert intake(path) is False
+            rig.clock.advance(3.0)
+        assert path.exists() and rig.quarantined() == []
+        assert rig.spool.list_deliveries(None, None, 10) == []
+        rig.grouper._db.close()
+        rig.grouper._db = writable
+        assert intake(path) is True
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("state storage: ingest paused") == 1
+    assert messages.count("queue has room: ingest resumed") == 1
+    assert "converter failed" not in messages and "quarantined" not in messages
+    assert not any(r.exc_info for r in caplog.records)
+    assert not path.exists()
 
 
 NAMED = re.compile(r"^(?P<patient_id>[^_]+)_(?P<patient_name>[^_]+)_")

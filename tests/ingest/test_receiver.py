@@ -27,7 +27,9 @@ from gateway.forward.tlsctx import server_context
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.receiver import Prepare, StoreReceiver
 from gateway.listener.server import DicomListener
+from gateway.spool.space import Room
 from gateway.spool.store import Spool
+from gateway.storagefault import StorageNotReadyError
 from tests.conftest import Pki
 from tests.forward.objects import write_ct, write_jpeg_sc
 from tests.harness import wait_until
@@ -234,8 +236,11 @@ class BrokenSpool:
     def __init__(self, real: Spool) -> None:
         self._real = real
 
-    def has_room(self, incoming_bytes: int) -> bool:
-        return True
+    def room_for(self, incoming_bytes: int) -> Room:
+        return Room(True)
+
+    def report_storage_fault(self, exc: StorageNotReadyError) -> None:
+        raise AssertionError(f"not a storage fault: {exc}")
 
     def staging_path(self, suffix: str = ".dcm") -> Path:
         return self._real.staging_path(suffix)

@@ -5,6 +5,10 @@ every object of the message is durably queued, or the message was durably quaran
 never convert; the device must not keep resending it). False means "not now": the queue is full
 or the disk failed, and the device is refused and sends again later. A resend converts to the
 same SOP Instance UIDs, so objects queued before a failure are recognised as duplicates.
+
+A fault of the box's own storage (:mod:`gateway.storagefault`) met anywhere on the way is
+never the message's fault: it is refused (the device resends), never quarantined for it, and
+the pause is logged when it starts and when it ends (:mod:`gateway.ingest.pause`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Protocol
 from gateway.clock import Clock
 from gateway.convert.result import ConversionError, ConvertedObject
 from gateway.ingest.intake import QuarantineLike, SpoolLike, record_queued
+from gateway.ingest.pause import SERIAL_EVENTS, IngestPause
 from gateway.ingest.serial.message import DeviceMessage
 from gateway.logsetup import event
 from gateway.spool.entries import ObjectSource, SourceChannel
+from gateway.storagefault import StorageNotReadyError, as_not_ready
 from gateway.worklist.binding import Binder, Binding
 
 CARRIER = "device message"  # how held reasons name where the message's identity came from
@@ -60,6 +66,7 @@ class SerialIntake:
         self.clock = clock
         self.log = logger
         self.full = False
+        self.pause = IngestPause(logger, source, SERIAL_EVENTS)
         self.counts = {"queued": 0, "duplicate": 0, "held": 0, "quarantined": 0, "refused": 0}
 
     def __call__(self, message: DeviceMessage) -> bool:
@@ -69,12 +76,26 @@ class SerialIntake:
         binding = self.binder.bind(message.identity, None, carrier=CARRIER)
         try:
             objects = self.converter.convert(message, binding, self.spool.staging_path)
-        except ConversionError as exc:
+        except Exception as exc:  # noqa: BLE001 - sorted below: storage, input or bug
+            return self._conversion_failed(message, exc)
+        try:
+            return self._enqueue_all(message, binding, objects)
+        finally:
+            for obj in objects:
+                with contextlib.suppress(FileNotFoundError):
+                    obj.path.unlink()  # enqueue moved it away on success; else a leftover
+
+    def _conversion_failed(self, message: DeviceMessage, exc: Exception) -> bool:
+        """Quarantine what can never convert; refuse (the device resends) what may later."""
+        not_ready = as_not_ready(exc, "converting a device message")
+        if not_ready is not None:
+            return self._storage_failed(not_ready)
+        if isinstance(exc, ConversionError):
             return self._quarantine(message, exc.reason)
-        except (MemoryError, RecursionError) as exc:
+        if isinstance(exc, (MemoryError, RecursionError)):
             return self._quarantine(message, f"message too large to convert ({type(exc).__name__})")
-        except OSError as exc:
-            # Writing staging failed: not the message's fault. Refuse; the device resends.
+        if isinstance(exc, OSError):
+            # Reading or writing failed, not for the message's content: refuse; it is resent.
             event(
                 self.log,
                 logging.ERROR,
@@ -83,14 +104,13 @@ class SerialIntake:
                 error=type(exc).__name__,
             )
             return self._refuse()
-        except Exception as exc:  # noqa: BLE001 - a converter bug must not lose the message
-            return self._quarantine(message, f"internal conversion error ({type(exc).__name__})")
-        try:
-            return self._enqueue_all(message, binding, objects)
-        finally:
-            for obj in objects:
-                with contextlib.suppress(FileNotFoundError):
-                    obj.path.unlink()  # enqueue moved it away on success; else a leftover
+        # A converter bug must not lose the message.
+        return self._quarantine(message, f"internal conversion error ({type(exc).__name__})")
+
+    def _storage_failed(self, exc: StorageNotReadyError) -> bool:
+        self.spool.report_storage_fault(exc)
+        self.pause.storage_failed(exc)
+        return self._refuse()
 
     def _enqueue_all(
         self, message: DeviceMessage, binding: Binding, objects: list[ConvertedObject]
@@ -110,6 +130,9 @@ class SerialIntake:
             try:
                 result = self.spool.enqueue(obj, self.source, origin)
             except Exception as exc:  # noqa: BLE001 - not queued: refuse, the device resends
+                not_ready = as_not_ready(exc, "queueing a device message")
+                if not_ready is not None:
+                    return self._storage_failed(not_ready)
                 event(
                     self.log,
                     logging.ERROR,
@@ -129,21 +152,11 @@ class SerialIntake:
                 source=self.source,
                 sequence=message.sequence,
             )
+        self.pause.taken()
         return True
 
     def _room_for(self, size: int) -> bool:
-        room = self.spool.has_room(size)
-        if not room and not self.full:
-            event(
-                self.log, logging.ERROR, "queue full: device messages refused", source=self.source
-            )
-        elif room and self.full:
-            event(
-                self.log,
-                logging.INFO,
-                "queue has room: device messages taken again",
-                source=self.source,
-            )
+        room = self.pause.room(self.spool.room_for(size))
         self.full = not room
         return room
 
@@ -158,6 +171,11 @@ class SerialIntake:
             _write_durably(raw, message.raw)
             self.quarantine.put(raw, self.source, reason)
         except Exception as exc:  # noqa: BLE001 - not kept: refuse, the device resends
+            with contextlib.suppress(FileNotFoundError):
+                raw.unlink()
+            not_ready = as_not_ready(exc, "quarantining a device message")
+            if not_ready is not None:
+                return self._storage_failed(not_ready)
             event(
                 self.log,
                 logging.ERROR,
@@ -168,6 +186,7 @@ class SerialIntake:
             with contextlib.suppress(FileNotFoundError):
                 raw.unlink()
             return self._refuse()
+        self.pause.taken()
         self.counts["quarantined"] += 1
         event(
             self.log,

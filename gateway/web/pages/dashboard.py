@@ -15,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from gateway.spool.space import describe as describe_storage
+from gateway.storagefault import StorageNotReadyError
 from gateway.update.status import read_status
 from gateway.web.deps import User, current_user
 from gateway.web.services import WebServices
@@ -65,6 +67,8 @@ class DiskView:
     used_percent: int
     spool_used: str
     spool_limit: str
+    low_water: str  # ingest pauses below this much free space
+    storage_problem: str  # what is wrong with the state storage and what it stops ("" if ok)
 
 
 @dataclass(frozen=True)
@@ -100,14 +104,17 @@ def dashboard_view(services: WebServices) -> DashboardView:
     """The dashboard as of now, read from the running parts."""
     now = services.clock.now()
     # Counted, not listed: the exact number costs one COUNT, however many are held.
-    held = services.reconciler.count_held()
+    try:
+        held = str(services.reconciler.count_held())
+        stats = services.spool.stats()
+    except StorageNotReadyError:  # the queue waits for the state storage (the Box card says why)
+        held, stats = "unknown", {}
     return DashboardView(
         sources=source_views(services, now),
         destinations=tuple(
-            destination_view(stats, now, services.lane_status(stats.destination))
-            for stats in services.spool.stats().values()
+            destination_view(s, now, services.lane_status(s.destination)) for s in stats.values()
         ),
-        held=str(held),
+        held=held,
         worklist=worklist_freshness(services, now),
         disk=disk_view(services),
         version=services.version,
@@ -187,14 +194,21 @@ def disk_view(services: WebServices) -> DiskView:
     """Disk use of the filesystem holding state_dir, and the spool within its limit."""
     usage = shutil.disk_usage(services.state_dir)
     spool = services.spool
+    status = spool.storage_status()
+    try:
+        spool_used = size_text(spool.used_bytes())
+    except StorageNotReadyError:
+        spool_used = "unknown"
     return DiskView(
         path=str(services.state_dir),
         total=size_text(usage.total),
         used=size_text(usage.used),
         free=size_text(usage.free),
         used_percent=round(100 * usage.used / usage.total) if usage.total else 0,
-        spool_used=size_text(spool.used_bytes()),
+        spool_used=spool_used,
         spool_limit=size_text(spool.max_bytes),
+        low_water=size_text(status.low_water),
+        storage_problem=describe_storage(status),
     )
 
 
