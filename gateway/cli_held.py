@@ -197,14 +197,7 @@ def source_lines(sources: Sequence[ObjectSource], *, detail: bool = False) -> li
         lines.append(line)
         if src.identity_note:
             lines.append(f"  file name identity not used: {src.identity_note}")
-        hints = [
-            f"{label} {value!r}"
-            for label, value in (
-                ("patient ID", src.hint_patient_id),
-                ("accession number", src.hint_accession_number),
-            )
-            if value
-        ]
+        hints = [f"{label} {value!r}" for label, value in src.hints]
         if detail and hints:
             lines.append(f"  the file name also gave (a hint, not bound): {', '.join(hints)}")
     return lines

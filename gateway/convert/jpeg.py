@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, JpegImagePlugin
 from pydicom.dataset import Dataset
@@ -77,6 +77,7 @@ class JpegMarkers:
     jfif: bool = False
     adobe_transform: int | None = None
     orientation: int = 1  # EXIF Orientation; 1 (upright) when absent or unreadable
+    exif: bool = False  # an Exif APP1 was read: only the first counts, as for Pillow and libjpeg
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,17 @@ def parse_jpeg(data: bytes) -> JpegInfo:
 def _read_marker(markers: JpegMarkers, marker: int, payload: bytes) -> JpegMarkers:
     """``markers`` updated with what one APPn segment says (the first of each kind counts)."""
     if marker == _APP0 and payload.startswith(b"JFIF\x00"):
-        return JpegMarkers(True, markers.adobe_transform, markers.orientation)
+        return replace(markers, jfif=True)
     if (
         marker == _APP14
         and payload.startswith(b"Adobe")
         and len(payload) >= 12
         and markers.adobe_transform is None
     ):
-        return JpegMarkers(markers.jfif, payload[11], markers.orientation)
-    if marker == _APP1 and payload.startswith(b"Exif\x00\x00"):
-        return JpegMarkers(markers.jfif, markers.adobe_transform, _exif_orientation(payload))
+        return replace(markers, adobe_transform=payload[11])
+    if marker == _APP1 and payload.startswith(b"Exif\x00\x00") and not markers.exif:
+        # A later Exif segment (an editor's) is not what viewers, or our decode path, turn by.
+        return replace(markers, exif=True, orientation=_exif_orientation(payload))
     return markers
 
 

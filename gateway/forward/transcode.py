@@ -13,6 +13,8 @@ instance, PS3.5 10.1; a resend after a crash is then the same object to the PACS
   ========================================  ==========================================
   Pixel Data (7FE0,0010), OW                the 16-bit word (PS3.5 8.1.1), when Bits
                                             Allocated is 8 or 16; refused otherwise
+  Pixel Data, OB                            not swapped, when Bits Allocated is 1 or 8;
+                                            refused otherwise (see below)
   Waveform Data (5400,1010), OW             likewise by Waveform Bits Allocated
   any other OW (overlays, LUT data, ...)    2 bytes
   OF, OL / OD, OV                           4 / 8 bytes
@@ -26,6 +28,9 @@ instance, PS3.5 10.1; a resend after a crash is then the same object to the PACS
   matches ``rtdose.dcm`` only pydicom's way, DCMTK turns its first dose value 1249000 into
   250085395. A dose grid must not come out of the gateway one way or the other by chance, so
   such an object is refused with that reason; a PACS that accepts big endian gets it as it is.
+  Pixel Data wider than 8 bits in OB (PS3.5 A.2 wants OW there) is refused for the same reason:
+  pydicom reads its cells as big-endian numbers, DCMTK keeps its bytes, and unswapped its
+  values would change (-300 becomes 1278).
 
 * **Compressed to Explicit VR Little Endian** (:func:`decode_pixel_data`), with pydicom's
   decoders, colour converted to RGB.
@@ -53,6 +58,8 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNIT_BY_VR = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 # Bits Allocated whose OW encoding every toolkit reads the same: swapped as 16-bit words.
 _AGREED_BITS = frozenset({8, 16})
+# Bits Allocated whose OB encoding is only bytes (1-bit cells are packed bytes): left as it is.
+_AGREED_BYTE_BITS = frozenset({1, 8})
 
 
 class TranscodeError(Exception):
@@ -66,16 +73,20 @@ def swap_unit(tag: int, vr: str, bits_allocated: int | None) -> int:
     for Pixel Data, its Waveform Bits Allocated for Waveform Data (None when absent).
     """
     unit = _UNIT_BY_VR.get(vr, 1)
-    if vr != "OW" or tag not in (_PIXEL_DATA, _WAVEFORM_DATA):
+    if vr not in ("OW", "OB") or tag not in (_PIXEL_DATA, _WAVEFORM_DATA):
         return unit
     if tag == _WAVEFORM_DATA and bits_allocated is None:
         return unit
-    if bits_allocated not in _AGREED_BITS:
+    # OB samples wider than a byte break PS3.5 A.2 (OW is required above 8 bits): pydicom reads
+    # them as big-endian cells, DCMTK as bytes to keep; left unswapped their values would change.
+    agreed = _AGREED_BITS if vr == "OW" else _AGREED_BYTE_BITS
+    if bits_allocated not in agreed:
         what = "Pixel Data" if tag == _PIXEL_DATA else "Waveform Data"
+        readings = "16-bit words or as whole cells" if vr == "OW" else "whole cells or as bytes"
         raise TranscodeError(
-            f"{what} of {bits_allocated} bits allocated encoded as OW is read differently by "
-            "DICOM toolkits in big endian (as 16-bit words or as whole cells), so the gateway "
-            "does not guess its values"
+            f"{what} of {bits_allocated} bits allocated encoded as {vr} is read differently by "
+            f"DICOM toolkits in big endian (as {readings}), so the gateway does not guess its "
+            "values"
         )
     return unit
 
@@ -109,12 +120,13 @@ def _swap_dataset(ds: Dataset) -> None:
         if elem.VR == "SQ":
             for item in elem.value:
                 _swap_dataset(item)
-        elif elem.VR in _UNIT_BY_VR and elem.value:
+        elif (elem.VR in _UNIT_BY_VR or elem.VR == "OB") and elem.value:
             bits = ds.get(
                 "WaveformBitsAllocated" if elem.tag == _WAVEFORM_DATA else "BitsAllocated"
             )
             unit = swap_unit(elem.tag, elem.VR, None if bits is None else int(bits))
-            _replace_value(elem, swapped(elem.value, unit))
+            if unit > 1:
+                _replace_value(elem, swapped(elem.value, unit))
     # From now on pydicom and pynetdicom take every element as already little endian.
     ds.set_original_encoding(False, True)
 

@@ -108,6 +108,15 @@ class ObjectSource:
     hint_accession_number: str | None = None  # likewise, a valid accession number
 
     @property
+    def hints(self) -> tuple[tuple[str, str], ...]:
+        """The hint's values as (label, value) pairs, for the operator's views only."""
+        pairs = (
+            ("patient ID", self.hint_patient_id),
+            ("accession number", self.hint_accession_number),
+        )
+        return tuple((label, value) for label, value in pairs if value)
+
+    @property
     def label(self) -> str:
         """One line naming the source for people: where it came from and through what."""
         if self.channel == SourceChannel.FILE:

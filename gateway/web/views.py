@@ -240,14 +240,7 @@ def source_view(src: ObjectSource, *, with_names: bool = True) -> SourceView:
     A file name can carry the patient's name and ID (the filename_pattern reads them from
     there), so screens that promise no patient data show only the folder.
     """
-    hints = [
-        f"{label} {value}"
-        for label, value in (
-            ("patient ID", src.hint_patient_id),
-            ("accession number", src.hint_accession_number),
-        )
-        if value
-    ]
+    hints = [f"{label} {value}" for label, value in src.hints]
     where = src.label if with_names else f"{src.source} ({src.channel})"
     return SourceView(
         channel=str(src.channel),

@@ -322,6 +322,20 @@ def test_unreadable_exif_is_ignored_as_viewers_ignore_it() -> None:
     assert parse_jpeg(data[:2] + segment + data[2:]).orientation == 1
 
 
+def test_the_first_exif_segment_gives_the_orientation_as_for_viewers() -> None:
+    # Pillow (and so the decode path's exif_transpose) reads the first Exif APP1; a second
+    # one (an editor appending its own) must not make the gateway think the image upright.
+    data = exif_jpeg(marked_image(), 6)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    app1 = b"Exif\x00\x00" + exif.tobytes()
+    second = b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1
+    sos = data.index(b"\xff\xda")
+    doubled = data[:sos] + second + data[sos:]
+    assert Image.open(io.BytesIO(doubled)).getexif()[0x0112] == 6
+    assert parse_jpeg(doubled).orientation == 6
+
+
 def test_extended_sequential_jpeg_uses_the_extended_syntax() -> None:
     data = bytearray(jpeg_bytes(gradient_rgb()))
     sof = data.index(b"\xff\xc0")

@@ -105,6 +105,20 @@ def test_pixel_data_whose_big_endian_order_toolkits_disagree_on_is_refused(
         to_little_endian(ds)
 
 
+@pytest.mark.parametrize(("vr", "bits"), [("OB", 16), ("OB", 12)])
+def test_wide_pixel_data_encoded_as_bytes_is_refused_not_reordered(
+    vr: str, bits: int, tmp_path: Path
+) -> None:
+    # OB is never swapped, but pydicom reads 16-bit cells of such big-endian Pixel Data as
+    # big-endian numbers (DCMTK as bytes): sent unchanged as little endian, -300 becomes 1278.
+    ds = _big_endian_mr(bits_allocated=16)
+    ds.BitsStored, ds.HighBit = bits, bits - 1
+    ds["PixelData"].VR = vr
+    be = dcmread(_write_big_endian(ds, tmp_path / "be.dcm"))
+    with pytest.raises(TranscodeError, match=f"Pixel Data of 16 bits allocated encoded as {vr}"):
+        to_little_endian(be)
+
+
 def test_swap_units() -> None:
     pixel, waveform, overlay = 0x7FE00010, 0x54001010, 0x60003000
     assert swap_unit(pixel, "OW", 16) == 2
@@ -119,6 +133,8 @@ def test_swap_units() -> None:
     assert swap_unit(0x00991002, "UN", None) == 1
     with pytest.raises(TranscodeError):
         swap_unit(pixel, "OW", 32)
+    with pytest.raises(TranscodeError, match="Waveform Data of 16 bits allocated encoded as OB"):
+        swap_unit(waveform, "OB", 16)
 
 
 def test_only_big_endian_is_converted(tmp_path: Path) -> None:
