@@ -11,7 +11,7 @@ from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, Secondar
 
 from gateway.convert import jpeg, pdf, raster
 from gateway.convert.dicomcheck import check_part10, copy_with_hash
-from gateway.convert.grouping import StudyGrouper
+from gateway.convert.grouping import StudyGrouper, file_key
 from gateway.convert.modules import (
     ObjectIds,
     add_image_basics,
@@ -176,7 +176,12 @@ class Converter:
         step = item.binding.item
         if step is None:
             assignment = self.grouper.assign(
-                item.source, identity, item.mtime, sha256, modality=modality
+                item.source,
+                identity,
+                item.mtime,
+                sha256,
+                modality=modality,
+                file_key=file_key(sha256, item.file_name),
             )
             binding_parts: tuple[str, ...] = (
                 identity.patient_id or "",

@@ -8,8 +8,15 @@ print PDFs (DOC). Two sources never share a series: one series per modality and 
 as a PACS user expects.
 
 Rule for objects not bound to a worklist step: the key is (source, patient ID, accession
-number). With an accession number every file of the key is one study. Without one, a file joins
-the key's study whose acquisition times (of all its series) lie within ``window_seconds`` of its
+number). An object whose identity gives neither a patient ID nor an accession number (held
+"patient identity unknown") has no key it could share with another object: nothing says two
+such files are one patient's, and once the operator binds each to its own patient (held bind
+keeps the UIDs) two patients would share one study. Its key is (source, the object's own
+identity: ``file_key``), so it gets a study and series of its own, and a re-ingest of the same
+file (a resend after a crash) gets the same ones.
+
+With an accession number every file of the key is one study. Without one, a file joins the
+key's study whose acquisition times (of all its series) lie within ``window_seconds`` of its
 own, else it starts a new study. Such a study holds one series per modality.
 
 Objects bound to a worklist step (``order_key``, the item's key) take the step's Study Instance
@@ -140,13 +147,16 @@ class StudyGrouper:
         modality: str,
         order_key: str | None = None,
         study_instance_uid: str | None = None,
+        file_key: str | None = None,
     ) -> StudyAssignment:
         """The study and series for a file; the same (source, binding, sha256) always gets the
         same one.
 
         ``modality`` is the object's Modality: only objects of one modality share a series.
         ``order_key`` binds the file to a worklist step (its key); ``study_instance_uid`` is
-        then the step's, when the worklist gave one.
+        then the step's, when the worklist gave one. ``file_key`` is the object's own identity
+        (a file's: ``file_key()`` of its SHA-256 and path; None: ``source_sha256`` is), the key
+        of an object with neither patient ID nor accession number.
         """
         if not modality:
             raise ValueError("a series needs a modality")
@@ -156,7 +166,13 @@ class StudyGrouper:
             by_accession = False
         else:
             accession = identity.accession_number or ""
-            key_hash = _key_hash(source, identity.patient_id or "", accession)
+            patient_id = identity.patient_id or ""
+            if patient_id or accession:
+                key_hash = _key_hash(source, patient_id, accession)
+            else:
+                # No identity: the object shares its study with no other (rule above). The
+                # NUL prefix keeps this key apart from any patient ID's.
+                key_hash = _key_hash(source, "\x00no-identity", file_key or source_sha256)
             by_accession = bool(accession)
             study_instance_uid = None
         with self._lock:
@@ -319,9 +335,16 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def file_key(sha256: str, file_name: str) -> str:
+    """A file's own identity: its bytes (SHA-256) and its path in the source, as the SOP
+    Instance UID derivation takes them; surrogate escapes (a name that is not UTF-8) stand for
+    the name's bytes, so two such names differ here as on disk."""
+    return _key_hash(sha256, "\x00file", file_name)
+
+
 def _key_hash(source: str, patient_id: str, accession: str) -> str:
     digest = hashlib.sha256()
     for part in (source, patient_id, accession):
-        encoded = part.encode("utf-8")
+        encoded = part.encode("utf-8", "surrogateescape")
         digest.update(len(encoded).to_bytes(8, "big") + encoded)
     return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from gateway.convert.converter import HELD_NO_IDENTITY, Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.result import ConversionError
 from gateway.identity import PatientIdentity
+from gateway.ingest.identity import identity_from_filename
 from tests.convert.builders import (
     NO_PATIENT_ID_WARNING,
     assert_valid_dicom,
@@ -182,3 +184,38 @@ def test_identity_that_dicom_cannot_carry_is_refused_without_echoing_it(
     # Refused before grouping: the next good file still starts study 1 at instance 1.
     good = grouper.assign("scope", IDENTITY, MTIME, "other", modality="OT")
     assert (good.study_id, good.instance_number) == ("1", 1)
+
+
+def test_identity_less_files_never_share_a_study_even_with_the_same_bytes(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # The reviewer's drop: one BMP as P501_<70 x L>_a.bmp and P502_<70 x L>_a.bmp. The names
+    # are over-long, so the identity is unknown and both are held; the operator later binds
+    # each to its own patient and the UIDs stay, so they must be two studies already now.
+    pattern = re.compile(r"^(?P<patient_id>P\d+)_(?P<patient_name>[^_]+)_")
+    paths = []
+    for pid in ("P501", "P502"):
+        path = tmp_path / f"{pid}_{'L' * 70}_a.bmp"
+        gray_image(seed=3).save(path)
+        paths.append(path)
+    results, datasets = [], []
+    for i, path in enumerate(paths):
+        identity = identity_from_filename(pattern, path.name)
+        assert not identity.known
+        results.append(converter.convert(make_item(path, identity=identity), out_dir / f"{i}.dcm"))
+        datasets.append(pydicom.dcmread(out_dir / f"{i}.dcm"))
+    assert [r.held_reason for r in results] == [HELD_NO_IDENTITY] * 2
+    first, second = datasets
+    assert first.StudyInstanceUID != second.StudyInstanceUID
+    assert first.SeriesInstanceUID != second.SeriesInstanceUID
+    assert (first.InstanceNumber, second.InstanceNumber) == (1, 1)  # each alone in its series
+    # A re-ingest of the same file (a resend after a crash) gets the same assignment.
+    unknown = identity_from_filename(pattern, paths[0].name)
+    converter.convert(make_item(paths[0], identity=unknown), out_dir / "again.dcm")
+    again = pydicom.dcmread(out_dir / "again.dcm")
+    assert again.StudyInstanceUID == first.StudyInstanceUID
+    assert again.SeriesInstanceUID == first.SeriesInstanceUID
+    assert again.SOPInstanceUID == first.SOPInstanceUID
+    # Nor does a held file join a study of known patients in that window.
+    known = converter.convert(make_item(paths[1]), out_dir / "known.dcm")
+    assert known.study_instance_uid not in {first.StudyInstanceUID, second.StudyInstanceUID}
