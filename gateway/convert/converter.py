@@ -174,14 +174,11 @@ class Converter:
     def _ids(self, item: RawItem, sha256: str, sop_class_uid: str, modality: str) -> ObjectIds:
         identity = item.identity
         step = item.binding.item
+        # Grouping knows the file by what its SOP Instance UID is derived from (bytes and path).
+        object_key = file_key(sha256, item.file_name)
         if step is None:
             assignment = self.grouper.assign(
-                item.source,
-                identity,
-                item.mtime,
-                sha256,
-                modality=modality,
-                file_key=file_key(sha256, item.file_name),
+                item.source, identity, item.mtime, object_key, modality=modality
             )
             binding_parts: tuple[str, ...] = (
                 identity.patient_id or "",
@@ -193,7 +190,7 @@ class Converter:
                 item.source,
                 identity,
                 item.mtime,
-                sha256,
+                object_key,
                 modality=modality,
                 order_key=step.key,
                 study_instance_uid=step.study_instance_uid or None,

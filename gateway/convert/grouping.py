@@ -12,8 +12,18 @@ number). An object whose identity gives neither a patient ID nor an accession nu
 "patient identity unknown") has no key it could share with another object: nothing says two
 such files are one patient's, and once the operator binds each to its own patient (held bind
 keeps the UIDs) two patients would share one study. Its key is (source, the object's own
-identity: ``file_key``), so it gets a study and series of its own, and a re-ingest of the same
-file (a resend after a crash) gets the same ones.
+identity), so it gets a study and series of its own, and a re-ingest of the same file (a
+resend after a crash) gets the same ones.
+
+An object is known by its own identity, ``object_key``: for a file ``file_key()`` of its bytes
+(SHA-256) and its path in the folder, what its SOP Instance UID is derived from, so the same
+bytes under two names are two instances with two instance numbers, and a copy dropped a week
+later is grouped by its own time, not given the first copy's old assignment; for a serial
+message its digest. The ``files`` table keeps its columns (the previous firmware opens this
+file): its ``sha256`` column holds that key. A row written before holds the bare SHA-256, so a
+file assigned before the upgrade and sent again after it is grouped afresh (by its time: the
+same study and series within the window, the next instance number); its SOP Instance UID does
+not change.
 
 With an accession number every file of the key is one study. Without one, a file joins the
 key's study whose acquisition times (of all its series) lie within ``window_seconds`` of its
@@ -68,7 +78,7 @@ CREATE INDEX IF NOT EXISTS studies_by_key ON studies (key_hash, last_at);
 CREATE INDEX IF NOT EXISTS studies_by_uid ON studies (study_uid);
 CREATE TABLE IF NOT EXISTS files (
     source TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL,  -- the object's key (file_key(), a message digest), named as in v1
     key_hash TEXT NOT NULL,
     study_id INTEGER NOT NULL REFERENCES studies (id),
     instance_number INTEGER NOT NULL,
@@ -142,21 +152,19 @@ class StudyGrouper:
         source: str,
         identity: PatientIdentity,
         acquired_at: float,
-        source_sha256: str,
+        object_key: str,
         *,
         modality: str,
         order_key: str | None = None,
         study_instance_uid: str | None = None,
-        file_key: str | None = None,
     ) -> StudyAssignment:
-        """The study and series for a file; the same (source, binding, sha256) always gets the
-        same one.
+        """The study and series for an object; the same (source, binding, object_key) always
+        gets the same one.
 
         ``modality`` is the object's Modality: only objects of one modality share a series.
         ``order_key`` binds the file to a worklist step (its key); ``study_instance_uid`` is
-        then the step's, when the worklist gave one. ``file_key`` is the object's own identity
-        (a file's: ``file_key()`` of its SHA-256 and path; None: ``source_sha256`` is), the key
-        of an object with neither patient ID nor accession number.
+        then the step's, when the worklist gave one. ``object_key`` is the object's own
+        identity (a file's: ``file_key()`` of its SHA-256 and path; a message's digest).
         """
         if not modality:
             raise ValueError("a series needs a modality")
@@ -172,7 +180,7 @@ class StudyGrouper:
             else:
                 # No identity: the object shares its study with no other (rule above). The
                 # NUL prefix keeps this key apart from any patient ID's.
-                key_hash = _key_hash(source, "\x00no-identity", file_key or source_sha256)
+                key_hash = _key_hash(source, "\x00no-identity", object_key)
             by_accession = bool(accession)
             study_instance_uid = None
         with self._lock:
@@ -183,7 +191,7 @@ class StudyGrouper:
                     _Key(key_hash, by_accession, bound, modality),
                     acquired_at,
                     source,
-                    source_sha256,
+                    object_key,
                     study_instance_uid or None,
                 )
 
@@ -193,21 +201,21 @@ class StudyGrouper:
         key: _Key,
         acquired_at: float,
         source: str,
-        sha256: str,
+        object_key: str,
         study_uid_given: str | None,
     ) -> StudyAssignment:
         known = db.execute(
             "SELECT study_id, instance_number FROM files"
             " WHERE source = ? AND sha256 = ? AND key_hash = ?",
-            (source, sha256, key.key_hash),
+            (source, object_key, key.key_hash),
         ).fetchone()
         if known is not None:
             return self._assignment(db, int(known[0]), int(known[1]))
         study_uid = study_uid_given or self._find_study(db, key, acquired_at)
         series = None if study_uid is None else self._find_series(db, key, study_uid, acquired_at)
         if series is None:
-            study_uid = study_uid or self.uids.derive("study", key.key_hash, sha256)
-            series_uid = self.uids.derive("series", key.key_hash, sha256)
+            study_uid = study_uid or self.uids.derive("study", key.key_hash, object_key)
+            series_uid = self.uids.derive("series", key.key_hash, object_key)
             cursor = db.execute(
                 "INSERT INTO studies (key_hash, by_accession, study_uid, series_uid,"
                 " started_at, first_at, last_at, instances, modality)"
@@ -235,7 +243,7 @@ class StudyGrouper:
         db.execute(
             "INSERT INTO files (source, sha256, key_hash, study_id, instance_number)"
             " VALUES (?, ?, ?, ?, ?)",
-            (source, sha256, key.key_hash, series, instance_number),
+            (source, object_key, key.key_hash, series, instance_number),
         )
         return self._assignment(db, series, int(instance_number))
 

@@ -219,3 +219,31 @@ def test_identity_less_files_never_share_a_study_even_with_the_same_bytes(
     # Nor does a held file join a study of known patients in that window.
     known = converter.convert(make_item(paths[1]), out_dir / "known.dcm")
     assert known.study_instance_uid not in {first.StudyInstanceUID, second.StudyInstanceUID}
+
+
+def test_the_same_bytes_under_two_names_are_two_instances_and_a_later_copy_a_new_study(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # Grouping knows a file by what its SOP Instance UID is derived from (bytes and path), so a
+    # copy under another name is another instance, not the first one's assignment again. No
+    # accession number: then the study is the visit, by time (with one it is the order's).
+    patient = PatientIdentity(patient_id="PID-0001", patient_name="Doe^Jane")
+    copy = png.with_name("screen copy.png")
+    shutil.copyfile(png, copy)
+    first = converter.convert(make_item(png, identity=patient), out_dir / "one.dcm")
+    second = converter.convert(make_item(copy, identity=patient), out_dir / "two.dcm")
+    one, two = (pydicom.dcmread(out_dir / name) for name in ("one.dcm", "two.dcm"))
+    assert first.sop_instance_uid != second.sop_instance_uid
+    assert one.SeriesInstanceUID == two.SeriesInstanceUID  # one patient, one visit, one series
+    assert (one.InstanceNumber, two.InstanceNumber) == (1, 2)
+    # The same bytes dropped again a week later, under a third name: a new visit, a new study.
+    later = png.with_name("screen again.png")
+    shutil.copyfile(png, later)
+    week = 7 * 24 * 3600.0
+    third = converter.convert(
+        make_item(later, identity=patient, mtime=MTIME + week), out_dir / "three.dcm"
+    )
+    assert third.study_instance_uid != first.study_instance_uid
+    # And the first file again is still the first instance.
+    converter.convert(make_item(png, identity=patient), out_dir / "again.dcm")
+    assert pydicom.dcmread(out_dir / "again.dcm").InstanceNumber == 1
