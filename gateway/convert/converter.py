@@ -178,7 +178,12 @@ class Converter:
         object_key = file_key(sha256, item.file_name)
         if step is None:
             assignment = self.grouper.assign(
-                item.source, identity, item.mtime, object_key, modality=modality
+                item.source,
+                identity,
+                item.mtime,
+                object_key,
+                modality=modality,
+                held=item.binding.held,
             )
             binding_parts: tuple[str, ...] = (
                 identity.patient_id or "",

@@ -8,12 +8,13 @@ print PDFs (DOC). Two sources never share a series: one series per modality and 
 as a PACS user expects.
 
 Rule for objects not bound to a worklist step: the key is (source, patient ID, accession
-number). An object whose identity gives neither a patient ID nor an accession number (held
-"patient identity unknown") has no key it could share with another object: nothing says two
-such files are one patient's, and once the operator binds each to its own patient (held bind
-keeps the UIDs) two patients would share one study. Its key is (source, the object's own
-identity), so it gets a study and series of its own, and a re-ingest of the same file (a
-resend after a crash) gets the same ones.
+number). An object held for its patient (``held``: no identity, a conflict, no or an ambiguous
+worklist match) or whose identity gives neither a patient ID nor an accession number has no key
+it could share with another object: nothing says it is that patient's, and the operator may
+bind it to another patient while binding keeps the UIDs, so two patients would share one
+study. Its key is (source, the object's own identity), so it gets a study and series of its
+own, and a re-ingest of the same file (a resend after a crash) gets the same ones. Once bound,
+it keeps them (or takes the step's Study Instance UID).
 
 An object is known by its own identity, ``object_key``: for a file ``file_key()`` of its bytes
 (SHA-256) and its path in the folder, what its SOP Instance UID is derived from, so the same
@@ -157,6 +158,7 @@ class StudyGrouper:
         modality: str,
         order_key: str | None = None,
         study_instance_uid: str | None = None,
+        held: bool = False,
     ) -> StudyAssignment:
         """The study and series for an object; the same (source, binding, object_key) always
         gets the same one.
@@ -165,6 +167,7 @@ class StudyGrouper:
         ``order_key`` binds the file to a worklist step (its key); ``study_instance_uid`` is
         then the step's, when the worklist gave one. ``object_key`` is the object's own
         identity (a file's: ``file_key()`` of its SHA-256 and path; a message's digest).
+        ``held``: the object waits for an operator to confirm its patient (``Binding.held``).
         """
         if not modality:
             raise ValueError("a series needs a modality")
@@ -175,12 +178,12 @@ class StudyGrouper:
         else:
             accession = identity.accession_number or ""
             patient_id = identity.patient_id or ""
-            if patient_id or accession:
+            if (patient_id or accession) and not held:
                 key_hash = _key_hash(source, patient_id, accession)
             else:
-                # No identity: the object shares its study with no other (rule above). The
-                # NUL prefix keeps this key apart from any patient ID's.
-                key_hash = _key_hash(source, "\x00no-identity", object_key)
+                # No trusted identity: the object shares its study with no other (rule
+                # above). The NUL prefix keeps this key apart from any patient ID's.
+                key_hash = _key_hash(source, "\x00own-study", object_key)
             by_accession = bool(accession)
             study_instance_uid = None
         with self._lock:

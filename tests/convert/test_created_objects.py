@@ -15,6 +15,7 @@ from gateway.convert.grouping import StudyGrouper
 from gateway.convert.result import ConversionError
 from gateway.identity import PatientIdentity
 from gateway.ingest.identity import identity_from_filename
+from gateway.worklist.binding import Binding
 from tests.convert.builders import (
     NO_PATIENT_ID_WARNING,
     assert_valid_dicom,
@@ -247,3 +248,24 @@ def test_the_same_bytes_under_two_names_are_two_instances_and_a_later_copy_a_new
     # And the first file again is still the first instance.
     converter.convert(make_item(png, identity=patient), out_dir / "again.dcm")
     assert pydicom.dcmread(out_dir / "again.dcm").InstanceNumber == 1
+
+
+def test_an_object_held_for_its_patient_shares_no_study_even_with_a_known_identity(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # Held for a conflict (the sidecar names another patient): the operator may bind it to
+    # another patient, and binding keeps the UIDs, so it must not sit in this patient's study.
+    sent, held = tmp_path / "a.png", tmp_path / "b.png"
+    gray_image(seed=1).save(sent)
+    gray_image(seed=2).save(held)
+    reason = "conflict: the file name and the sidecar give different patient ID"
+    binding = Binding(None, IDENTITY, reason, "none")
+    first = converter.convert(make_item(sent), out_dir / "sent.dcm")
+    second = converter.convert(make_item(held, binding=binding), out_dir / "held.dcm")
+    assert second.held_reason == reason
+    assert first.study_instance_uid != second.study_instance_uid
+    # Nor does a later file of the patient join the held one's study.
+    third = tmp_path / "c.png"
+    gray_image(seed=3).save(third)
+    later = converter.convert(make_item(third, mtime=MTIME + 60), out_dir / "later.dcm")
+    assert later.study_instance_uid == first.study_instance_uid
