@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -53,21 +54,27 @@ class Page:
         return f"{self.summary}; next: --offset {nxt}" if nxt is not None else self.summary
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return parse
 
 
 def add_page_arguments(parser: argparse.ArgumentParser, default_limit: int | None) -> None:
     """``--limit`` (``default_limit``; None: all rows) and ``--offset`` for a CLI listing."""
     shown = "all" if default_limit is None else str(default_limit)
+    # A limit of 0 would show nothing and no next page; the API refuses it too (limit 1-1000).
     parser.add_argument(
-        "--limit", type=_non_negative, default=default_limit, help=f"rows to show ({shown})"
+        "--limit", type=_at_least(1), default=default_limit, help=f"rows to show ({shown})"
     )
     parser.add_argument(
-        "--offset", type=_non_negative, default=0, help="rows to skip first (0): the next page"
+        "--offset", type=_at_least(0), default=0, help="rows to skip first (0): the next page"
     )
 
 

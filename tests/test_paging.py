@@ -80,3 +80,16 @@ def test_queue_list_says_how_many_more_there_are_and_the_offset_shows_them(
 
     assert main(["queue", "list", "--limit", "200", "--config", str(config)]) == 0
     assert "showing" not in capsys.readouterr().out  # all shown: no note
+
+
+@pytest.mark.parametrize("verb", [["queue", "list"], ["held", "list"]], ids=["queue", "held"])
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_a_limit_below_one_is_refused_with_the_reason(
+    verb: list[str], limit: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "--limit 0" would list nothing and give no next page: an operator means no such page.
+    config = write_config(tmp_path, free_port())
+    with pytest.raises(SystemExit) as exit_info:
+        main([*verb, "--limit", limit, "--config", str(config)])
+    assert exit_info.value.code == 2  # argparse's usage error
+    assert f"argument --limit: must be 1 or more, not {limit}" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, Secondar
 
 from gateway.convert import jpeg, pdf, raster
 from gateway.convert.dicomcheck import check_part10, copy_with_hash
-from gateway.convert.grouping import StudyGrouper
+from gateway.convert.grouping import StudyGrouper, file_key
 from gateway.convert.modules import (
     ObjectIds,
     add_image_basics,
@@ -174,9 +174,16 @@ class Converter:
     def _ids(self, item: RawItem, sha256: str, sop_class_uid: str, modality: str) -> ObjectIds:
         identity = item.identity
         step = item.binding.item
+        # Grouping knows the file by what its SOP Instance UID is derived from (bytes and path).
+        object_key = file_key(sha256, item.file_name)
         if step is None:
             assignment = self.grouper.assign(
-                item.source, identity, item.mtime, sha256, modality=modality
+                item.source,
+                identity,
+                item.mtime,
+                object_key,
+                modality=modality,
+                held=item.binding.held,
             )
             binding_parts: tuple[str, ...] = (
                 identity.patient_id or "",
@@ -188,7 +195,7 @@ class Converter:
                 item.source,
                 identity,
                 item.mtime,
-                sha256,
+                object_key,
                 modality=modality,
                 order_key=step.key,
                 study_instance_uid=step.study_instance_uid or None,

@@ -8,8 +8,26 @@ print PDFs (DOC). Two sources never share a series: one series per modality and 
 as a PACS user expects.
 
 Rule for objects not bound to a worklist step: the key is (source, patient ID, accession
-number). With an accession number every file of the key is one study. Without one, a file joins
-the key's study whose acquisition times (of all its series) lie within ``window_seconds`` of its
+number). An object held for its patient (``held``: no identity, a conflict, no or an ambiguous
+worklist match) or whose identity gives neither a patient ID nor an accession number has no key
+it could share with another object: nothing says it is that patient's, and the operator may
+bind it to another patient while binding keeps the UIDs, so two patients would share one
+study. Its key is (source, the object's own identity), so it gets a study and series of its
+own, and a re-ingest of the same file (a resend after a crash) gets the same ones. Once bound,
+it keeps them (or takes the step's Study Instance UID).
+
+An object is known by its own identity, ``object_key``: for a file ``file_key()`` of its bytes
+(SHA-256) and its path in the folder, what its SOP Instance UID is derived from, so the same
+bytes under two names are two instances with two instance numbers, and a copy dropped a week
+later is grouped by its own time, not given the first copy's old assignment; for a serial
+message its digest. The ``files`` table keeps its columns (the previous firmware opens this
+file): its ``sha256`` column holds that key. A row written before holds the bare SHA-256, so a
+file assigned before the upgrade and sent again after it is grouped afresh (by its time: the
+same study and series within the window, the next instance number); its SOP Instance UID does
+not change.
+
+With an accession number every file of the key is one study. Without one, a file joins the
+key's study whose acquisition times (of all its series) lie within ``window_seconds`` of its
 own, else it starts a new study. Such a study holds one series per modality.
 
 Objects bound to a worklist step (``order_key``, the item's key) take the step's Study Instance
@@ -61,7 +79,7 @@ CREATE INDEX IF NOT EXISTS studies_by_key ON studies (key_hash, last_at);
 CREATE INDEX IF NOT EXISTS studies_by_uid ON studies (study_uid);
 CREATE TABLE IF NOT EXISTS files (
     source TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL,  -- the object's key (file_key(), a message digest), named as in v1
     key_hash TEXT NOT NULL,
     study_id INTEGER NOT NULL REFERENCES studies (id),
     instance_number INTEGER NOT NULL,
@@ -135,18 +153,21 @@ class StudyGrouper:
         source: str,
         identity: PatientIdentity,
         acquired_at: float,
-        source_sha256: str,
+        object_key: str,
         *,
         modality: str,
         order_key: str | None = None,
         study_instance_uid: str | None = None,
+        held: bool = False,
     ) -> StudyAssignment:
-        """The study and series for a file; the same (source, binding, sha256) always gets the
-        same one.
+        """The study and series for an object; the same (source, binding, object_key) always
+        gets the same one.
 
         ``modality`` is the object's Modality: only objects of one modality share a series.
         ``order_key`` binds the file to a worklist step (its key); ``study_instance_uid`` is
-        then the step's, when the worklist gave one.
+        then the step's, when the worklist gave one. ``object_key`` is the object's own
+        identity (a file's: ``file_key()`` of its SHA-256 and path; a message's digest).
+        ``held``: the object waits for an operator to confirm its patient (``Binding.held``).
         """
         if not modality:
             raise ValueError("a series needs a modality")
@@ -156,7 +177,13 @@ class StudyGrouper:
             by_accession = False
         else:
             accession = identity.accession_number or ""
-            key_hash = _key_hash(source, identity.patient_id or "", accession)
+            patient_id = identity.patient_id or ""
+            if (patient_id or accession) and not held:
+                key_hash = _key_hash(source, patient_id, accession)
+            else:
+                # No trusted identity: the object shares its study with no other (rule
+                # above). The NUL prefix keeps this key apart from any patient ID's.
+                key_hash = _key_hash(source, "\x00own-study", object_key)
             by_accession = bool(accession)
             study_instance_uid = None
         with self._lock:
@@ -167,7 +194,7 @@ class StudyGrouper:
                     _Key(key_hash, by_accession, bound, modality),
                     acquired_at,
                     source,
-                    source_sha256,
+                    object_key,
                     study_instance_uid or None,
                 )
 
@@ -177,21 +204,21 @@ class StudyGrouper:
         key: _Key,
         acquired_at: float,
         source: str,
-        sha256: str,
+        object_key: str,
         study_uid_given: str | None,
     ) -> StudyAssignment:
         known = db.execute(
             "SELECT study_id, instance_number FROM files"
             " WHERE source = ? AND sha256 = ? AND key_hash = ?",
-            (source, sha256, key.key_hash),
+            (source, object_key, key.key_hash),
         ).fetchone()
         if known is not None:
             return self._assignment(db, int(known[0]), int(known[1]))
         study_uid = study_uid_given or self._find_study(db, key, acquired_at)
         series = None if study_uid is None else self._find_series(db, key, study_uid, acquired_at)
         if series is None:
-            study_uid = study_uid or self.uids.derive("study", key.key_hash, sha256)
-            series_uid = self.uids.derive("series", key.key_hash, sha256)
+            study_uid = study_uid or self.uids.derive("study", key.key_hash, object_key)
+            series_uid = self.uids.derive("series", key.key_hash, object_key)
             cursor = db.execute(
                 "INSERT INTO studies (key_hash, by_accession, study_uid, series_uid,"
                 " started_at, first_at, last_at, instances, modality)"
@@ -219,7 +246,7 @@ class StudyGrouper:
         db.execute(
             "INSERT INTO files (source, sha256, key_hash, study_id, instance_number)"
             " VALUES (?, ?, ?, ?, ?)",
-            (source, sha256, key.key_hash, series, instance_number),
+            (source, object_key, key.key_hash, series, instance_number),
         )
         return self._assignment(db, series, int(instance_number))
 
@@ -319,9 +346,16 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def file_key(sha256: str, file_name: str) -> str:
+    """A file's own identity: its bytes (SHA-256) and its path in the source, as the SOP
+    Instance UID derivation takes them; surrogate escapes (a name that is not UTF-8) stand for
+    the name's bytes, so two such names differ here as on disk."""
+    return _key_hash(sha256, "\x00file", file_name)
+
+
 def _key_hash(source: str, patient_id: str, accession: str) -> str:
     digest = hashlib.sha256()
     for part in (source, patient_id, accession):
-        encoded = part.encode("utf-8")
+        encoded = part.encode("utf-8", "surrogateescape")
         digest.update(len(encoded).to_bytes(8, "big") + encoded)
     return digest.hexdigest()

@@ -170,7 +170,12 @@ class SerialConverter:
         step = binding.item
         if step is None:
             assignment = self.grouper.assign(
-                message.source, identity, message.received_at, digest, modality=modality
+                message.source,
+                identity,
+                message.received_at,
+                digest,
+                modality=modality,
+                held=binding.held,
             )
         else:
             assignment = self.grouper.assign(

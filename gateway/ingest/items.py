@@ -35,22 +35,33 @@ class RawItem:
         return self.binding.identity
 
 
+_BYTE_ESCAPES = (0xDC80, 0xDCFF)  # surrogateescape's range: bytes 0x80-0xff
+
+
 def printable_name(name: str) -> str:
     """A file name as text that can be shown and stored anywhere, and still tells the bytes.
 
     Bytes that are not UTF-8 (surrogate escapes from os.fsdecode) become ``\\xNN``, and so do
     characters that cannot be printed (controls, invisible format characters: a newline in a
-    file name would otherwise split a CLI line). A real backslash stays as it is: this is
-    for people to read, not to open the file with.
+    file name would otherwise split a CLI line). A real backslash becomes ``\\\\``, so a name
+    typed as ``M\\xfcller`` and one holding the byte 0xfc never look the same. This is for
+    people to read, not to open the file with.
     """
     try:
-        raw = os.fsencode(name)
-    except UnicodeEncodeError:  # a lone surrogate os.fsdecode cannot have made: show it escaped
-        raw = name.encode("utf-8", "backslashreplace")
-    text = raw.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+        # Surrogate escapes are the name's own bytes: os.fsdecode made them, fsencode undoes it.
+        text = os.fsencode(name).decode("utf-8", "surrogateescape")
+        from_bytes = True
+    except UnicodeEncodeError:  # a lone surrogate os.fsdecode cannot have made: show its code
+        text, from_bytes = name, False
+    return "".join(_shown(c, from_bytes) for c in text)
 
 
-def _escape(char: str) -> str:
+def _shown(char: str, from_bytes: bool) -> str:
     code = ord(char)
+    if char == "\\":
+        return "\\\\"
+    if from_bytes and _BYTE_ESCAPES[0] <= code <= _BYTE_ESCAPES[1]:
+        return f"\\x{code - 0xDC00:02x}"  # the undecodable byte itself
+    if char.isprintable():
+        return char
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

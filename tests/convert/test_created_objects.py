@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from gateway.convert.converter import HELD_NO_IDENTITY, Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.result import ConversionError
 from gateway.identity import PatientIdentity
+from gateway.ingest.identity import identity_from_filename
+from gateway.worklist.binding import Binding
 from tests.convert.builders import (
     NO_PATIENT_ID_WARNING,
     assert_valid_dicom,
@@ -182,3 +185,87 @@ def test_identity_that_dicom_cannot_carry_is_refused_without_echoing_it(
     # Refused before grouping: the next good file still starts study 1 at instance 1.
     good = grouper.assign("scope", IDENTITY, MTIME, "other", modality="OT")
     assert (good.study_id, good.instance_number) == ("1", 1)
+
+
+def test_identity_less_files_never_share_a_study_even_with_the_same_bytes(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # The reviewer's drop: one BMP as P501_<70 x L>_a.bmp and P502_<70 x L>_a.bmp. The names
+    # are over-long, so the identity is unknown and both are held; the operator later binds
+    # each to its own patient and the UIDs stay, so they must be two studies already now.
+    pattern = re.compile(r"^(?P<patient_id>P\d+)_(?P<patient_name>[^_]+)_")
+    paths = []
+    for pid in ("P501", "P502"):
+        path = tmp_path / f"{pid}_{'L' * 70}_a.bmp"
+        gray_image(seed=3).save(path)
+        paths.append(path)
+    results, datasets = [], []
+    for i, path in enumerate(paths):
+        identity = identity_from_filename(pattern, path.name)
+        assert not identity.known
+        results.append(converter.convert(make_item(path, identity=identity), out_dir / f"{i}.dcm"))
+        datasets.append(pydicom.dcmread(out_dir / f"{i}.dcm"))
+    assert [r.held_reason for r in results] == [HELD_NO_IDENTITY] * 2
+    first, second = datasets
+    assert first.StudyInstanceUID != second.StudyInstanceUID
+    assert first.SeriesInstanceUID != second.SeriesInstanceUID
+    assert (first.InstanceNumber, second.InstanceNumber) == (1, 1)  # each alone in its series
+    # A re-ingest of the same file (a resend after a crash) gets the same assignment.
+    unknown = identity_from_filename(pattern, paths[0].name)
+    converter.convert(make_item(paths[0], identity=unknown), out_dir / "again.dcm")
+    again = pydicom.dcmread(out_dir / "again.dcm")
+    assert again.StudyInstanceUID == first.StudyInstanceUID
+    assert again.SeriesInstanceUID == first.SeriesInstanceUID
+    assert again.SOPInstanceUID == first.SOPInstanceUID
+    # Nor does a held file join a study of known patients in that window.
+    known = converter.convert(make_item(paths[1]), out_dir / "known.dcm")
+    assert known.study_instance_uid not in {first.StudyInstanceUID, second.StudyInstanceUID}
+
+
+def test_the_same_bytes_under_two_names_are_two_instances_and_a_later_copy_a_new_study(
+    png: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # Grouping knows a file by what its SOP Instance UID is derived from (bytes and path), so a
+    # copy under another name is another instance, not the first one's assignment again. No
+    # accession number: then the study is the visit, by time (with one it is the order's).
+    patient = PatientIdentity(patient_id="PID-0001", patient_name="Doe^Jane")
+    copy = png.with_name("screen copy.png")
+    shutil.copyfile(png, copy)
+    first = converter.convert(make_item(png, identity=patient), out_dir / "one.dcm")
+    second = converter.convert(make_item(copy, identity=patient), out_dir / "two.dcm")
+    one, two = (pydicom.dcmread(out_dir / name) for name in ("one.dcm", "two.dcm"))
+    assert first.sop_instance_uid != second.sop_instance_uid
+    assert one.SeriesInstanceUID == two.SeriesInstanceUID  # one patient, one visit, one series
+    assert (one.InstanceNumber, two.InstanceNumber) == (1, 2)
+    # The same bytes dropped again a week later, under a third name: a new visit, a new study.
+    later = png.with_name("screen again.png")
+    shutil.copyfile(png, later)
+    week = 7 * 24 * 3600.0
+    third = converter.convert(
+        make_item(later, identity=patient, mtime=MTIME + week), out_dir / "three.dcm"
+    )
+    assert third.study_instance_uid != first.study_instance_uid
+    # And the first file again is still the first instance.
+    converter.convert(make_item(png, identity=patient), out_dir / "again.dcm")
+    assert pydicom.dcmread(out_dir / "again.dcm").InstanceNumber == 1
+
+
+def test_an_object_held_for_its_patient_shares_no_study_even_with_a_known_identity(
+    tmp_path: Path, out_dir: Path, converter: Converter, make_item: ItemFactory
+) -> None:
+    # Held for a conflict (the sidecar names another patient): the operator may bind it to
+    # another patient, and binding keeps the UIDs, so it must not sit in this patient's study.
+    sent, held = tmp_path / "a.png", tmp_path / "b.png"
+    gray_image(seed=1).save(sent)
+    gray_image(seed=2).save(held)
+    reason = "conflict: the file name and the sidecar give different patient ID"
+    binding = Binding(None, IDENTITY, reason, "none")
+    first = converter.convert(make_item(sent), out_dir / "sent.dcm")
+    second = converter.convert(make_item(held, binding=binding), out_dir / "held.dcm")
+    assert second.held_reason == reason
+    assert first.study_instance_uid != second.study_instance_uid
+    # Nor does a later file of the patient join the held one's study.
+    third = tmp_path / "c.png"
+    gray_image(seed=3).save(third)
+    later = converter.convert(make_item(third, mtime=MTIME + 60), out_dir / "later.dcm")
+    assert later.study_instance_uid == first.study_instance_uid

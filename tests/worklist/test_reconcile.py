@@ -306,6 +306,24 @@ def test_typed_demographics_bind_the_patient_and_no_order(env: Env) -> None:
     assert "TYPED-9" not in text and "Smith" not in text and "19750203" not in text
 
 
+def test_held_objects_bound_to_two_patients_never_share_a_study(env: Env) -> None:
+    # Two identity-less drops in one study window, each bound by the operator to its own
+    # patient: binding keeps the Study and Series UIDs, so the ingest must have given each its
+    # own (issue 10 review: both were grouped under "no patient ID, no accession").
+    first = env.held_object("png", name="P501_" + "L" * 70 + "_a")
+    second = env.held_object("png", name="P502_" + "L" * 70 + "_a")
+    for object_id, pid in ((first, "TYPED-1"), (second, "TYPED-2")):
+        identity = PatientIdentity(patient_id=pid, patient_name="Smith^Anna")
+        env.reconciler.bind_to_demographics(object_id, identity, "api:nurse")
+    one, two = (pydicom.dcmread(env.payload(object_id)) for object_id in (first, second))
+    assert (one.PatientID, two.PatientID) == ("TYPED-1", "TYPED-2")
+    assert one.StudyInstanceUID != two.StudyInstanceUID
+    assert one.SeriesInstanceUID != two.SeriesInstanceUID
+    # The queue's record of the study follows the file: two studies there, too.
+    infos = [env.spool.show(object_id) for object_id in (first, second)]
+    assert len({info.study_instance_uid for info in infos if info is not None}) == 2
+
+
 @pytest.mark.parametrize(
     ("identity", "message"),
     [
