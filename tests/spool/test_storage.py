@@ -73,9 +73,11 @@ def test_without_a_reserve_claims_on_a_full_disk_are_made_in_memory_and_recorded
     spool = Spool(state, ["pacs"], 1 << 40, clock, min_free_bytes=0, reserve_bytes=0)
     spool.open()
     try:
-        ids = queue(spool, 4)
+        in_flight_id, *ids = queue(spool, 5)
+        in_flight = spool.claim_next("pacs")  # in flight when the disk fills
+        assert in_flight is not None and in_flight.object_id == in_flight_id
         spool.close()  # a fresh WAL, as after a restart: every commit needs new space
-        spool.open()
+        spool.open(recover=False)  # recovery would make the one in flight pending again
         realfs.fill(state / "filler")
         sent, also_sent, refused, retried = claim_all(spool, ids)
         assert spool.storage_fault is not None and spool.storage_fault.fault is StorageFault.FULL
@@ -84,26 +86,34 @@ def test_without_a_reserve_claims_on_a_full_disk_are_made_in_memory_and_recorded
         spool.mark_sent(also_sent.delivery_id)
         spool.mark_failed(refused.delivery_id, "rejected", "refused by the PACS", 0xC000)
         spool.mark_retry(retried.delivery_id, "unreachable", "PACS down", clock.now() + 60)
+        spool.mark_retry(in_flight.delivery_id, "unreachable", "PACS down", clock.now() + 1)
+        assert spool.claim_next("pacs") is None  # neither retry is due yet
         clock.advance(1.0)
-        again = spool.claim_next("pacs")  # its retry is not due yet
-        assert again is None
-        assert spool.unrecorded_marks == 4
+        again = spool.claim_next("pacs")  # the one in flight, claimed again in memory
+        assert again is not None and again.delivery_id == in_flight.delivery_id
+        spool.mark_sent(again.delivery_id)
+        assert spool.unrecorded_marks == 5
         assert sent.path.exists() and also_sent.path.exists()  # the disk refused the removal
+        assert again.path.exists()
 
         (state / "filler").unlink()
         clock.advance(5.0)  # the next probe of the faulted storage writes the marks
         assert spool.room_for(0).ok
         assert spool.storage_fault is None and spool.unrecorded_marks == 0
         assert not sent.path.exists() and not also_sent.path.exists()
-        shown = [spool.show(i) for i in ids]
+        assert not again.path.exists()
+        every = [in_flight_id, *ids]
+        shown = [spool.show(i) for i in every]
         by_object = {d.object_id: d for info in shown if info for d in info.deliveries}
-        assert [by_object[i].state for i in ids] == [
+        assert [by_object[i].state for i in every] == [
+            DeliveryState.SENT,
             DeliveryState.SENT,
             DeliveryState.SENT,
             DeliveryState.FAILED,
             DeliveryState.PENDING,
         ]
         assert all(by_object[i].attempts == 1 for i in ids)  # the claims made in memory
+        assert by_object[in_flight_id].attempts == 2  # one claim in the queue, one in memory
         assert by_object[ids[2]].status == 0xC000
         assert spool.next_due("pacs") == clock.now() + 54
     finally:
