@@ -236,7 +236,9 @@ def test_an_ext4_error_that_remounts_read_only_mid_run_is_ridden_out(
         gw = GatewayProcess(config).start()  # no PACS yet: the lane keeps retrying
         gateways.append(gw)
         folder = tmp_path / "drop"
-        drop(folder, "queued.dcm", ct_bytes()[0])
+        queued = [ct_bytes() for _ in range(3)]
+        for i, (data, _) in enumerate(queued):
+            drop(folder, f"queued{i}.dcm", data)
         assert wait_until(lambda: not any(folder.iterdir()), 20), gw.log()[-3000:]
         realfs.trigger_error(state)  # what the kernel does on a metadata error: errors=remount-ro
         drop(folder, "during.dcm", ct_bytes()[0])
@@ -245,11 +247,15 @@ def test_an_ext4_error_that_remounts_read_only_mid_run_is_ridden_out(
         # emergency read-only mount: the fault is reported as an I/O error of the storage.
         line = gw.wait_for_status("state storage", 15)
         assert "I/O error" in line or "read-only" in line, line
-        storescp_factory(tmp_path / "pacs", port=port).start()
-        paused = '"event": "delivery paused: state storage failed"'
-        assert wait_until(lambda: paused in gw.log(), 20), gw.log()[-3000:]
+        # The card still reads: the backlog queued before the fault reaches the PACS, the
+        # claims and marks kept in memory (a restart would send them once more).
+        pacs = storescp_factory(tmp_path / "pacs", port=port).start()
+        want = {uid for _, uid in queued}
+        assert wait_until(lambda: received_uids(pacs) == want, 30), gw.log()[-3000:]
+        assert "state storage" in gw.wait_for_status("state storage", 15)  # still said
         assert names(folder) == ["during.dcm"]
         log = assert_no_fault_noise(gw, state)
         assert events(log, "state storage: ingest paused") == 1
-        assert events(log, "delivery paused: state storage failed") == 1
+        assert events(log, "state storage failed: delivering with claims kept in memory") == 1
+        assert events(log, "delivery paused: state storage failed") == 0
         assert events(log, "restarting service") == 0

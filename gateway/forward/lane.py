@@ -14,10 +14,11 @@ DEBUG with a reminder at INFO on ``ReminderSchedule`` (1, 3, 7, 15, 30 min in, t
 15 min), the recovery at INFO with the outage's length. An object's first retry is a WARNING;
 its repeats are DEBUG, with one at INFO on a second schedule of the same rate per destination.
 
-A fault of the state storage (the queue cannot record a claim: disk full past the reserve,
-read-only, I/O error) never ends the lane: it waits (the destination's backoff, at most
-STORAGE_WAIT_CAP seconds, so it resumes soon after the fault clears) and tries again. Logged
-when it starts or changes, and at recovery with its length.
+A fault of the state storage (disk full past the reserve, read-only, I/O error) never ends the
+lane. While the queue can still be read it claims in memory (gateway.spool.store) and the lane
+delivers as usual; when it cannot claim at all it raises, and the lane waits (the destination's
+backoff, at most STORAGE_WAIT_CAP seconds, so it resumes soon after the fault clears) and tries
+again. Logged when it starts or changes, and at recovery with its length.
 """
 
 from __future__ import annotations

@@ -18,16 +18,29 @@ stops delivery for good. The lane-side writes (claim, mark sent/retry/failed) th
 disk give back the delivery reserve (:mod:`gateway.spool.reserve`) and are tried once more; a
 mark that still cannot be written is kept in memory and written at the next write that works
 (if the process ends first, recovery makes the delivery pending again and it is sent once
-more, to the same SOP Instance UID). A claim that cannot be written raises
-StorageNotReadyError: the lane waits and tries again. While a fault is on, ingest is refused
-(``room_for``), and every few seconds a probe write tells whether it has cleared. A queue that
-cannot be opened for a storage fault (``open_when_ready``) is opened by the first use after
-the storage is back; until then every use raises StorageNotReadyError.
+more, to the same SOP Instance UID). A claim that cannot be written is made in memory when the
+queue can still be read (a read-only or failing card usually still reads: the connection was
+opened before the fault): the next due pending delivery not already held in memory is returned
+and remembered, so the backlog still reaches the PACS from a dying card. Its marks, when written
+later, first do what the claim would have done (state 'sending', attempts + the claims made in
+memory) in the same transaction. A retry kept in memory is claimed again in memory when due
+(also that of a delivery in flight when the fault began); a sent or failed one is not. next_due
+skips what memory holds, and a payload sent meanwhile is removed only when its mark is written
+(as for any unrecorded mark). If the process ends first, recovery finds the delivery pending
+and it is sent once more, to the same SOP Instance UID, which the PACS takes as the same
+instance. Memory grows with the deliveries made during the fault (one small record each) and is
+given back when the storage takes their marks. When the queue cannot be read either,
+StorageNotReadyError is raised: the lane waits and tries again. While a fault is on, ingest is
+refused (``room_for``), and every few seconds a probe write tells whether it has cleared. A
+queue that cannot be opened for a storage fault (``open_when_ready``) is opened by the first use
+after the storage is back; until then every use raises StorageNotReadyError (no claim is made
+in memory then: nothing can be read).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -35,7 +48,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from gateway.clock import Clock
 from gateway.convert.result import ConvertedObject
@@ -111,6 +124,10 @@ class Spool:
         self._open_deferred = False
         # Marks (sent, retry, failed) a faulted storage could not take, by delivery id.
         self._unrecorded: dict[int, Callable[[sqlite3.Connection], list[str]]] = {}
+        # Deliveries claimed in memory (the claim could not be written), by delivery id, until
+        # their mark is written; see the module docstring.
+        self._in_memory: dict[int, _MemoryClaim] = {}
+        self._memory_claims_noted = False
         self._ingest_hold: _IngestHold | None = None
         self._next_hold_probe = 0.0
 
@@ -189,7 +206,18 @@ class Spool:
         with self._lock:
             if self._conn is not None:
                 if self._unrecorded:
-                    self._flush_unrecorded(self._conn)
+                    try:
+                        self._flush_unrecorded(self._conn)
+                    except (OSError, sqlite3.Error) as exc:  # recovery resends them
+                        event(
+                            self._log,
+                            logging.WARNING,
+                            "delivery outcomes not recorded at close",
+                            deliveries=len(self._unrecorded),
+                            error=str(exc),
+                        )
+                self._unrecorded.clear()
+                self._in_memory.clear()
                 self._conn.close()
                 self._conn = None
             self._open_deferred = False
@@ -384,27 +412,25 @@ class Spool:
         """The delivery of ``destination`` that has been due longest, now marked 'sending'.
 
         Due means 'pending' with next_attempt_at <= now; ties go in queue order. Deliveries
-        waiting for a retry or failed for good never hold up the ones behind them.
+        waiting for a retry or failed for good never hold up the ones behind them. When the
+        storage cannot take the claim but the queue can be read, the claim is made in memory
+        (module docstring); when it cannot be read either, StorageNotReadyError is raised.
         """
         self._wakeups.looking(destination)
         now = self._clock.now()
-        return self._write("claiming a delivery", lambda conn: self._claim(conn, destination, now))
+        try:
+            return self._write(
+                "claiming a delivery", lambda conn: self._claim(conn, destination, now)
+            )
+        except StorageNotReadyError as exc:
+            return self._claim_in_memory(destination, now, exc)
 
     def _claim(self, conn: sqlite3.Connection, destination: str, now: float) -> SpoolEntry | None:
         while True:
-            row = conn.execute(
-                """
-                SELECT d.id, d.object_id, d.attempts, o.payload, o.sop_class_uid,
-                       o.sop_instance_uid, o.transfer_syntax_uid, o.size
-                FROM deliveries d JOIN objects o ON o.id = d.object_id
-                WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
-                ORDER BY d.next_attempt_at, d.id LIMIT 1
-                """,
-                (destination, now),
-            ).fetchone()
+            row = self._next_pending(conn, destination, now)
             if row is None:
                 return None
-            delivery_id, object_id, attempts, payload = row[0], row[1], row[2], row[3]
+            delivery_id, object_id, payload = row.delivery_id, row.object_id, row.payload
             if payload is None:  # broken invariant; fail it loudly rather than loop on it
                 event(
                     self._log,
@@ -431,27 +457,114 @@ class Spool:
                     (delivery_id,),
                 ).rowcount
             if claimed:  # else an operator tool changed it between our read and write
-                return SpoolEntry(
-                    delivery_id=delivery_id,
-                    object_id=object_id,
-                    destination=destination,
-                    path=self.objects_dir / payload,
-                    sop_class_uid=row[4],
-                    sop_instance_uid=row[5],
-                    transfer_syntax_uid=row[6],
-                    size=row[7],
-                    attempts=attempts,
-                )
+                return self._entry(row)
+
+    def _next_pending(
+        self, conn: sqlite3.Connection, destination: str, now: float, *, sendable: bool = False
+    ) -> _Row | None:
+        """The row of the destination's pending delivery due longest that memory does not hold
+        (``sendable``: with a payload; a missing one is failed once the storage is back)."""
+        cursor = conn.execute(
+            f"""
+            {_ROW_SELECT}
+            WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
+              {"AND o.payload IS NOT NULL" if sendable else ""}
+            ORDER BY d.next_attempt_at, d.id
+            """,
+            (destination, now),
+        )
+        try:
+            for row in cursor:  # memory holds only what the current fault delivered
+                if row[0] not in self._in_memory:
+                    return _Row(*row)
+            return None
+        finally:
+            cursor.close()
+
+    def _entry(self, row: _Row) -> SpoolEntry:
+        return SpoolEntry(
+            delivery_id=row.delivery_id,
+            object_id=row.object_id,
+            destination=row.destination,
+            path=self.objects_dir / str(row.payload),
+            sop_class_uid=row.sop_class_uid,
+            sop_instance_uid=row.sop_instance_uid,
+            transfer_syntax_uid=row.transfer_syntax_uid,
+            size=row.size,
+            attempts=row.attempts,
+        )
+
+    def _claim_in_memory(
+        self, destination: str, now: float, fault: StorageNotReadyError
+    ) -> SpoolEntry | None:
+        """The claim the storage could not take, made in memory; raises ``fault`` when the
+        queue cannot be read either. A retry held in memory competes by its due time."""
+        with self._db() as conn:
+            try:
+                with storage_errors("reading the queue"):
+                    row = self._next_pending(conn, destination, now, sendable=True)
+            except StorageNotReadyError:
+                raise fault from fault.__cause__
+            again = min(
+                (
+                    held
+                    for held in self._in_memory.values()
+                    if held.entry.destination == destination
+                    and held.retry_at is not None
+                    and held.retry_at <= now
+                ),
+                key=lambda held: (held.retry_at, held.entry.delivery_id),
+                default=None,
+            )
+            if again is not None and (row is None or (again.retry_at or 0.0) <= row.due):
+                # Its retry mark is superseded by this attempt's outcome.
+                self._unrecorded.pop(again.entry.delivery_id, None)
+                again.retry_at = None
+                again.claims += 1
+                attempts = again.entry.attempts + again.claims - 1
+                self._note_memory_claims(fault, destination)
+                return dataclasses.replace(again.entry, attempts=attempts)
+            if row is None:
+                return None
+            entry = self._entry(row)
+            self._in_memory[entry.delivery_id] = _MemoryClaim(entry, claims=1)
+            self._note_memory_claims(fault, destination)
+            return entry
+
+    def _note_memory_claims(self, fault: StorageNotReadyError, destination: str) -> None:
+        """Logged at the first claim in memory of a fault, not at each."""
+        if self._memory_claims_noted:
+            return
+        self._memory_claims_noted = True
+        event(
+            self._log,
+            logging.WARNING,
+            "state storage failed: delivering with claims kept in memory",
+            fault=str(fault.fault),
+            destination=destination,
+        )
 
     def next_due(self, destination: str) -> float | None:
-        """The earliest next_attempt_at among the destination's pending deliveries, or None."""
+        """The earliest next_attempt_at among the destination's pending deliveries, or None.
+
+        Deliveries held in memory count by their retry kept in memory, if any, not by their
+        row (the lane could not claim the row, and would spin on it).
+        """
         with self._db() as conn, storage_errors("reading the queue"):
-            value = conn.execute(
-                "SELECT MIN(next_attempt_at) FROM deliveries"
-                " WHERE destination = ? AND state = 'pending'",
-                (destination,),
-            ).fetchone()[0]
-        return None if value is None else float(value)
+            if not self._in_memory:
+                value = conn.execute(
+                    "SELECT MIN(next_attempt_at) FROM deliveries"
+                    " WHERE destination = ? AND state = 'pending'",
+                    (destination,),
+                ).fetchone()[0]
+                return None if value is None else float(value)
+            row = self._next_pending(conn, destination, float("inf"))
+        due = [
+            held.retry_at
+            for held in self._in_memory.values()
+            if held.entry.destination == destination and held.retry_at is not None
+        ]
+        return min([*due, *([] if row is None else [float(row.due)])], default=None)
 
     def wait_for_work(self, destination: str, timeout: float) -> None:
         """Sleep up to ``timeout`` s; returns early when work is added for ``destination``."""
@@ -471,26 +584,25 @@ class Spool:
         now = self._clock.now()
 
         def record(conn: sqlite3.Connection) -> list[str]:
-            with transaction(conn):
-                row = conn.execute(
-                    "SELECT object_id, state FROM deliveries WHERE id = ?", (delivery_id,)
-                ).fetchone()
-                if row is None:
-                    event(
-                        self._log,
-                        logging.WARNING,
-                        "sent delivery no longer queued",
-                        delivery_id=delivery_id,
-                    )
-                    return []
-                object_id, state = row
-                if state == DeliveryState.SENT:
-                    return []
-                conn.execute(
-                    "UPDATE deliveries SET state = 'sent', sent_at = ? WHERE id = ?",
-                    (now, delivery_id),
+            row = conn.execute(
+                "SELECT object_id, state FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            if row is None:
+                event(
+                    self._log,
+                    logging.WARNING,
+                    "sent delivery no longer queued",
+                    delivery_id=delivery_id,
                 )
-                return self._release_if_done(conn, object_id)
+                return []
+            object_id, state = row
+            if state == DeliveryState.SENT:
+                return []
+            conn.execute(
+                "UPDATE deliveries SET state = 'sent', sent_at = ? WHERE id = ?",
+                (now, delivery_id),
+            )
+            return self._release_if_done(conn, object_id)
 
         if not self._record_mark(delivery_id, "recording a delivery", record):
             return
@@ -514,15 +626,14 @@ class Spool:
         now = self._clock.now()
 
         def record(conn: sqlite3.Connection) -> list[str]:
-            with transaction(conn):
-                changed = conn.execute(
-                    """
-                    UPDATE deliveries SET state = 'pending', next_attempt_at = ?,
-                        failure_class = ?, last_error = ?, last_error_at = ?, status = ?
-                    WHERE id = ? AND state = 'sending'
-                    """,
-                    (next_attempt_at, str(failure_class), reason, now, status, delivery_id),
-                ).rowcount
+            changed = conn.execute(
+                """
+                UPDATE deliveries SET state = 'pending', next_attempt_at = ?,
+                    failure_class = ?, last_error = ?, last_error_at = ?, status = ?
+                WHERE id = ? AND state = 'sending'
+                """,
+                (next_attempt_at, str(failure_class), reason, now, status, delivery_id),
+            ).rowcount
             if not changed:
                 event(
                     self._log,
@@ -532,7 +643,7 @@ class Spool:
                 )
             return []
 
-        self._record_mark(delivery_id, "recording a retry", record)
+        self._record_mark(delivery_id, "recording a retry", record, retry_at=next_attempt_at)
 
     def mark_failed(
         self, delivery_id: int, failure_class: str, reason: str, status: int | None = None
@@ -540,10 +651,9 @@ class Spool:
         """A permanent refusal: 'failed' with its reason, class and DICOM status; payload kept."""
 
         def record(conn: sqlite3.Connection) -> list[str]:
-            with transaction(conn):
-                changed = self._set_failed(
-                    conn, delivery_id, str(failure_class), reason, status, ("sending",)
-                )
+            changed = self._set_failed(
+                conn, delivery_id, str(failure_class), reason, status, ("sending",)
+            )
             if not changed:
                 event(
                     self._log,
@@ -821,17 +931,69 @@ class Spool:
             return body(conn)
 
     def _record_mark(
-        self, delivery_id: int, what: str, record: Callable[[sqlite3.Connection], list[str]]
+        self,
+        delivery_id: int,
+        what: str,
+        body: Callable[[sqlite3.Connection], list[str]],
+        *,
+        retry_at: float | None = None,
     ) -> bool:
-        """Write a delivery's outcome, or keep it for later; True when it was written."""
+        """Write a delivery's outcome (``body``, in a transaction; returns the payloads it
+        released), or keep it for later; True when it was written. ``retry_at``: the outcome
+        is a retry due then, which a delivery claimed in memory may be claimed again for."""
+        record = self._as_claimed(delivery_id, body)
         try:
             released = self._write(what, record)
         except StorageNotReadyError:
             with self._lock:
                 self._unrecorded[delivery_id] = record
+                self._hold_retry(delivery_id, retry_at)
             return False
         self._unlink_payloads(released)
         return True
+
+    def _hold_retry(self, delivery_id: int, retry_at: float | None) -> None:
+        """A mark kept in memory: a retry makes the delivery claimable in memory when due,
+        whether it was claimed in memory or (in flight when the fault began) in the queue."""
+        held = self._in_memory.get(delivery_id)
+        if held is not None:
+            held.retry_at = retry_at
+            return
+        if retry_at is None or self._conn is None:
+            return
+        try:
+            with storage_errors("reading the queue"):
+                row = self._conn.execute(
+                    f"{_ROW_SELECT} WHERE d.id = ? AND o.payload IS NOT NULL",
+                    (delivery_id,),
+                ).fetchone()
+        except StorageNotReadyError:
+            return  # kept for the storage's return only, as before claims in memory
+        if row is not None:
+            # The queue has counted its attempt already ('sending'): no claim in memory yet.
+            entry = self._entry(_Row(*row))
+            self._in_memory[delivery_id] = _MemoryClaim(entry, claims=0, retry_at=retry_at)
+
+    def _as_claimed(
+        self, delivery_id: int, body: Callable[[sqlite3.Connection], list[str]]
+    ) -> Callable[[sqlite3.Connection], list[str]]:
+        """``body`` in one transaction, after the claims made in memory for the delivery (if
+        any, when it runs): the marks that require 'sending' then find it."""
+
+        def record(conn: sqlite3.Connection) -> list[str]:
+            held = self._in_memory.get(delivery_id)
+            with transaction(conn):
+                if held is not None:  # 'sending' already when claimed before the fault
+                    conn.execute(
+                        "UPDATE deliveries SET state = 'sending', attempts = attempts + ?"
+                        " WHERE id = ? AND state IN ('pending', 'sending')",
+                        (held.claims, delivery_id),
+                    )
+                released = body(conn)
+            self._in_memory.pop(delivery_id, None)
+            return released
+
+        return record
 
     def _flush_unrecorded(self, conn: sqlite3.Connection) -> None:
         """Write the outcomes kept in memory, oldest first; raises at the first that fails."""
@@ -930,6 +1092,7 @@ class Spool:
                 outage_seconds=round(self._clock.now() - self._fault_since, 1),
             )
             self._fault = None
+            self._memory_claims_noted = False
 
     def _log_reserve_released(self, what: str) -> None:
         event(
@@ -954,6 +1117,37 @@ class Spool:
                 self._log.debug("delivery reserve not made: %s", exc)
                 return
             event(self._log, logging.INFO, "delivery reserve in place", bytes=self.reserve.size)
+
+
+class _Row(NamedTuple):
+    """A pending delivery as the claim reads it."""
+
+    delivery_id: int
+    object_id: int
+    attempts: int
+    payload: str | None
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    size: int
+    due: float
+    destination: str
+
+
+_ROW_SELECT = """
+    SELECT d.id, d.object_id, d.attempts, o.payload, o.sop_class_uid, o.sop_instance_uid,
+           o.transfer_syntax_uid, o.size, d.next_attempt_at, d.destination
+    FROM deliveries d JOIN objects o ON o.id = d.object_id
+"""
+
+
+@dataclass
+class _MemoryClaim:
+    """A delivery claimed in memory while the storage could not take the claim."""
+
+    entry: SpoolEntry  # as first claimed (attempts: as the row said then)
+    claims: int  # claims made in memory, not yet written
+    retry_at: float | None = None  # due again (a retry kept in memory); None: in flight or done
 
 
 @dataclass(frozen=True)
