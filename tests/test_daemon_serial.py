@@ -7,6 +7,7 @@ dciodvfy with zero errors and carry the patient the device sent.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
@@ -427,17 +428,28 @@ connect_timeout = 2
 {extra}"""
 
 
-def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Bench) -> None:
-    root = bench.root
-    ris = jane_ris(root)
+@contextlib.contextmanager
+def on_jane_worklist(
+    bench: Bench, extra: str = ""
+) -> Iterator[tuple[GatewayProcess, DeviceProfile]]:
+    """The PACS up and a line-kv "vitals" port whose gateway reads a RIS with Jane's step
+    (``extra``: more [worklist] keys); yields once the worklist is read, stops the RIS after."""
+    ris = jane_ris(bench.root)
     ris.start()
     try:
         bench.pacs.start()
         bench.pair("vitals")
-        path = quick_profile(root, "line-kv", idle_timeout=2.0)
-        gw = bench.start_gateway([("vitals", str(path))], tail=worklist_section(ris))
+        path = quick_profile(bench.root, "line-kv", idle_timeout=2.0)
+        gw = bench.start_gateway([("vitals", str(path))], tail=worklist_section(ris, extra))
         profile = load_profile(str(path))
         assert wait_until(lambda: worklist_ready(gw), 30), gw.log()[-3000:]
+        yield gw, profile
+    finally:
+        ris.stop()
+
+
+def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Bench) -> None:
+    with on_jane_worklist(bench) as (gw, profile):
         play(profile, bench.device("vitals"), profile.simulator.messages[:2])
         assert wait_until(lambda: "PID-2001" in received_patients(bench.pacs), 30), gw.log()[-3000:]
         [path_sr] = [
@@ -454,27 +466,15 @@ def test_serial_report_binds_to_the_worklist_step_its_accession_names(bench: Ben
         assert "PID-2002" not in received_patients(bench.pacs)
         assert wait_until(lambda: held_count(gw) == 1, 20), gw.log()[-3000:]
         assert gw.terminate() == 0
-    finally:
-        ris.stop()
 
 
 def test_serial_report_naming_two_patients_is_held(bench: Bench) -> None:
     """Issue 10 A3: Jane's accession with another patient's ID is held, even without
     require_match (which lets a report no step names go on with the device's identity)."""
-    root = bench.root
-    ris = jane_ris(root)
-    ris.start()
-    try:
-        bench.pacs.start()
-        bench.pair("vitals")
-        path = quick_profile(root, "line-kv", idle_timeout=2.0)
-        tail = worklist_section(ris, "require_match = false\n")
-        gw = bench.start_gateway([("vitals", str(path))], tail=tail)
-        profile = load_profile(str(path))
+    with on_jane_worklist(bench, "require_match = false\n") as (gw, profile):
         jane = profile.simulator.messages[0]
         assert "PATIENT ID: PID-2001" in jane and "ACCESSION: ACC-7001" in jane
         wrong = jane.replace("PATIENT ID: PID-2001", "PATIENT ID: PID-2002")
-        assert wait_until(lambda: worklist_ready(gw), 30), gw.log()[-3000:]
         play(profile, bench.device("vitals"), [wrong, jane])
         assert wait_until(lambda: "PID-2001" in received_patients(bench.pacs), 30), gw.log()[-3000:]
         assert wait_until(lambda: held_count(gw) >= 1, 20), gw.log()[-3000:]
@@ -489,8 +489,6 @@ def test_serial_report_naming_two_patients_is_held(bench: Bench) -> None:
         held_logs = [e for e in log_events(gw, "queued") if e.get("held")]
         assert held_logs and all("PID-" not in str(e["held"]) for e in held_logs), held_logs
         assert gw.terminate() == 0
-    finally:
-        ris.stop()
 
 
 def worklist_ready(gw: GatewayProcess) -> bool:

@@ -73,6 +73,14 @@ def events(log: str, name: str) -> int:
     return log.count(f'"event": "{name}"')
 
 
+def drop_cts(folder: Path, stem: str, count: int) -> list[tuple[bytes, str]]:
+    """``count`` fresh CT objects dropped as <stem>0.dcm...: their bytes and SOP Instance UIDs."""
+    objects = [ct_bytes() for _ in range(count)]
+    for i, (data, _) in enumerate(objects):
+        drop(folder, f"{stem}{i}.dcm", data)
+    return objects
+
+
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -84,6 +92,14 @@ def assert_no_fault_noise(gw: GatewayProcess, state: Path) -> str:
     assert "converter failed" not in log and "quarantine failed" not in log
     assert not list(state.rglob("*.reason.json")), "a good file was quarantined"
     assert gw.proc is not None and gw.proc.poll() is None, "the daemon must stay up"
+    return log
+
+
+def assert_paused_and_resumed_once(gw: GatewayProcess, state: Path) -> str:
+    """No fault noise, and ingest paused for the state storage once and resumed once."""
+    log = assert_no_fault_noise(gw, state)
+    assert events(log, "state storage: ingest paused") == 1
+    assert events(log, "queue has room: ingest resumed") == 1
     return log
 
 
@@ -101,16 +117,12 @@ def test_full_state_disk_keeps_delivering_pauses_ingest_and_resumes(
         gw = GatewayProcess(config).start()
         gateways.append(gw)
         folder = tmp_path / "drop"
-        first = [ct_bytes() for _ in range(6)]
-        for i, (data, _) in enumerate(first):
-            drop(folder, f"first{i}.dcm", data)
+        first = drop_cts(folder, "first", 6)
         assert wait_until(lambda: not any(folder.iterdir()), 20), gw.log()[-3000:]
         assert (state / "spool" / "reserve").stat().st_size == MIB
 
         filler = realfs.fill(state / "filler")  # something else takes every byte left
-        later = [ct_bytes() for _ in range(3)]
-        for i, (data, _) in enumerate(later):
-            drop(folder, f"later{i}.dcm", data)
+        drop_cts(folder, "later", 3)
         assert wait_until(lambda: "state storage: ingest paused" in gw.log(), 15), gw.log()
         modality_file = tmp_path / "modality.dcm"
         modality_file.write_bytes(ct_bytes()[0])
@@ -131,9 +143,7 @@ def test_full_state_disk_keeps_delivering_pauses_ingest_and_resumes(
         assert wait_until(lambda: len(received_uids(pacs)) == 9, 30), gw.log()[-3000:]
         assert not any(folder.iterdir())
         assert wait_until(lambda: (state / "spool" / "reserve").exists(), 10)
-        log = assert_no_fault_noise(gw, state)
-        assert events(log, "state storage: ingest paused") == 1
-        assert events(log, "queue has room: ingest resumed") == 1
+        log = assert_paused_and_resumed_once(gw, state)
         assert events(log, "state disk full: delivery reserve released") == 1
         assert events(log, "delivery reserve in place") == 2  # at start, and made again
         assert gw.terminate() == 0
@@ -164,9 +174,7 @@ def test_a_full_disk_never_quarantines_a_good_file_and_logs_once(
         filler.unlink()
         pacs = storescp_factory(tmp_path / "pacs", port=port).start()
         assert wait_until(lambda: len(received_uids(pacs)) == 3, 30), gw.log()[-3000:]
-        log = assert_no_fault_noise(gw, state)
-        assert events(log, "state storage: ingest paused") == 1
-        assert events(log, "queue has room: ingest resumed") == 1
+        log = assert_paused_and_resumed_once(gw, state)
         assert gw.terminate() == 0
 
 
@@ -216,9 +224,7 @@ def test_read_only_state_disk_keeps_the_daemon_up_and_resumes_after_remount_rw(
         realfs.remount(state, "rw")  # the engineer fixed it: no restart needed
         assert wait_until(lambda: len(received_uids(pacs)) == 2, 30), gw.log()[-3000:]
         assert not any(folder.iterdir())
-        log = assert_no_fault_noise(gw, state)
-        assert events(log, "state storage: ingest paused") == 1
-        assert events(log, "queue has room: ingest resumed") == 1
+        log = assert_paused_and_resumed_once(gw, state)
         assert events(log, "state storage failed") == 1
         assert events(log, "state storage recovered") == 1
         assert events(log, "delivery paused: state storage failed") == 1
@@ -236,9 +242,7 @@ def test_an_ext4_error_that_remounts_read_only_mid_run_is_ridden_out(
         gw = GatewayProcess(config).start()  # no PACS yet: the lane keeps retrying
         gateways.append(gw)
         folder = tmp_path / "drop"
-        queued = [ct_bytes() for _ in range(3)]
-        for i, (data, _) in enumerate(queued):
-            drop(folder, f"queued{i}.dcm", data)
+        queued = drop_cts(folder, "queued", 3)
         assert wait_until(lambda: not any(folder.iterdir()), 20), gw.log()[-3000:]
         realfs.trigger_error(state)  # what the kernel does on a metadata error: errors=remount-ro
         drop(folder, "during.dcm", ct_bytes()[0])

@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from gateway.convert import jpeg, pdf, raster
+from gateway.convert.bound import assign_study, binding_parts, held_reason
 from gateway.convert.dicomcheck import check_part10, copy_with_hash
 from gateway.convert.grouping import StudyGrouper, file_key
 from gateway.convert.modules import (
@@ -168,41 +169,17 @@ class Converter:
             study_instance_uid=ids.assignment.study_instance_uid,
             source_sha256=ids.source_sha256,
             kind=kind,
-            held_reason=_held_reason(item),
+            held_reason=held_reason(item.binding),
         )
 
     def _ids(self, item: RawItem, sha256: str, sop_class_uid: str, modality: str) -> ObjectIds:
-        identity = item.identity
-        step = item.binding.item
         # Grouping knows the file by what its SOP Instance UID is derived from (bytes and path).
         object_key = file_key(sha256, item.file_name)
-        if step is None:
-            assignment = self.grouper.assign(
-                item.source,
-                identity,
-                item.mtime,
-                object_key,
-                modality=modality,
-                held=item.binding.held,
-            )
-            binding_parts: tuple[str, ...] = (
-                identity.patient_id or "",
-                identity.patient_name or "",
-                identity.accession_number or "",
-            )
-        else:
-            assignment = self.grouper.assign(
-                item.source,
-                identity,
-                item.mtime,
-                object_key,
-                modality=modality,
-                order_key=step.key,
-                study_instance_uid=step.study_instance_uid or None,
-            )
-            binding_parts = ("worklist-step", step.key)
+        assignment = assign_study(
+            self.grouper, item.binding, item.source, item.mtime, object_key, modality
+        )
         sop_instance_uid = self.uids.derive(
-            "sop", sha256, item.source, *binding_parts, "file", item.file_name
+            "sop", sha256, item.source, *binding_parts(item.binding), "file", item.file_name
         )
         return ObjectIds(str(sop_class_uid), sop_instance_uid, assignment, sha256)
 
@@ -213,16 +190,6 @@ class Converter:
         if len(data) > limit:
             raise ConversionError(f"file larger than the limit of {limit} bytes")
         return data
-
-
-def _held_reason(item: RawItem) -> str | None:
-    binding = item.binding
-    if binding.held_reason is not None:
-        return binding.held_reason
-    # The binder never lets an unknown identity through; this keeps it so whatever it says.
-    if binding.item is None and not binding.identity.known:
-        return HELD_NO_IDENTITY
-    return None
 
 
 def _signature(path: Path) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from gateway.convert import pdf, sr, textpdf, textsr
+from gateway.convert.bound import assign_study, binding_parts, held_reason
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.modules import ObjectIds, build_common, check_identity, write_part10
 from gateway.convert.result import ConversionError, ConvertedObject
@@ -32,7 +33,7 @@ from gateway.convert.uids import UidFactory
 from gateway.ingest.serial.message import Concept, DeviceMessage
 from gateway.ingest.serial.profile import ConceptSpec, DeviceProfile, PrintCaptureProtocol
 from gateway.logsetup import event
-from gateway.worklist.binding import HELD_NO_IDENTITY, Binding
+from gateway.worklist.binding import Binding
 
 __all__ = ["SerialConverter"]
 
@@ -166,28 +167,10 @@ class SerialConverter:
         sop_class_uid: str,
         modality: str,
     ) -> ObjectIds:
-        identity = binding.identity
-        step = binding.item
-        if step is None:
-            assignment = self.grouper.assign(
-                message.source,
-                identity,
-                message.received_at,
-                digest,
-                modality=modality,
-                held=binding.held,
-            )
-        else:
-            assignment = self.grouper.assign(
-                message.source,
-                identity,
-                message.received_at,
-                digest,
-                modality=modality,
-                order_key=step.key,
-                study_instance_uid=step.study_instance_uid or None,
-            )
-        sop_instance_uid = self.uids.derive("sop", digest, message.source, *_binding_parts(binding))
+        assignment = assign_study(
+            self.grouper, binding, message.source, message.received_at, digest, modality
+        )
+        sop_instance_uid = self.uids.derive("sop", digest, message.source, *binding_parts(binding))
         return ObjectIds(sop_class_uid, sop_instance_uid, assignment, digest)
 
     def _common(
@@ -241,7 +224,7 @@ class SerialConverter:
             study_instance_uid=ids.assignment.study_instance_uid,
             source_sha256=ids.source_sha256,
             kind=kind,
-            held_reason=_held_reason(binding),
+            held_reason=held_reason(binding),
         )
 
 
@@ -250,25 +233,6 @@ def _digest(message: DeviceMessage, role: str) -> str:
     digest = hashlib.sha256(message.digest_input)
     digest.update(b"\x00" + role.encode())
     return digest.hexdigest()
-
-
-def _binding_parts(binding: Binding) -> tuple[str, ...]:
-    if binding.item is not None:
-        return ("worklist-step", binding.item.key)
-    identity = binding.identity
-    return (
-        identity.patient_id or "",
-        identity.patient_name or "",
-        identity.accession_number or "",
-    )
-
-
-def _held_reason(binding: Binding) -> str | None:
-    if binding.held_reason is not None:
-        return binding.held_reason
-    if binding.item is None and not binding.identity.known:
-        return HELD_NO_IDENTITY
-    return None
 
 
 def _code(concept: ConceptSpec) -> Dataset:

@@ -229,13 +229,10 @@ class DeliveryLane:
         failure = outcome.failure_class
         if outcome.kind is OutcomeKind.DELIVERED:
             self._queue.mark_sent(entry.delivery_id)
-            event(
-                self._log,
+            self._object_event(
                 logging.INFO,
                 "delivered",
-                destination=self._destination.name,
-                delivery_id=entry.delivery_id,
-                sop_instance_uid=entry.sop_instance_uid,
+                entry,
                 size=entry.size,
                 note=outcome.reason or None,
             )
@@ -245,13 +242,10 @@ class DeliveryLane:
             self._queue.mark_failed(
                 entry.delivery_id, failure_class, outcome.reason, outcome.status
             )
-            event(
-                self._log,
+            self._object_event(
                 logging.ERROR,
                 "delivery_refused",
-                destination=self._destination.name,
-                delivery_id=entry.delivery_id,
-                sop_instance_uid=entry.sop_instance_uid,
+                entry,
                 failure_class=failure_class,
                 status=_status_field(outcome),
                 reason=outcome.reason,
@@ -294,13 +288,18 @@ class DeliveryLane:
             "interrupted by the gateway's stop; sent again at the next start",
             self._clock.now(),
         )
+        self._object_event(logging.INFO, "delivery_interrupted", entry)
+
+    def _object_event(self, level: int, name: str, entry: SpoolEntry, **fields: object) -> None:
+        """Log one object's event: destination, delivery id and SOP instance first, then fields."""
         event(
             self._log,
-            logging.INFO,
-            "delivery_interrupted",
+            level,
+            name,
             destination=self._destination.name,
             delivery_id=entry.delivery_id,
             sop_instance_uid=entry.sop_instance_uid,
+            **fields,
         )
 
     def _lane_failed(self, entry: SpoolEntry, outcome: SendOutcome, condition: Condition) -> None:

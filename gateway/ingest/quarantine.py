@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import Clock
+from gateway.spool.durable import synced_new_file
 
 REASON_SUFFIX = ".reason.json"
 REASON_RE = re.compile(r"^(\d{8}T\d{6}Z-\d+)\.reason\.json$")
@@ -265,19 +266,12 @@ def _copy_exclusive(source: Path, target: Path) -> tuple[int, str]:
     size = 0
     src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with synced_new_file(target, flags) as dst:
             while chunk := os.read(src, CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
                 _write_all(dst, chunk)
-            os.fsync(dst)
-        except BaseException:
-            os.close(dst)
-            with contextlib.suppress(OSError):
-                target.unlink()
-            raise
-        os.close(dst)
     finally:
         os.close(src)
     return size, digest.hexdigest()

@@ -50,6 +50,26 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
+@contextlib.contextmanager
+def synced_new_file(path: Path, flags: int) -> Iterator[int]:
+    """Open ``path`` for writing (``flags`` as for os.open, mode 0o600) and give its descriptor.
+
+    When the writing is done the data is synced and the file closed; if the writing or the sync
+    fails, the file is closed and removed (a removal that fails is let be) and the error raised,
+    so no partial file stays behind.
+    """
+    fd = os.open(path, flags, 0o600)
+    try:
+        yield fd
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    os.close(fd)
+
+
 def write_bytes_durably(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` with ``data``; readers and a power cut see the old or the whole new file.
 

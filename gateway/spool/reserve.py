@@ -16,10 +16,11 @@ sparse file would reserve nothing.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from pathlib import Path
+
+from gateway.spool.durable import synced_new_file
 
 _CHUNK = 1024 * 1024
 
@@ -61,21 +62,13 @@ class DeliveryReserve:
         if self.size <= 0 or self.in_place:
             return
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
+        with synced_new_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as fd:
             try:
                 os.posix_fallocate(fd, 0, self.size)
             except OSError as exc:
                 if exc.errno not in _NO_FALLOCATE:
                     raise
                 _write_zeros(fd, self.size)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        os.close(fd)
         tmp.rename(self.path)
 
 

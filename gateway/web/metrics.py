@@ -148,29 +148,30 @@ class GatewayCollector(Collector):
         for kind in StorageFault:
             fault.add_metric([str(kind)], 1.0 if status.fault is kind else 0.0)
         free = GaugeMetricFamily(
-            f"{PREFIX}_state_free_bytes", "Free bytes of the state_dir filesystem."
+            f"{PREFIX}_state_free_bytes",
+            "Free bytes of the state_dir filesystem.",
+            value=float(status.space.free),
         )
-        free.add_metric([], float(status.space.free))
         low = GaugeMetricFamily(
             f"{PREFIX}_state_low_water_bytes",
             "Free bytes below which ingest pauses (min_free_bytes).",
+            value=float(status.low_water),
         )
-        low.add_metric([], float(status.low_water))
         paused = GaugeMetricFamily(
             f"{PREFIX}_ingest_paused_by_storage",
             "1 while ingest is paused for the state storage (low, full, read-only, failing).",
+            value=0.0 if status.ingest.ok or not status.ingest.disk else 1.0,
         )
-        paused.add_metric([], 0.0 if status.ingest.ok or not status.ingest.disk else 1.0)
         reserve = GaugeMetricFamily(
             f"{PREFIX}_delivery_reserve_in_place",
             "1 while the delivery reserve is allocated, 0 while it is given back (disk full).",
+            value=1.0 if status.reserve_in_place else 0.0,
         )
-        reserve.add_metric([], 1.0 if status.reserve_in_place else 0.0)
         unrecorded = GaugeMetricFamily(
             f"{PREFIX}_unrecorded_deliveries",
             "Delivery outcomes kept in memory until the state storage takes them.",
+            value=float(status.unrecorded),
         )
-        unrecorded.add_metric([], float(status.unrecorded))
         yield from (fault, free, low, paused, reserve, unrecorded)
 
     def _sources(self) -> Iterator[Metric]:

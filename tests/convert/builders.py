@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
@@ -49,6 +50,15 @@ def assert_valid_dicom(
     allowed = UNAVOIDABLE_WARNINGS + also_unavoidable
     avoidable = [w for w in warnings if not any(ok in w for ok in allowed)]
     assert avoidable == [], avoidable
+
+
+def machine_file(path: str, tmp_path: Path) -> Path:
+    """The Debian machine's file ``path`` copied into ``tmp_path``; skips where it is missing."""
+    if not Path(path).is_file():
+        pytest.skip(f"{path} is not on this machine")
+    source = tmp_path / Path(path).name
+    source.write_bytes(Path(path).read_bytes())
+    return source
 
 
 def noise(shape: tuple[int, ...], dtype: type = np.uint8, seed: int = 1) -> np.ndarray:

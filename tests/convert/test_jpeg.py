@@ -13,7 +13,12 @@ from pydicom.encaps import generate_frames
 from gateway.convert.converter import Converter
 from gateway.convert.jpeg import parse_jpeg
 from gateway.convert.result import ConversionError
-from tests.convert.builders import YBR_FULL_JPEG_ERROR, assert_valid_dicom, gradient_rgb
+from tests.convert.builders import (
+    YBR_FULL_JPEG_ERROR,
+    assert_valid_dicom,
+    gradient_rgb,
+    machine_file,
+)
 from tests.convert.conftest import ItemFactory
 from tests.peers import dciodvfy, dcmdjpeg_pixels
 
@@ -233,10 +238,7 @@ def test_debian_jpegs_are_labelled_from_their_sampling(
     converter: Converter,
     make_item: ItemFactory,
 ) -> None:
-    if not Path(path).is_file():
-        pytest.skip(f"{path} is not on this machine")
-    source = tmp_path / Path(path).name
-    source.write_bytes(Path(path).read_bytes())
+    source = machine_file(path, tmp_path)
     out = out_dir / "out.dcm"
     converter.convert(make_item(source), out)
     assert_valid_dicom(out, allowed_errors=(YBR_FULL_JPEG_ERROR,))

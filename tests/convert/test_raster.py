@@ -20,6 +20,7 @@ from tests.convert.builders import (
     gray_image,
     handmade_png,
     handmade_tiff,
+    machine_file,
     noise,
 )
 from tests.convert.conftest import ItemFactory, make_settings
@@ -267,10 +268,7 @@ def test_debian_pngs_with_transparency_arrive_as_they_look(
     converter: Converter,
     make_item: ItemFactory,
 ) -> None:
-    if not Path(path).is_file():
-        pytest.skip(f"{path} is not on this machine")
-    source = tmp_path / Path(path).name
-    source.write_bytes(Path(path).read_bytes())
+    source = machine_file(path, tmp_path)
     out = out_dir / "out.dcm"
     converter.convert(make_item(source), out)
     assert_valid_dicom(out)

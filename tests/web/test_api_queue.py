@@ -53,10 +53,7 @@ def test_the_queue_lists_failures_with_their_dicom_status_and_shows_an_object(
 def test_the_queue_says_how_many_failures_there_are_and_pages_through_them(
     panel: Panel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.web.pages import queue as queue_page
-
-    monkeypatch.setattr(queue_page, "FAILURES_LISTED", 2)
-    ids = [panel.failed_object() for _ in range(3)]
+    ids = panel.failures_two_a_page(monkeypatch)
     client = panel.client(Role.TECHNOLOGIST)
     (pacs,) = client.get(API_PREFIX + "/queue").json()["destinations"]
     assert [f["object_id"] for f in pacs["failures"]] == ids[:2]

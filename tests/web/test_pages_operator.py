@@ -244,6 +244,11 @@ class Panel:
         self.spool.mark_failed(entry.delivery_id, "dimse_failure", reason, status)
         return object_id
 
+    def failures_two_a_page(self, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+        """Three refused objects, with the queue listing two failures a page."""
+        monkeypatch.setattr(queue_page, "FAILURES_LISTED", 2)
+        return [self.failed_object() for _ in range(3)]
+
     def _enqueue(self, identity: PatientIdentity) -> EnqueueResult:
         drop = self.state.parent / "drop"
         drop.mkdir(exist_ok=True)
@@ -719,8 +724,7 @@ def test_the_held_list_says_how_many_there_are_and_links_the_next_page(
 def test_the_queue_pages_a_destinations_failures_and_says_how_many(
     panel: Panel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queue_page, "FAILURES_LISTED", 2)
-    ids = [panel.failed_object() for _ in range(3)]
+    ids = panel.failures_two_a_page(monkeypatch)
     browser = panel.client(Role.TECHNOLOGIST)
     first = browser.get("/queue")
     assert "Showing 1-2 of 3" in first.text
