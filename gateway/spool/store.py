@@ -469,9 +469,11 @@ class Spool:
             {_ROW_SELECT}
             WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
               {"AND o.payload IS NOT NULL" if sendable else ""}
-            ORDER BY d.next_attempt_at, d.id
+            ORDER BY d.next_attempt_at, d.id LIMIT ?
             """,
-            (destination, now),
+            # Memory holds at most len(_in_memory) of these rows: one more is always enough,
+            # and the limit lets SQLite keep only the top rows instead of sorting every due one.
+            (destination, now, len(self._in_memory) + 1),
         )
         try:
             for row in cursor:  # memory holds only what the current fault delivered
