@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from gateway.pki import CertFiles, TestAuthority
+from tests.harness import GatewayProcess
 from tests.peers import StoreSCP
 
 # No per-example deadline in property tests: on a loaded CI machine one example stalled by the
@@ -52,3 +53,12 @@ def storescp_factory(tmp_path: Path) -> Iterator[type[StoreSCP]]:
     yield Tracked
     for peer in started:
         peer.stop()
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[GatewayProcess]]:
+    """Daemons a test started (appended as it starts them); each is stopped at teardown."""
+    started: list[GatewayProcess] = []
+    yield started
+    for gw in started:
+        gw.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,14 +81,6 @@ def received_uids(pacs: StoreSCP) -> set[str]:
         except Exception:  # storescp may still be writing this one
             continue
     return uids
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gw in started:
-        gw.stop()
 
 
 def tls_pacs(tmp_path: Path, pki: Pki, factory: type[StoreSCP]) -> StoreSCP:

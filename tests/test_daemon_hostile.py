@@ -85,14 +85,6 @@ class RefusingPacs:
 
 
 @pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gw in started:
-        gw.stop()
-
-
-@pytest.fixture
 def refusing_pacs() -> Iterator[list[RefusingPacs]]:
     started: list[RefusingPacs] = []
     yield started

@@ -7,7 +7,6 @@ waits (systemd STATUS=), and once the PACS is fixed everything arrives with no o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,6 @@ PresentationContext1 = VerificationSOPClass\\Uncompressed
 [AcceptNothing]
 PresentationContexts = EchoOnly
 """
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gw in started:
-        gw.stop()
 
 
 def drop_backlog(folder: Path, prefix: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -29,14 +28,6 @@ from tests.test_daemon import drop, png_bytes, received_uids
 pytestmark = pytest.mark.peers
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gw in started:
-        gw.stop()  # before the file system goes: the daemon holds it
 
 
 def ct_bytes() -> tuple[bytes, str]:

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ from tests.test_daemon import drop, jpeg_bytes
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "dicom-gateway.service"
 WATCHDOG_USEC = 500_000
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gw in started:
-        gw.stop()
 
 
 def collect(gw: GatewayProcess, seconds: float) -> list[str]:
