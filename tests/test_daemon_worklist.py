@@ -4,6 +4,7 @@ reconciled; MWL answered through an RIS outage; received objects coerced from th
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import subprocess
@@ -104,6 +105,14 @@ def room(tmp_path: Path) -> Iterator[tuple[GatewayProcess, WlmScp, StoreSCP, int
     pacs = StoreSCP(tmp_path / "pacs")
     listener_port = free_port()
     config = gateway_config(tmp_path / "gw", pacs.port, ris.port, listener_port)
+    with running_room(ris, pacs, config) as gateway:
+        yield gateway, ris, pacs, listener_port
+
+
+@contextlib.contextmanager
+def running_room(ris: WlmScp, pacs: StoreSCP, config: Path) -> Iterator[GatewayProcess]:
+    """The RIS, the PACS and the gateway started; yields once both steps are cached; then all
+    stopped, the gateway first."""
     gateway = GatewayProcess(config)
     try:
         ris.start()
@@ -112,7 +121,7 @@ def room(tmp_path: Path) -> Iterator[tuple[GatewayProcess, WlmScp, StoreSCP, int
         assert wait_until(lambda: cached_accessions(config) == ["ACC1001", "ACC1002"], 30), (
             gateway.log()
         )
-        yield gateway, ris, pacs, listener_port
+        yield gateway
     finally:
         gateway.stop()
         pacs.stop()

@@ -24,10 +24,10 @@ from tests.test_daemon import drop, jpeg_bytes
 from tests.test_daemon_worklist import (
     JAPANESE,
     LATIN,
-    cached_accessions,
     cli,
     gateway_config,
     received,
+    running_room,
     storescu_send,
 )
 from tests.worklist.wlmfiles import WlmScp
@@ -86,19 +86,8 @@ def room(
     # only the key rule can hold a contradicting one.
     text += "require_match = false\n"
     config.write_text(text, "utf-8")
-    gateway = GatewayProcess(config)
-    try:
-        ris.start()
-        pacs.start()
-        gateway.start()
-        assert wait_until(lambda: cached_accessions(config) == ["ACC1001", "ACC1002"], 30), (
-            gateway.log()
-        )
+    with running_room(ris, pacs, config) as gateway:
         yield gateway, pacs, listener_port, coerce
-    finally:
-        gateway.stop()
-        pacs.stop()
-        ris.stop()
 
 
 def test_c_stores_whose_keys_name_two_patients_are_held_with_coercion_and_sent_without(
