@@ -169,7 +169,7 @@ class Gateway:
             self.supervisor.add_thread("worklist", self.refresher.run)
 
         if cfg.dicom_listener is not None:
-            self._listener(uids.implementation_class_uid, quarantine, mwl)
+            self._listener(quarantine, mwl)
 
         self._serial(settings, grouper, uids, binder, quarantine)
         reconciler, audit = self._local_api(state)
@@ -348,9 +348,7 @@ class Gateway:
 
         self.supervisor.add("web", start_web, panel.stop)
 
-    def _listener(
-        self, implementation_class_uid: str, quarantine: Quarantine, mwl: ListenerService | None
-    ) -> None:
+    def _listener(self, quarantine: Quarantine, mwl: ListenerService | None) -> None:
         cfg = self.config
         lst = cfg.dicom_listener
         assert lst is not None
@@ -364,7 +362,6 @@ class Gateway:
             receiver = StoreReceiver(
                 self.spool,
                 quarantine,
-                implementation_class_uid=implementation_class_uid,
                 prepare=prepare,
                 logger=logging.getLogger("gateway.receiver"),
             )

@@ -2,8 +2,9 @@
 
 Per received object, in order: pynetdicom has streamed the data set into the spool's staging
 folder (``listener/rxfiles.py``); we write a proper Part 10 file beside it (file meta from the
-association: transfer syntax, SOP Class/Instance UID of the request, our implementation UID, the
-caller's AE title as Source Application Entity Title), check it with the same bounded structural
+association: transfer syntax, SOP Class/Instance UID of the request, the product's implementation
+class UID and version name (gateway.product), the caller's AE title as Source Application Entity
+Title), check it with the same bounded structural
 walk dropped DICOM files get, optionally let ``prepare`` coerce it from the worklist, and enqueue
 it (fsync, rename, directory fsync, commit). Only then is 0x0000 returned.
 
@@ -36,7 +37,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
-import gateway
+from gateway import product
 from gateway.convert.dicomcheck import check_part10
 from gateway.convert.result import ConversionError, ConvertedObject
 from gateway.ingest.intake import QuarantineLike, SpoolLike, report_merged
@@ -94,13 +95,11 @@ class StoreReceiver:
         spool: SpoolLike,
         quarantine: QuarantineLike,
         *,
-        implementation_class_uid: str,
         prepare: Prepare | None,
         logger: logging.Logger,
     ) -> None:
         self._spool = spool
         self._quarantine = quarantine
-        self._implementation_class_uid = implementation_class_uid
         self._prepare = prepare
         self.log = logger
         self._lock = threading.Lock()
@@ -160,7 +159,6 @@ class StoreReceiver:
                 sop_instance,
                 str(store.context.transfer_syntax),
                 calling,
-                self._implementation_class_uid,
             ),
         )
         try:
@@ -258,16 +256,14 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     return out
 
 
-def _meta(
-    sop_class: str, sop_instance: str, syntax: str, calling: str, implementation_uid: str
-) -> FileMetaDataset:
+def _meta(sop_class: str, sop_instance: str, syntax: str, calling: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = UID(syntax)
-    meta.ImplementationClassUID = UID(implementation_uid)
-    meta.ImplementationVersionName = f"EDGEGW_{gateway.__version__}"[:16]
+    meta.ImplementationClassUID = UID(product.IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = product.IMPLEMENTATION_VERSION_NAME
     if calling:
         meta.SourceApplicationEntityTitle = calling[:16]
     return meta

@@ -20,9 +20,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage
 
+from gateway import product
 from gateway.clock import SystemClock
 from gateway.convert.result import ConvertedObject
-from gateway.convert.uids import UidFactory
 from gateway.forward.tlsctx import server_context
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.receiver import Prepare, StoreReceiver
@@ -40,8 +40,6 @@ from tests.listener.support import (
     server_tls,
 )
 from tests.peers import require_tool
-
-IMPLEMENTATION_UID = UidFactory(None).implementation_class_uid
 
 
 @dataclass
@@ -90,7 +88,6 @@ def gateway_factory(tmp_path: Path) -> Iterator[object]:
         receiver = StoreReceiver(
             spool or real,
             quarantine,
-            implementation_class_uid=IMPLEMENTATION_UID,
             prepare=prepare,
             logger=logging.getLogger("test.receiver"),
         )
@@ -159,7 +156,8 @@ def test_storescu_gets_success_only_once_the_object_is_in_the_spool(
     assert info.kind == "dicom-store"
     assert info.source == "dicom:MODALITY"
     assert stored.file_meta.SourceApplicationEntityTitle == "MODALITY"
-    assert stored.file_meta.ImplementationClassUID == IMPLEMENTATION_UID
+    assert stored.file_meta.ImplementationClassUID == product.IMPLEMENTATION_CLASS_UID
+    assert stored.file_meta.ImplementationVersionName == product.IMPLEMENTATION_VERSION_NAME
     assert stored.PixelData == original.PixelData
     assert wait_until(lambda: gw.staging_files() == [])
 
