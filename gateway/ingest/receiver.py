@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
-from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
@@ -52,7 +52,7 @@ from gateway.worklist.binding import loggable_reason
 KIND = "dicom-store"
 SUCCESS, OUT_OF_RESOURCES, DATASET_MISMATCH, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
 # The data set itself is deflated in these: inflating is unbounded, so they are not offered.
-_DEFLATED_DATASET_SYNTAXES = {
+DEFLATED_DATASET_SYNTAXES = {
     "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
     "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
     "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
@@ -65,11 +65,15 @@ STORAGE_SYNTAXES = (
     tuple(
         str(s)
         for s in ALL_TRANSFER_SYNTAXES
-        if s not in _DEFLATED_DATASET_SYNTAXES and s not in _UNCOMPRESSED
+        if s not in DEFLATED_DATASET_SYNTAXES and s not in _UNCOMPRESSED
     )
     + _UNCOMPRESSED
 )
-STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in StoragePresentationContexts)
+# Every storage SOP class pynetdicom knows (170 in 3.0.4). Not StoragePresentationContexts:
+# pynetdicom trims that list to 120 so that a *requestor* stays under the 128 contexts of one
+# A-ASSOCIATE-RQ; an acceptor has no such limit, and the trimmed list refused Breast Projection
+# X-Ray, Parametric Map, Extensible SR, Patient Radiation Dose SR and 46 others.
+STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
 # check_part10's reasons when the data set's UIDs differ from the request's (meta comes from it).
 _MISMATCH_REASONS = {
     "meta SOP Instance UID differs from the dataset's SOP Instance UID",
