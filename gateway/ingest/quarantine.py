@@ -36,6 +36,7 @@ from gateway.spool.durable import synced_new_file
 
 REASON_SUFFIX = ".reason.json"
 REASON_RE = re.compile(r"^(\d{8}T\d{6}Z-\d+)\.reason\.json$")
+_IDENT_RE = re.compile(r"^(\d{8}T\d{6}Z-\d+)-")
 MAX_BASENAME_BYTES = 200  # the id and dash take the rest of NAME_MAX (255)
 CHUNK = 1 << 20
 MAX_REASON_BYTES = 64 * 1024
@@ -57,6 +58,12 @@ class QuarantinedFile:
     size: int
     original: str = ""  # where it was dropped
     sha256: str = ""
+
+    @property
+    def ident(self) -> str:
+        """The id operators name it by (``<UTC time>-<counter>``; a stray file: its name)."""
+        match = _IDENT_RE.match(self.path.name)
+        return match.group(1) if match else self.path.name
 
 
 class Quarantine:
@@ -127,6 +134,24 @@ class Quarantine:
                         )
                     )
         return sorted(out, key=lambda q: (q.time, q.path.name))
+
+    def find(self, ident: str) -> QuarantinedFile | None:
+        """The file with id ``ident``, or None."""
+        return next((item for item in self.list() if item.ident == ident), None)
+
+    def remove(self, item: QuarantinedFile) -> None:
+        """Take ``item`` out of quarantine for good (it was put back): reason first, then file.
+
+        A crash between the two leaves the file without its reason, listed as interrupted:
+        never a reason that names a file which is gone.
+        """
+        with self._lock:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / f"{item.ident}{REASON_SUFFIX}").unlink()
+            _fsync_dir(self.folder)
+            with contextlib.suppress(FileNotFoundError):
+                item.path.unlink()
+            _fsync_dir(self.folder)
 
     # --- placing ------------------------------------------------------------------------------
 

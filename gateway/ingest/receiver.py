@@ -25,7 +25,7 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -84,6 +84,26 @@ _MAX_META_LENGTH = 64 * 1024
 _ERROR_COMMENT_MAX = 64  # LO
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """How a received object came: the caller, its bytes' hash, when, from which address."""
+
+    calling_ae: str
+    sha256: str  # of the data set bytes as received (what a resend is recognised by)
+    arrived_at: float  # seconds since the epoch
+    peer_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What became of a received object: the C-STORE status to answer, and its queue id."""
+
+    status: int  # SUCCESS, OUT_OF_RESOURCES, DATASET_MISMATCH or CANNOT_UNDERSTAND
+    comment: str | None = None  # the Error Comment: why not (no patient data)
+    object_id: int | None = None  # queued (or already queued) as this object
+    duplicate: bool = False
+
+
 class ReceivedFileError(ValueError):
     """pynetdicom's received file is not what it writes (preamble, DICM, meta group)."""
 
@@ -136,9 +156,11 @@ class StoreReceiver:
         except Exception as exc:
             not_ready = as_not_ready(exc, "storing a received object")
             if not_ready is not None:
-                return self._storage_failed(not_ready, sop_instance)
-            self.log.exception("C-STORE failed", extra={"sop_instance_uid": sop_instance})
-            return self._answer(CANNOT_UNDERSTAND, "errors", sop_instance, "internal error")
+                failed = self._storage_failed(not_ready, sop_instance)
+            else:
+                self.log.exception("C-STORE failed", extra={"sop_instance_uid": sop_instance})
+                failed = self._answer(CANNOT_UNDERSTAND, "errors", sop_instance, "internal error")
+            return _status(failed.status, failed.comment)
         finally:
             for path in staged:
                 with contextlib.suppress(OSError):
@@ -149,7 +171,6 @@ class StoreReceiver:
         sop_class = str(request.AffectedSOPClassUID or "")
         sop_instance = str(request.AffectedSOPInstanceUID or "")
         calling = str(store.assoc.requestor.ae_title or "").strip()
-        source = f"dicom:{calling}"
         cut = self._files.write_error(Path(store.dataset_path))
         if cut is not None:
             raise cut  # the data set did not fit on our disk: never the object's fault
@@ -158,13 +179,28 @@ class StoreReceiver:
         digest = write_part10(
             Path(store.dataset_path),
             part10,
-            _meta(
-                sop_class,
-                sop_instance,
-                str(store.context.transfer_syntax),
-                calling,
-            ),
+            _meta(sop_class, sop_instance, str(store.context.transfer_syntax), calling),
         )
+        arrival = Arrival(
+            calling_ae=calling,
+            sha256=digest,
+            arrived_at=store.timestamp.timestamp(),
+            peer_address=str(store.assoc.requestor.address or "") or None,
+        )
+        admission = self.admit(part10, sop_instance, arrival, staged)
+        return _status(admission.status, admission.comment)
+
+    def admit(
+        self, part10: Path, sop_instance: str, arrival: Arrival, staged: list[Path]
+    ) -> Admission:
+        """Check, coerce and queue a received object written as ``part10`` in staging.
+
+        The custody path of every C-STORE after its Part 10 file is written, and of a received
+        object put back from quarantine (gateway.ingest.requeue): a file that fails the check
+        goes to quarantine with the reason, and Success means it is durably queued. Files this
+        makes in staging are appended to ``staged`` for the caller to remove.
+        """
+        source = f"dicom:{arrival.calling_ae}"
         try:
             facts = check_part10(part10)
         except ConversionError as exc:
@@ -180,7 +216,7 @@ class StoreReceiver:
             sop_instance_uid=facts.sop_instance_uid,
             transfer_syntax_uid=facts.transfer_syntax_uid,
             study_instance_uid=facts.study_instance_uid,
-            source_sha256=digest,
+            source_sha256=arrival.sha256,
             kind=KIND,
         )
         if self._prepare is not None:
@@ -189,15 +225,15 @@ class StoreReceiver:
             changed = self._prepare(part10, prepared)
             if changed is not None:
                 # Same received bytes, same source hash: a resend is a duplicate either way.
-                obj = replace(changed, source_sha256=digest, kind=KIND)
+                obj = replace(changed, source_sha256=arrival.sha256, kind=KIND)
         origin = ObjectSource(
             channel=SourceChannel.DICOM,
             source=source,
-            sha256=digest,
-            arrived_at=store.timestamp.timestamp(),
+            sha256=arrival.sha256,
+            arrived_at=arrival.arrived_at,
             size=part10.stat().st_size,
-            calling_ae=calling,
-            peer_address=str(store.assoc.requestor.address or "") or None,
+            calling_ae=arrival.calling_ae,
+            peer_address=arrival.peer_address,
         )
         result = self._spool.enqueue(obj, source, origin)
         with self._lock:
@@ -209,13 +245,13 @@ class StoreReceiver:
             event_name,
             object_id=result.object_id,
             sop_instance_uid=obj.sop_instance_uid,
-            calling_ae=calling,
+            calling_ae=arrival.calling_ae,
             held=loggable_reason(obj.held_reason),  # the summary: the queue's may name IDs
         )
-        report_merged(self.log, result, calling_ae=calling)
-        return _status(SUCCESS)
+        report_merged(self.log, result, calling_ae=arrival.calling_ae)
+        return Admission(SUCCESS, None, result.object_id, result.duplicate)
 
-    def _reject(self, part10: Path, source: str, sop_instance: str, reason: str) -> Dataset:
+    def _reject(self, part10: Path, source: str, sop_instance: str, reason: str) -> Admission:
         mismatch = reason in _MISMATCH_REASONS
         try:
             self._quarantine.put(part10, source, f"received by C-STORE: {reason}")
@@ -228,12 +264,12 @@ class StoreReceiver:
             return self._answer(DATASET_MISMATCH, "mismatch", sop_instance, reason)
         return self._answer(CANNOT_UNDERSTAND, "quarantined", sop_instance, reason)
 
-    def _storage_failed(self, exc: StorageNotReadyError, sop_instance: str) -> Dataset:
+    def _storage_failed(self, exc: StorageNotReadyError, sop_instance: str) -> Admission:
         """Our storage failed: Out of Resources, the modality keeps the object and retries."""
         self._spool.report_storage_fault(exc)
         return self._answer(OUT_OF_RESOURCES, "full", sop_instance, f"state storage {exc.fault}")
 
-    def _answer(self, status: int, counter: str, sop_instance: str, reason: str) -> Dataset:
+    def _answer(self, status: int, counter: str, sop_instance: str, reason: str) -> Admission:
         with self._lock:
             self._counts[counter] += 1
         event(
@@ -244,7 +280,7 @@ class StoreReceiver:
             reason=reason,
             sop_instance_uid=sop_instance,
         )
-        return _status(status, reason)
+        return Admission(status, reason[:_ERROR_COMMENT_MAX])
 
 
 def _room_comment(room: Room) -> str:
@@ -283,6 +319,16 @@ def dataset_offset(received: Path) -> int:
     if (group, element, vr, vl) != (0x0002, 0x0000, b"UL", 4) or value > _MAX_META_LENGTH:
         raise ReceivedFileError("received file has no File Meta group length")
     return 144 + int(value)
+
+
+def dataset_digest(part10: Path) -> str:
+    """SHA-256 of the data set bytes of a Part 10 file (what ``write_part10`` returns for it)."""
+    digest = hashlib.sha256()
+    with part10.open("rb") as src:
+        src.seek(dataset_offset(part10))
+        while chunk := src.read(_COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_part10(received: Path, target: Path, meta: FileMetaDataset) -> str:
