@@ -23,10 +23,11 @@ from pathlib import Path
 
 from gateway.audit import AUDIT_FILE, AuditLog, cli_actor
 from gateway.clock import SystemClock
-from gateway.config import GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, queue_limit
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.requeue import QuarantineDesk, QuarantineEntry, RequeueError
 from gateway.paging import Page, add_page_arguments, print_cli_note
+from gateway.spool.store import Spool
 from gateway.storagefault import StorageNotReadyError
 
 QUARANTINE_DIR = "quarantine"
@@ -86,14 +87,14 @@ def run(args: argparse.Namespace) -> int:
 @contextmanager
 def open_desk(config: GatewayConfig) -> Iterator[QuarantineDesk]:
     """The daemon's quarantine and queue, opened beside it (``held``'s way)."""
-    from gateway.cli_held import _open_spool, open_worklist_cache
+    from gateway.cli_held import open_worklist_cache
     from gateway.ingest.coercion import WorklistCoercion
     from gateway.ingest.receiver import StoreReceiver
     from gateway.worklist.binding import Binder
 
     state = config.gateway.state_dir
     clock = SystemClock()
-    spool = _open_spool(config)
+    spool = _open_ingest_spool(config, clock)
     quarantine = Quarantine(state / QUARANTINE_DIR, clock)
     try:
         with open_worklist_cache(config) as cache:
@@ -103,17 +104,34 @@ def open_desk(config: GatewayConfig) -> Iterator[QuarantineDesk]:
                 prepare = None
                 if listener.coerce_from_worklist and config.worklist is not None:
                     prepare = WorklistCoercion(Binder(cache, None, require_match=False))
-                receiver = StoreReceiver(
-                    spool,
-                    quarantine,
-                    prepare=prepare,
-                    logger=logging.getLogger("gateway.receiver"),
-                )
+                # The receiver's log events are the daemon's; here the outcome line says it.
+                quiet = logging.getLogger("gateway.cli.quarantine")
+                quiet.addHandler(logging.NullHandler())
+                receiver = StoreReceiver(spool, quarantine, prepare=prepare, logger=quiet)
                 admit = receiver.admit
             audit = AuditLog(state / AUDIT_FILE, clock)
             yield QuarantineDesk.for_config(config, quarantine, spool, admit, audit, clock)
     finally:
         spool.close()
+
+
+def _open_ingest_spool(config: GatewayConfig, clock: SystemClock) -> Spool:
+    """The queue with the daemon's ingest limits (a requeued object meets the same room
+    checks as an arrival), opened without recovery: the daemon may be half-way through an
+    enqueue or a send."""
+    g = config.gateway
+    if not (g.state_dir / "spool").exists():
+        raise ConfigError([f"no queue in {g.state_dir} (has the gateway run yet?)"])
+    spool = Spool(
+        g.state_dir,
+        [d.name for d in config.destination],
+        queue_limit(g),
+        clock,
+        min_free_bytes=g.min_free_bytes,
+        reserve_bytes=g.reserve_bytes,
+    )
+    spool.open(recover=False)
+    return spool
 
 
 def entry_json(entry: QuarantineEntry) -> dict[str, object]:

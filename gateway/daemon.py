@@ -38,7 +38,7 @@ from pynetdicom import evt
 from gateway import __version__ as gateway_version
 from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import Clock
-from gateway.config import GatewayConfig, default_max_queue_bytes
+from gateway.config import GatewayConfig, queue_limit
 from gateway.convert.converter import Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.serialconv import SerialConverter
@@ -121,7 +121,7 @@ class Gateway:
         cfg = self.config
         state = cfg.gateway.state_dir
         self.supervisor = Supervisor(self.clock)
-        max_bytes = cfg.gateway.max_queue_bytes or default_max_queue_bytes(state)
+        max_bytes = queue_limit(cfg.gateway)
         self.spool = Spool(
             state,
             [d.name for d in cfg.destination],
