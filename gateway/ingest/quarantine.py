@@ -297,6 +297,10 @@ def _copy_exclusive(source: Path, target: Path) -> tuple[int, str]:
                 digest.update(chunk)
                 size += len(chunk)
                 _write_all(dst, chunk)
+            # Its modification time too, as a hard link keeps it: a requeue puts the file back
+            # as it was dropped (conversion dates it and groups its study by it).
+            st = os.fstat(src)
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(src)
     return size, digest.hexdigest()

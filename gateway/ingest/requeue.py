@@ -25,6 +25,7 @@ being queued for an orphan, and two operators cannot requeue the same file twice
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,12 +282,18 @@ def _inside(root: Path, original: Path) -> Path:
 
 def _copy_into(src: Path, dst: Path) -> None:
     """Copy ``src`` to the new name ``dst`` durably, never replacing a file (hidden until done:
-    the watcher ignores dot names, so it never sees a half-written file)."""
+    the watcher ignores dot names, so it never sees a half-written file).
+
+    The file keeps its modification time: conversion dates the object and groups it into a
+    study by it, so the file put back is the file as it was dropped.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = durable.temp_sibling(dst)
     try:
         durable.synced_copy(src, tmp)
-        durable.durable_move(tmp, dst)
+        st = src.stat()
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        durable.durable_move(tmp, dst)  # fsyncs the file (its times too) before the name
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ def test_a_drop_folder_file_goes_back_under_its_own_name(rig: Desk) -> None:
     dropped = rig.drop / "sub" / "P1_Doe_a.png"
     dropped.parent.mkdir()
     gray_image().save(dropped)
+    os.utime(dropped, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
     digest = _sha(dropped)
     kept = rig.quarantine.put(dropped, "export", "no patient ID")
     [entry] = rig.desk.entries()
@@ -86,6 +88,7 @@ def test_a_drop_folder_file_goes_back_under_its_own_name(rig: Desk) -> None:
 
     assert result.outcome == "returned" and result.ok
     assert _sha(dropped) == digest  # the same bytes, the same place in the drop folder
+    assert dropped.stat().st_mtime_ns == 1_700_000_000_000_000_000  # dates and study grouping
     assert not kept.exists()
     assert rig.quarantine.list() == []
     assert [p.name for p in dropped.parent.iterdir()] == [dropped.name]  # no temp file left
