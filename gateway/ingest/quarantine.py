@@ -62,8 +62,13 @@ class QuarantinedFile:
     @property
     def ident(self) -> str:
         """The id operators name it by (``<UTC time>-<counter>``; a stray file: its name)."""
-        match = _IDENT_RE.match(self.path.name)
-        return match.group(1) if match else self.path.name
+        return ident_of(self.path.name)
+
+
+def ident_of(name: str) -> str:
+    """The id in a quarantined file's name ``<id>-<original name>`` (else the name itself)."""
+    match = _IDENT_RE.match(name)
+    return match.group(1) if match else name
 
 
 class Quarantine:

@@ -30,11 +30,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+
 from gateway.audit import AuditLog
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.ingest.intake import MALFORMED_SIDECAR, SIDECAR_OF_QUARANTINED
-from gateway.ingest.quarantine import INTERRUPTED, Quarantine, QuarantinedFile
+from gateway.ingest.quarantine import INTERRUPTED, Quarantine, QuarantinedFile, ident_of
 from gateway.ingest.receiver import SUCCESS, Admission, Arrival, dataset_digest
 from gateway.spool import durable
 from gateway.spool.entries import SourceChannel
@@ -186,7 +189,7 @@ class QuarantineDesk:
             return "a device message is not put back: the device sends it again"
         if item.reason.startswith(SIDECAR_OF_QUARANTINED):
             file_name = item.reason.removeprefix(SIDECAR_OF_QUARANTINED)
-            return f"a sidecar goes back with its file: requeue {_ident_of(file_name)}"
+            return f"a sidecar goes back with its file: requeue {ident_of(file_name)}"
         if item.reason.startswith(MALFORMED_SIDECAR):
             return "its file was queued (and held): correct the object with 'held bind'"
         if channel is SourceChannel.DICOM and self._admit is None:
@@ -237,7 +240,7 @@ class QuarantineDesk:
                 sha256=dataset_digest(copy),
                 arrived_at=self._clock.now(),
             )
-            admission = self._admit(copy, "", arrival, staged)
+            admission = self._admit(copy, _sop_instance(copy), arrival, staged)
             # admit moved the copy away when it queued it or quarantined it again.
             taken = not copy.exists()
         finally:
@@ -258,15 +261,16 @@ class QuarantineDesk:
             self._quarantine.remove(item)
             what = f"refused again ({admission.comment}); quarantined again with that reason"
             return RequeueResult(entry.ident, entry.channel, "quarantined", what)
-        what = f"not queued now ({admission.comment or 'out of resources'}); it stays here"
+        what = f"not queued now ({admission.comment or 'out of resources'}); it stays in quarantine"
         return RequeueResult(entry.ident, entry.channel, "kept", what)
 
 
-def _ident_of(quarantined_name: str) -> str:
-    """The id part of a quarantined file's name (``<id>-<original name>``)."""
-    stamp, _, rest = quarantined_name.partition("-")
-    counter = rest.partition("-")[0]
-    return f"{stamp}-{counter}" if counter.isdigit() else quarantined_name
+def _sop_instance(part10: Path) -> str:
+    """The SOP Instance UID its File Meta names (for the log), or "" when it cannot be read."""
+    try:
+        return str(read_file_meta_info(part10).get("MediaStorageSOPInstanceUID", ""))
+    except (OSError, InvalidDicomError, ValueError):
+        return ""
 
 
 def _inside(root: Path, original: Path) -> Path:
