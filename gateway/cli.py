@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_held import register as register_held
     from gateway.cli_procedure import register as register_procedure
     from gateway.cli_profile import register as register_profile
+    from gateway.cli_quarantine import register as register_quarantine
     from gateway.cli_release import register as register_release
     from gateway.cli_simulate import register as register_simulate
     from gateway.cli_update import register as register_update
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_worklist(sub)
     register_procedure(sub, default_config=str(DEFAULT_CONFIG))
     register_held(sub)
+    register_quarantine(sub)
     register_profile(sub)
     register_release(sub)
     register_simulate(sub)
