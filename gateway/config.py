@@ -255,6 +255,21 @@ class TlsSettings(_Strict):
     min_version: Literal["1.2", "1.3"] = Field("1.2", description="Lowest TLS version accepted.")
 
 
+class ListenerTlsSettings(TlsSettings):
+    """[dicom_listener.tls]: our listener's TLS; every caller must present a certificate.
+
+    ``verify_hostname`` means nothing on this side (a modality's address says nothing about its
+    certificate; DICOM's BCP 195 profile checks the server's name, not the client's): it is
+    accepted so that files written before still load, and ignored (gateway.forward.tlsctx).
+    """
+
+    verify_hostname: bool = Field(
+        True,
+        description="Ignored on the listener (accepted so that older files still load): a "
+        "caller's certificate is verified against ca, never against the caller's address.",
+    )
+
+
 class RetrySettings(_Strict):
     """[destination.retry]: exponential backoff with jitter between delivery attempts."""
 
@@ -303,7 +318,7 @@ class DicomListenerSection(_Strict):
         default_factory=list,
         description="Calling AE titles that may associate; empty: any.",
     )
-    tls: TlsSettings | None = Field(
+    tls: ListenerTlsSettings | None = Field(
         None,
         description="Absent: plain TCP. Same shape as [destination.tls]: ca verifies callers' "
         "certificates (a caller without one is refused); verify_hostname is not used here.",

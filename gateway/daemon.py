@@ -449,14 +449,17 @@ class Gateway:
 
 
 def destination_conditions(statuses: list[LaneStatus], now: float) -> list[str]:
-    """STATUS= parts for destinations not delivering: ``pacs paused: <reason>``, and so on."""
+    """STATUS= parts for destinations not delivering: ``pacs paused: <reason>``, and so on.
+
+    Paused and rejected carry their reason: a person must act on it (the advice is in it).
+    """
     parts = []
     for status in statuses:
         if status.condition is Condition.OK:
             continue
         since = "" if status.since is None else f" for {duration(now - status.since)}"
         text = f"{status.destination} {status.condition.replace('_', ' ')}{since}"
-        if status.condition is Condition.PAUSED:
+        if status.condition in (Condition.PAUSED, Condition.REJECTED):
             text += f": {status.reason}"
         parts.append(text)
     return parts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 
 import sdnotify
 
@@ -27,8 +28,12 @@ class SystemdNotifier:
         )
 
     def _send(self, message: str) -> None:
+        # UTF-8, as sd_notify(3) reads it: sdnotify's notify() encodes Latin-1 and drops the
+        # whole message, silently, on the first other character (a "—" in a reason, an
+        # accented AE title), so the status line went stale instead.
         if self._notifier is not None:
-            self._notifier.notify(message)
+            with suppress(OSError):  # systemd gone (stopping): nothing to tell
+                self._notifier.socket.sendall(message.encode("utf-8"))
 
     def ready(self, status: str) -> None:
         """The queue is open and ingest and forwarders run."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, ListenerTlsSettings, load_config
 
 EXAMPLE = """\
 [gateway]
@@ -213,3 +213,22 @@ def test_missing_listener_tls_file_is_named(tmp_path: Path) -> None:
     assert found == [
         f"dicom_listener.tls.ca (gateway.toml line {line}): file not found: {tmp_path}/no/ca.pem"
     ]
+
+
+def test_the_listener_tls_verify_hostname_still_loads_and_is_documented_as_ignored(
+    tmp_path: Path,
+) -> None:
+    # Issue 11 item 16: the reference listed verify_hostname for the listener as "Check the
+    # peer's certificate names the host", which the listener never did (tlsctx.server_context).
+    text = EXAMPLE + WORKLIST_PART.replace(
+        'key = "tls/gateway.key"\n', 'key = "tls/gateway.key"\nverify_hostname = false\n', 1
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.dicom_listener is not None and config.dicom_listener.tls is not None
+    assert isinstance(config.dicom_listener.tls, ListenerTlsSettings)
+    reference = (Path(__file__).parent.parent / "docs" / "configuration-reference.md").read_text()
+    listener_tls = reference.split("## `[dicom_listener.tls]`", 1)[1].split("\n## ", 1)[0]
+    (row,) = [line for line in listener_tls.splitlines() if line.startswith("| `verify_hostname`")]
+    assert "Ignored on the listener" in row
+    destination_tls = reference.split("## `[destination.tls]`", 1)[1].split("\n## ", 1)[0]
+    assert "Check the peer's certificate names the host." in destination_tls

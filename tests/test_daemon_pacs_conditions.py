@@ -106,3 +106,33 @@ def test_out_of_resources_backs_off_the_destination_and_delivers_when_the_pacs_h
         assert gw.terminate() == 0
     finally:
         pacs.stop()
+
+
+def test_a_pacs_that_does_not_know_our_ae_title_says_so_and_loses_nothing(
+    tmp_path: Path, gateways: list[GatewayProcess]
+) -> None:
+    # Issue 11 item 15: an A-ASSOCIATE-RJ "calling AE title not recognised" was retried for ever
+    # as "unreachable"; it is a configuration a person must fix, and STATUS= says which.
+    pacs = StatusSCP([SecondaryCaptureImageStorage], require_calling_aet=["MODALITY_1"]).start()
+    try:
+        config = write_config(tmp_path, pacs.port)
+        gw = GatewayProcess(config).start()
+        gateways.append(gw)
+        drop_backlog(tmp_path / "drop", "R1")
+
+        status = gw.wait_for_message("STATUS=", 40, contains="pacs rejected")
+        assert (
+            "PACS rejected our AE title: calling AE title not recognised — "
+            "ask the PACS administrator to add AE title EDGE_GW at 127.0.0.1"
+        ) in status, status
+        assert "destination_rejected" in gw.log()
+        assert queue_rows(config, "failed") == []
+        assert pacs.stored == []
+
+        pacs.allow_calling(["MODALITY_1", "EDGE_GW"])  # the PACS administrator adds us
+        assert wait_until(lambda: len(set(pacs.stored)) == BACKLOG, 60), gw.log()[-3000:]
+        assert queue_rows(config, "failed") == []
+        assert "destination_recovered" in gw.log()
+        assert gw.terminate() == 0
+    finally:
+        pacs.stop()

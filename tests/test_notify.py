@@ -36,6 +36,26 @@ def test_messages_reach_the_notify_socket(tmp_path: Path, monkeypatch: pytest.Mo
     ]
 
 
+def test_a_status_with_characters_outside_latin_1_is_sent_in_utf_8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sdnotify encodes Latin-1 and silently dropped such a STATUS= (found with issue 11's
+    # "PACS rejected our AE title: ... — ask the PACS administrator ..." reason).
+    path = tmp_path / "notify.sock"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(2)
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path)})
+        notifier.status("pacs rejected: AE title not recognised — ask the PACS administrator")
+        got = server.recv(4096).decode("utf-8")
+        notifier.close()
+    finally:
+        server.close()
+    assert got == "STATUS=pacs rejected: AE title not recognised — ask the PACS administrator"
+
+
 def test_watchdog_for_another_pid_is_ignored() -> None:
     notifier = SystemdNotifier(
         {

@@ -28,7 +28,14 @@ class Backoff:
             base = s.initial_seconds * s.multiplier**steps
         except OverflowError:
             base = s.max_seconds
-        base = min(base, s.max_seconds)
+        return self._spread(min(base, s.max_seconds))
+
+    def ceiling(self) -> float:
+        """Seconds to wait when retrying sooner cannot help (a permanent rejection): the cap."""
+        return self._spread(self._settings.max_seconds)
+
+    def _spread(self, base: float) -> float:
+        s = self._settings
         # Spread evenly over ±jitter so that many objects (or gateways) do not retry in step.
         spread = base * s.jitter * (2.0 * self._uniform() - 1.0)
         return min(max(base + spread, 0.0), s.max_seconds)

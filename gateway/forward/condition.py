@@ -11,7 +11,12 @@ outcome (failure class; evidence)                  condition         what the la
 delivered; an object-level failure (dimse_failure  OK                records the object's outcome;
 other than 0xA7xx, unreadable, internal)                            an outage ends (recovered)
 connection_refused, timeout, tls,                  UNREACHABLE       backs off the whole lane
-association_rejected, association_aborted
+association_rejected (transient),
+association_aborted
+association_rejected_permanent (A-ASSOCIATE-RJ     REJECTED          waits at the backoff ceiling
+rejected-permanent: an AE title not recognised)                      before each attempt; the reason
+                                                                     says who must change what
+                                                                     (forward/rejection)
 out_of_resources (C-STORE status 0xA7xx)           OUT_OF_RESOURCES  backs off the whole lane: the
                                                                      PACS is full for every object
 no_presentation_context; the association accepted  PAUSED            pauses the destination with the
@@ -52,6 +57,7 @@ class Condition(StrEnum):
     UNREACHABLE = "unreachable"  # no connection or association: backing off
     OUT_OF_RESOURCES = "out_of_resources"  # the PACS answers 0xA7xx: backing off
     PAUSED = "paused"  # refuses what it must take (misconfigured): probed, not fed
+    REJECTED = "rejected"  # rejects the association for good (AE title): a person must act
 
 
 UNREACHABLE_CLASSES = frozenset(
@@ -78,6 +84,8 @@ def condition_after(
         return Condition.UNREACHABLE
     if failure is FailureClass.OUT_OF_RESOURCES:
         return Condition.OUT_OF_RESOURCES
+    if failure is FailureClass.ASSOCIATION_REJECTED_PERMANENT:
+        return Condition.REJECTED
     if failure is not FailureClass.NO_PRESENTATION_CONTEXT:
         return Condition.OK
     accepted = outcome.accepted_sop_classes
@@ -114,6 +122,7 @@ def describe(status: LaneStatus, now: float) -> str:
         Condition.UNREACHABLE: "still unreachable",
         Condition.OUT_OF_RESOURCES: "still out of resources",
         Condition.PAUSED: "paused",
+        Condition.REJECTED: "rejected by the PACS",
     }[status.condition]
     if status.condition is Condition.OK:
         return f"{status.destination}: {words}"

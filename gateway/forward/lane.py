@@ -6,6 +6,10 @@ refusing what it must take) holds the whole lane: it waits before the next attem
 object, so a down or full PACS is not hammered with every queued object, and no object goes to
 ``failed`` for it. A paused destination is probed at each backoff step with its next object
 (the negotiation is the test); the first attempt the PACS answers as a working PACS ends it.
+A PACS that rejects the association for good (A-ASSOCIATE-RJ permanent: our AE title or the
+one we call not recognised) is REJECTED: a person must change a configuration, the reason says
+who and what (forward.rejection); the lane keeps every object and tries at the backoff ceiling,
+so the fix is picked up without an operator and the PACS is not hammered meanwhile.
 An object's own failure (a DIMSE failure status, a SOP class the PACS does not take while it
 takes the others, an unreadable file) concerns only that object; the lane moves on.
 
@@ -46,11 +50,13 @@ _FIRST_EVENT = {
     Condition.UNREACHABLE: "destination_unreachable",
     Condition.OUT_OF_RESOURCES: "destination_out_of_resources",
     Condition.PAUSED: "destination_paused",
+    Condition.REJECTED: "destination_rejected",
 }
 _REPEAT_EVENT = {
     Condition.UNREACHABLE: "destination_still_unreachable",
     Condition.OUT_OF_RESOURCES: "destination_still_out_of_resources",
     Condition.PAUSED: "destination_still_paused",
+    Condition.REJECTED: "destination_still_rejected",
 }
 STORAGE_WAIT_CAP = 5.0  # seconds: the longest wait between tries while the state storage fails
 
@@ -305,7 +311,11 @@ class DeliveryLane:
     def _lane_failed(self, entry: SpoolEntry, outcome: SendOutcome, condition: Condition) -> None:
         now = self._clock.now()
         self._lane_failures += 1
-        delay = self._backoff.delay(self._lane_failures)
+        # A permanent rejection will not clear by itself: no quick retries, only the ceiling.
+        if condition is Condition.REJECTED:
+            delay = self._backoff.ceiling()
+        else:
+            delay = self._backoff.delay(self._lane_failures)
         self._blocked_until = now + delay
         failure_class = str(outcome.failure_class)
         self._queue.mark_retry(

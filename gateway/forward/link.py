@@ -15,6 +15,11 @@ tests/forward, except the maximum PDU of 0, found by reading ``dimse_messages.py
   sender back while the queue is full. A peer maximum PDU of 0 ("unlimited") would make it read
   the whole file in one go, so the PDU size we send is capped.
 * A failed connect is only logged; ``diagnose.probe_connection`` names the cause.
+* A PACS that rejects at once and closes (DCMTK's dcmqrscp on a LAN): the DUL thread may take
+  the A-ASSOCIATE-RJ and close the transport before the requesting thread checks that the
+  connection is up; it then aborts as "failed to connect" and never reads the rejection
+  (``acse._negotiate_as_requestor``; about one request in five against dcmqrscp on loopback).
+  An EVT_PDU_RECV handler keeps the A-ASSOCIATE-RJ's fields, so the reason is not lost.
 * Closing a socket that never connected: pynetdicom's ``_shutdown_socket`` calls ``shutdown()``
   and ``close()`` in one try block, so the ENOTCONN of the first skips the second and every
   failed attempt leaves the descriptor to the garbage collector. Our socket class closes it.
@@ -28,6 +33,7 @@ tests/forward, except the maximum PDU of 0, found by reading ``dimse_messages.py
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import time
@@ -41,15 +47,24 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import P_DATA, MaximumLengthNotification
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from gateway import product
 from gateway.config import Destination
+from gateway.contextlog import log_negotiation, negotiation_handlers
 from gateway.forward.contexts import Pair
 from gateway.forward.diagnose import probe_connection
 from gateway.forward.outcome import FailureClass, OutcomeKind, SendOutcome
-from gateway.forward.rejection import describe_rejection
+from gateway.forward.rejection import (
+    Parties,
+    describe_rejection,
+    is_permanent,
+    rejection_advice,
+)
+
+_log = logging.getLogger(__name__)
 
 PEER_PDU_CAP = 1024 * 1024  # largest P-DATA we send, whatever the PACS allows
 SEND_WINDOW_BYTES = 2 * 1024 * 1024  # encoded PDUs allowed to wait for the socket
@@ -353,6 +368,7 @@ class Connector:
         ssl_context: ssl.SSLContext | None,
     ) -> None:
         self._destination = destination
+        self._calling_ae_title = calling_ae_title
         self._ssl_context = ssl_context
         # pynetdicom's documented switch for streaming send_c_store(path) from the file. It is
         # process-wide, and only changes send_c_store called with a path: only we do that.
@@ -368,11 +384,21 @@ class Connector:
     def open(self, pairs: Sequence[Pair]) -> Link | SendOutcome:
         """Associate proposing ``pairs``; the Link, or a RETRY/REFUSED outcome saying why not."""
         dest = self._destination
-        opened: list[bool] = []
+        opened: list[str | None] = []  # our address as the PACS sees it, once connected
+        rejected: list[tuple[int | None, int | None, int | None]] = []  # (result, source, reason)
 
         def on_open(event: Any) -> None:
-            tune_socket(event.assoc.dul.socket.socket, dest.network_timeout)
-            opened.append(True)
+            sock = event.assoc.dul.socket.socket
+            tune_socket(sock, dest.network_timeout)
+            try:
+                opened.append(str(sock.getsockname()[0]))
+            except OSError:
+                opened.append(None)
+
+        def on_pdu(event: Any) -> None:
+            pdu = event.pdu
+            if isinstance(pdu, A_ASSOCIATE_RJ):
+                rejected.append((pdu.result, pdu.source, pdu.reason_diagnostic))
 
         contexts = [build_context(sop, [ts]) for sop, ts in pairs]
         tls_args = (self._ssl_context, dest.host) if self._ssl_context else None
@@ -385,7 +411,11 @@ class Connector:
                 ae_title=dest.ae_title,
                 max_pdu=dest.max_pdu,
                 tls_args=tls_args,
-                evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
+                evt_handlers=[
+                    (evt.EVT_CONN_OPEN, on_open),
+                    (evt.EVT_PDU_RECV, on_pdu),
+                    *negotiation_handlers(_log, "forwarder"),
+                ],
             )
         except socket.gaierror as exc:
             return _retry(
@@ -396,18 +426,45 @@ class Connector:
                 FailureClass.CONNECTION_REFUSED, f"cannot connect to {dest.host}: {exc.strerror}"
             )
         if assoc.is_established:
+            assoc.unbind(evt.EVT_PDU_RECV, on_pdu)  # only the negotiation's answer matters
             return Link(assoc, pairs, dest)
-        return self._why_not(assoc, bool(opened), time.monotonic() - started, pairs)
+        local = opened[0] if opened else None
+        if rejected and not assoc.is_rejected:
+            # The race in the module docstring: pynetdicom did not see its own rejection.
+            log_negotiation(_log, assoc, "forwarder", accepted=False)
+            return self._rejected(*rejected[0], local)
+        return self._why_not(assoc, bool(opened), local, time.monotonic() - started, pairs)
+
+    def _rejected(
+        self, result: int | None, source: int | None, reason: int | None, local: str | None
+    ) -> SendOutcome:
+        """The outcome of an A-ASSOCIATE-RJ: transient, or permanent with the advice."""
+        dest = self._destination
+        where = f"{dest.ae_title}@{dest.host}:{dest.port}"
+        words = f"association {describe_rejection(result, source, reason)} ({where})"
+        if not is_permanent(result):
+            return _retry(FailureClass.ASSOCIATION_REJECTED, words)
+        parties = Parties(self._calling_ae_title, dest.ae_title, local, where)
+        return _retry(
+            FailureClass.ASSOCIATION_REJECTED_PERMANENT,
+            f"{rejection_advice(source, reason, parties)}; {words}",
+        )
 
     def _why_not(
-        self, assoc: Any, opened: bool, waited: float, pairs: Sequence[Pair]
+        self,
+        assoc: Any,
+        opened: bool,
+        local_address: str | None,
+        waited: float,
+        pairs: Sequence[Pair],
     ) -> SendOutcome:
         dest = self._destination
         where = f"{dest.ae_title}@{dest.host}:{dest.port}"
         response = assoc.acceptor.primitive
         if assoc.is_rejected and response is not None:
-            words = describe_rejection(response.result, response.result_source, response.diagnostic)
-            return _retry(FailureClass.ASSOCIATION_REJECTED, f"association {words} ({where})")
+            return self._rejected(
+                response.result, response.result_source, response.diagnostic, local_address
+            )
         if response is not None and response.result == 0:
             classes = sorted({UID(sop).name for sop, _ in pairs})
             return SendOutcome(

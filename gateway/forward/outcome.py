@@ -12,7 +12,9 @@ class FailureClass(StrEnum):
     CONNECTION_REFUSED = "connection_refused"  # nothing listening, host unreachable, DNS
     TIMEOUT = "timeout"  # connect, ACSE, DIMSE or network timeout
     TLS = "tls"  # handshake failed: certificate, protocol, cipher
-    ASSOCIATION_REJECTED = "association_rejected"  # A-ASSOCIATE-RJ
+    ASSOCIATION_REJECTED = "association_rejected"  # A-ASSOCIATE-RJ, transient (busy, congested)
+    # A-ASSOCIATE-RJ rejected-permanent (an AE title not recognised...): a person must act
+    ASSOCIATION_REJECTED_PERMANENT = "association_rejected_permanent"
     ASSOCIATION_ABORTED = "association_aborted"  # A-ABORT / connection lost mid-association
     NO_PRESENTATION_CONTEXT = "no_presentation_context"  # SOP class / transfer syntax refused
     DIMSE_FAILURE = "dimse_failure"  # C-STORE response with a failure status

@@ -18,6 +18,7 @@ from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.transport import AddressInformation
 
+from gateway.contextlog import negotiation_handlers
 from gateway.listener import handshake, tuning
 from gateway.listener.guard import GuardedSocket, PduLimits, PeerRefusedError
 from gateway.listener.services import ListenerService
@@ -122,6 +123,8 @@ class Connection:
         for service in plan.services:
             for evt_type, handler in service.handlers:
                 assoc.bind(evt_type, handler)
+        for evt_type, handler in negotiation_handlers(self.log, "listener"):
+            assoc.bind(evt_type, handler)
         with self._lock:
             if self._stopping:
                 return

@@ -123,8 +123,9 @@ class GatewayCollector(Collector):
     def _conditions(self) -> Iterator[Metric]:
         condition = GaugeMetricFamily(
             f"{PREFIX}_destination_condition",
-            "1 for the destination's condition now (ok, unreachable, out_of_resources, paused), "
-            "0 for the others; paused means the PACS refuses what it must take (see the panel).",
+            "1 for the destination's condition now (ok, unreachable, out_of_resources, paused, "
+            "rejected), 0 for the others; paused means the PACS refuses what it must take, "
+            "rejected that it rejects our association for good (see the panel).",
             labels=["destination", "condition"],
         )
         attempts = GaugeMetricFamily(

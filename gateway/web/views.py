@@ -124,7 +124,7 @@ class DestinationView:
     last_success: str
     last_error: str | None
     last_error_at: str
-    # ok, unreachable, out_of_resources, paused; "" when no lane runs for it (removed)
+    # ok, unreachable, out_of_resources, paused, rejected; "" when no lane runs for it (removed)
     condition: str = ""
     condition_text: str = ""  # e.g. "paused for 5 min: the PACS accepted none of ..."
     next_attempt: str = ""  # while not ok: when the lane tries (or probes) again
@@ -135,6 +135,7 @@ CONDITION_WORDS = {
     Condition.UNREACHABLE: "unreachable",
     Condition.OUT_OF_RESOURCES: "out of resources (the PACS refuses for now)",
     Condition.PAUSED: "paused (the PACS refuses what it must take)",
+    Condition.REJECTED: "rejected by the PACS (a configuration must change)",
 }
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
-from tests.peers import free_port
+from tests.peers import free_port, require_tool, wait_for_port
 
 
 class StatusSCP:
@@ -24,6 +26,7 @@ class StatusSCP:
         syntaxes: Sequence[str] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian),
         ae_title: str = "PACS",
         require_called_aet: bool = False,
+        require_calling_aet: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.status = status
@@ -34,10 +37,16 @@ class StatusSCP:
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         ae.require_called_aet = require_called_aet
+        # Read at each association: a test "fixes" the PACS by assigning the list again.
+        ae.require_calling_aet = list(require_calling_aet)
         for sop in sop_classes:
             ae.add_supported_context(sop, list(syntaxes))
         self._ae = ae
         self._server: Any = None
+
+    def allow_calling(self, ae_titles: Sequence[str]) -> None:
+        """The PACS administrator adds AE titles (an empty list: any caller is accepted)."""
+        self._ae.require_calling_aet = list(ae_titles)
 
     def _on_requested(self, event: Any) -> None:
         pairs = [
@@ -78,6 +87,65 @@ class StatusSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+DCMQRSCP_CONFIG = """\
+NetworkTCPPort  = {port}
+MaxPDUSize      = 16384
+MaxAssociations = 4
+HostTable BEGIN
+known = ({calling}, localhost, 0)
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+{called} {storage} RW (100, 64mb) known
+AETable END
+"""
+
+
+class RestrictedArchive:
+    """DCMTK's dcmqrscp as a PACS that knows one peer: ``calling`` from localhost, nobody else.
+
+    Like many PACS it answers an unknown caller with "called AE title not recognised" (DCMTK's
+    BadAEService), not with "calling AE title not recognised".
+    """
+
+    def __init__(self, root: Path, *, called: str = "PACS", calling: str = "OTHER_GW") -> None:
+        self.binary = require_tool("dcmqrscp")
+        self.port = free_port()
+        storage = root / "archive"
+        storage.mkdir(parents=True, exist_ok=True)
+        self.config = root / "dcmqrscp.cfg"
+        self.config.write_text(
+            DCMQRSCP_CONFIG.format(port=self.port, calling=calling, called=called, storage=storage),
+            "ascii",
+        )
+        self.log_path = root / f"dcmqrscp-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RestrictedArchive:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.config), "--fork", "-v"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class SilentPeer:

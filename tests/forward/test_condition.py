@@ -44,6 +44,18 @@ def test_connection_failures_make_the_destination_unreachable(failure: FailureCl
     assert condition_after(outcome, CT, set()) is Condition.UNREACHABLE
 
 
+def test_a_permanent_rejection_is_its_own_condition_not_unreachable() -> None:
+    # Issue 11 item 15: "calling AE title not recognised" showed as unreachable, for ever.
+    outcome = SendOutcome(
+        OutcomeKind.RETRY, "PACS rejected our AE title", FailureClass.ASSOCIATION_REJECTED_PERMANENT
+    )
+    assert condition_after(outcome, CT, {CT}) is Condition.REJECTED
+    status = LaneStatus("pacs", Condition.REJECTED, "PACS rejected our AE title", 0.0, 2, 700.0)
+    assert describe(status, 100.0) == (
+        "pacs: rejected by the PACS, 2 attempts, next in 600 s (PACS rejected our AE title)"
+    )
+
+
 def test_out_of_resources_is_the_destinations_whatever_the_outcome_kind() -> None:
     for kind in (OutcomeKind.RETRY, OutcomeKind.REFUSED):
         outcome = SendOutcome(kind, "full", FailureClass.OUT_OF_RESOURCES, 0xA700)

@@ -11,6 +11,7 @@ from gateway.forward.echo import echo
 from gateway.forward.tlsctx import client_context
 from tests.conftest import Pki
 from tests.forward.conftest import make_destination, tls_settings
+from tests.forward.scps import RestrictedArchive
 from tests.peers import StoreSCP, free_port
 
 pytestmark = pytest.mark.peers
@@ -51,3 +52,15 @@ def test_echo_to_nothing_says_why() -> None:
     assert not report.ok
     assert "refused" in report.reason
     assert report.round_trip_ms is None
+
+
+def test_echo_to_an_archive_that_does_not_know_us_says_what_to_ask_for(tmp_path: Path) -> None:
+    # Issue 11 item 15: `dicom-gateway echo` is the first check of docs/troubleshooting.md.
+    archive = RestrictedArchive(tmp_path, called="PACS", calling="OTHER_GW").start()
+    try:
+        report = echo(make_destination(archive.port), "EDGE_GW", None)
+    finally:
+        archive.stop()
+    assert not report.ok
+    assert "ask the PACS administrator to add AE title EDGE_GW at 127.0.0.1" in report.reason
+    assert "rejected (permanent) by service-user" in report.reason

@@ -426,3 +426,44 @@ def test_a_storage_fault_never_ends_the_lane_and_is_logged_once_each_way(
     assert len(resumed) == 1 and resumed[0].levelno == logging.INFO
     # waits grow with the backoff but never beyond the cap: it resumes soon after the fault
     assert max(queue.waits) <= STORAGE_WAIT_CAP
+
+
+AE_REJECTED = SendOutcome(
+    OutcomeKind.RETRY,
+    "PACS rejected our AE title: calling AE title not recognised — ask the PACS administrator "
+    "to add AE title EDGE_GW at 10.1.2.3",
+    FailureClass.ASSOCIATION_REJECTED_PERMANENT,
+)
+
+
+def test_a_pacs_that_rejects_our_ae_title_waits_at_the_ceiling_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 11 item 15: retried on the short backoff for ever, shown only as "unreachable".
+    caplog.set_level(logging.DEBUG, logger="test.lane")
+    clock, stop = FakeClock(), threading.Event()
+    start = clock.now()
+    queue = FakeQueue(clock, _entries(5), stop)
+    fixed_at = start + 3000.0
+    statuses = []
+
+    def answer(entry: SpoolEntry, n: int) -> SendOutcome:
+        statuses.append(lane.status)
+        return AE_REJECTED if clock.now() < fixed_at else DELIVERED
+
+    sender = FakeSender(clock, answer)
+    lane = _lane(queue, sender, clock)
+    lane.run(stop)
+
+    times = [t - start for _, t in sender.calls if t < fixed_at]
+    # Not 5, 10, 20 s apart: a person must act, so every wait is the ceiling (600 s).
+    assert times == pytest.approx([0.0, 600.0, 1200.0, 1800.0, 2400.0], abs=0.05)
+    assert set(queue.states().values()) == {"sent"}  # nothing failed meanwhile
+    rejected = [s for s in statuses if s.condition == "rejected"]
+    assert rejected and rejected[-1].reason == AE_REJECTED.reason
+    assert len(_records(caplog, "destination_rejected", logging.ERROR)) == 1
+    # Each repeat comes 10 min after the last: past the reminder's gap, so each is at INFO.
+    assert len(_records(caplog, "destination_still_rejected", logging.INFO)) == 4
+    recovered = _records(caplog, "destination_recovered", logging.INFO)
+    assert len(recovered) == 1 and vars(recovered[0])["condition"] == "rejected"
+    assert lane.status.condition == "ok"

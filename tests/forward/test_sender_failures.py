@@ -17,7 +17,7 @@ from gateway.pki import TestAuthority
 from tests.conftest import Pki
 from tests.forward.conftest import make_destination, tls_settings
 from tests.forward.objects import entry_for, write_ct, write_jpeg_sc
-from tests.forward.scps import SilentPeer, StatusSCP
+from tests.forward.scps import RestrictedArchive, SilentPeer, StatusSCP
 from tests.peers import StoreSCP, free_port
 
 pytestmark = pytest.mark.peers
@@ -126,9 +126,44 @@ def test_rejected_association_is_described_in_words(
     destination = make_destination(scp.port, ae_title="NOT_THE_PACS")
     sender = StoreSender(destination, "EDGE_GW", None, FakeClock())
     outcome = _send_once(sender, write_ct(tmp_path / "ct.dcm"))
-    assert outcome.kind is OutcomeKind.RETRY
-    assert outcome.failure_class is FailureClass.ASSOCIATION_REJECTED
+    assert outcome.kind is OutcomeKind.RETRY  # kept: a person fixes it, nothing is lost
+    # Permanent (issue 11 item 15): a configuration error, not "unreachable" for ever.
+    assert outcome.failure_class is FailureClass.ASSOCIATION_REJECTED_PERMANENT
     assert "rejected (permanent) by service-user: called AE title not recognised" in outcome.reason
+    assert "called AE title NOT_THE_PACS not recognised" in outcome.reason
+
+
+def test_our_calling_ae_title_unknown_to_the_pacs_says_whom_to_ask_for_what(
+    tmp_path: Path, status_scp: Callable[..., StatusSCP]
+) -> None:
+    scp = status_scp([CTImageStorage], require_calling_aet=["MODALITY_1"])
+    sender = StoreSender(make_destination(scp.port), "EDGE_GW", None, FakeClock())
+    outcome = _send_once(sender, write_ct(tmp_path / "ct.dcm"))
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.failure_class is FailureClass.ASSOCIATION_REJECTED_PERMANENT
+    assert outcome.reason.startswith(
+        "PACS rejected our AE title: calling AE title not recognised — "
+        "ask the PACS administrator to add AE title EDGE_GW at 127.0.0.1"
+    ), outcome.reason
+    assert scp.stored == []
+
+
+def test_a_dcmtk_archive_that_does_not_know_us_is_a_permanent_rejection(tmp_path: Path) -> None:
+    archive = RestrictedArchive(tmp_path, called="PACS", calling="OTHER_GW").start()
+    ct = write_ct(tmp_path / "ct.dcm")
+    try:
+        sender = StoreSender(make_destination(archive.port), "EDGE_GW", None, FakeClock())
+        # Ten tries: pynetdicom loses about one fast rejection in five (gateway/forward/link.py).
+        outcomes = [_send_once(sender, ct) for _ in range(10)]
+    finally:
+        archive.stop()
+    assert {o.failure_class for o in outcomes} == {FailureClass.ASSOCIATION_REJECTED_PERMANENT}
+    outcome = outcomes[0]
+    assert outcome.kind is OutcomeKind.RETRY
+    # DCMTK says "called" for an unknown caller: the advice covers both sides.
+    assert "called AE title PACS not recognised" in outcome.reason, outcome.reason
+    assert "ask the PACS administrator to add AE title EDGE_GW at 127.0.0.1" in outcome.reason
+    assert "Refusing Association" in archive.log()
 
 
 @pytest.mark.parametrize(

@@ -205,3 +205,34 @@ def test_a_paused_destination_shows_with_its_reason_in_metrics_panel_and_api(
     finally:
         for close in closers:
             close()
+
+
+def test_a_destination_that_rejects_our_ae_title_shows_the_advice_in_metrics_panel_and_api(
+    tmp_path: Path, make_panel: MakePanel
+) -> None:
+    # Issue 11 item 15: shown as "unreachable" and "last error" only; now named, with the advice.
+    services, closers = services_for(tmp_path)
+    now = services.clock.now()
+    advice = (
+        "PACS rejected our AE title: calling AE title not recognised — "
+        "ask the PACS administrator to add AE title EDGE_GW at 10.1.2.3"
+    )
+    lane = FakeLane(now)
+    lane.status = LaneStatus("pacs", Condition.REJECTED, advice, now - 600.0, 2, now + 600.0)
+    panel = make_panel(dataclasses.replace(services, lanes={"pacs": lane}))
+    try:
+        samples = _samples(_scrape(panel))
+        for condition, value in (("rejected", 1.0), ("unreachable", 0.0), ("ok", 0.0)):
+            key = (("condition", condition), ("destination", "pacs"))
+            assert samples[("dicom_gateway_destination_condition", key)] == value
+
+        engineer = panel.setup()
+        page = engineer.get("/destinations")
+        assert "rejected by the PACS (a configuration must change) for 10 min" in page.text
+        assert "ask the PACS administrator to add AE title EDGE_GW at 10.1.2.3" in page.text
+        (pacs,) = engineer.get("/api/v1/status").json()["destinations"]
+        assert pacs["condition"] == "rejected"
+        assert advice in pacs["condition_text"]
+    finally:
+        for close in closers:
+            close()
