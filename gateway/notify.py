@@ -1,10 +1,16 @@
-"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING)."""
+"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING).
+
+The protocol is one assignment a line, so a status text is sent as one line whatever it holds
+(a destination's pause reason may quote a peer): a line break in it cannot add an assignment.
+"""
 
 from __future__ import annotations
 
 import os
 
 import sdnotify
+
+from gateway.textsafe import one_line
 
 
 class SystemdNotifier:
@@ -28,15 +34,18 @@ class SystemdNotifier:
 
     def _send(self, message: str) -> None:
         if self._notifier is not None:
-            self._notifier.notify(message)
+            # sdnotify encodes as Latin-1 and silently drops a message that does not fit (a
+            # status naming a destination "東京" would lose READY=1 with it): it is handed the
+            # UTF-8 bytes spelled as Latin-1, which its encoding turns back into those bytes.
+            self._notifier.notify(message.encode("utf-8").decode("latin-1"))
 
     def ready(self, status: str) -> None:
         """The queue is open and ingest and forwarders run."""
-        self._send(f"READY=1\nSTATUS={status}")
+        self._send(f"READY=1\nSTATUS={one_line(status)}")
 
     def status(self, text: str) -> None:
         """A one-line summary for `systemctl status`."""
-        self._send(f"STATUS={text}")
+        self._send(f"STATUS={one_line(text)}")
 
     def watchdog(self) -> None:
         """The main loop is alive."""

@@ -24,6 +24,9 @@ Rules (one definition for every sink):
   as it is; any other value (the empty one too) as a JSON string literal. So a field is one
   word or one quoted string, never two fields and never two lines: :func:`parse_field` returns
   the value it was made from, and :func:`parse_record` the values of a :func:`record`.
+* :func:`one_line`: a display text that must stay one line (systemd's ``STATUS=``, whose
+  protocol is one assignment a line): every unsafe character, LF and TAB too, as ``\\uXXXX``.
+  Backslashes stay, so it is for reading, not for parsing back.
 * :func:`safe_lines`: a multi-line text (the journal, a config file, a JSON export) with every
   unsafe character escaped except the LF between lines and TAB; CRLF counts as LF. Backslashes
   stay as they are, so a JSON line stays the same JSON.
@@ -42,6 +45,7 @@ _SURROGATES = r"\ud800-\udfff"
 _UNSAFE = rf"\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}{_SURROGATES}"
 # What JSON's own escaping (json.dumps, ensure_ascii=False) leaves raw.
 _RAW_IN_JSON = re.compile(rf"[\x7f-\x9f\u2028\u2029{_BIDI}{_SURROGATES}]")
+_UNSAFE_ANYWHERE = re.compile(f"[{_UNSAFE}]")
 # All unsafe characters but TAB and LF.
 _UNSAFE_IN_TEXT = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}{_SURROGATES}]")
 _DECODER = json.JSONDecoder()
@@ -99,6 +103,11 @@ def parse_record(line: str) -> list[str]:
             raise ValueError(f"no space after the field at {at}: {line!r}")
         at = end + 1
     return values
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unsafe character escaped: one line, for display."""
+    return _UNSAFE_ANYWHERE.sub(_u, text)
 
 
 def safe_lines(text: str) -> str:

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from gateway.audit import AuditLog
 from gateway.clock import FakeClock
 from gateway.logsetup import JsonLineFormatter
-from gateway.textsafe import field, json_line, parse_field, parse_record, record, safe_lines
+from gateway.textsafe import (
+    field,
+    json_line,
+    one_line,
+    parse_field,
+    parse_record,
+    record,
+    safe_lines,
+)
 
 # Every code point, surrogates and controls too (hypothesis leaves out category Cs by default).
 ANY_TEXT = st.text(st.characters(blacklist_categories=()))
@@ -70,6 +78,14 @@ def test_json_line_is_one_line_that_loads_back(value: str) -> None:
     assert len(lines_of(line)) == 1
     line.encode("utf-8")
     assert json.loads(line) == {"user": value, value: [value]}
+
+
+@given(ANY_TEXT)
+def test_one_line_has_no_line_break_of_any_kind(text: str) -> None:
+    shown = one_line(text)
+    shown.encode("utf-8")
+    assert len(lines_of(shown)) <= 1
+    assert not any(c in shown for c in LINE_ENDS)
 
 
 @given(ANY_TEXT)
