@@ -49,6 +49,7 @@ bench: venv peers
 
 docs: venv
 	$(BIN)/python -m gateway.configdoc > docs/configuration-reference.md
+	$(BIN)/python -m gateway.conformancedoc docs/conformance-statement.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

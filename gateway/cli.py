@@ -26,7 +26,9 @@ DEFAULT_CONFIG = Path("/etc/dicom-gateway/gateway.toml")
 # files): whatever started them (systemd's UMask=0027, a shell's 022, cron, a container), what
 # they create is never readable by others; group read stays for the operators' group. `release`
 # is left out: it makes bundles and metadata meant for a web server. The rest only read.
-STATE_VERBS = frozenset({"run", "demo", "queue", "held", "procedure", "worklist", "update"})
+STATE_VERBS = frozenset(
+    {"run", "demo", "queue", "held", "quarantine", "procedure", "worklist", "update"}
+)
 STATE_UMASK = 0o027
 
 
@@ -257,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_held import register as register_held
     from gateway.cli_procedure import register as register_procedure
     from gateway.cli_profile import register as register_profile
+    from gateway.cli_quarantine import register as register_quarantine
     from gateway.cli_release import register as register_release
     from gateway.cli_simulate import register as register_simulate
     from gateway.cli_update import register as register_update
@@ -266,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_worklist(sub)
     register_procedure(sub, default_config=str(DEFAULT_CONFIG))
     register_held(sub)
+    register_quarantine(sub)
     register_profile(sub)
     register_release(sub)
     register_simulate(sub)

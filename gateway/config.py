@@ -727,6 +727,11 @@ def resolve_key_path(path: Path, credentials_dir: str | None) -> Path:
     return _credential_fallback(path, credentials_dir)
 
 
+def queue_limit(gateway: GatewaySection) -> int:
+    """The queue's byte limit: ``max_queue_bytes``, or half the state filesystem when unset."""
+    return gateway.max_queue_bytes or default_max_queue_bytes(gateway.state_dir)
+
+
 def default_max_queue_bytes(state_dir: Path) -> int:
     """Half of the filesystem that holds state_dir (or its nearest existing parent)."""
     probe = state_dir

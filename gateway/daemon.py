@@ -38,7 +38,7 @@ from pynetdicom import evt
 from gateway import __version__ as gateway_version
 from gateway.audit import AUDIT_FILE, AuditLog
 from gateway.clock import Clock
-from gateway.config import GatewayConfig, default_max_queue_bytes
+from gateway.config import GatewayConfig, queue_limit
 from gateway.convert.converter import Converter
 from gateway.convert.grouping import StudyGrouper
 from gateway.convert.serialconv import SerialConverter
@@ -54,6 +54,7 @@ from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.intake import Intake
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.receiver import StoreReceiver
+from gateway.ingest.requeue import QuarantineDesk
 from gateway.ingest.serial.intake import SerialIntake
 from gateway.ingest.serial.port import SerialPort
 from gateway.ingest.serial.profiles import load_profile, make_engine
@@ -120,7 +121,7 @@ class Gateway:
         cfg = self.config
         state = cfg.gateway.state_dir
         self.supervisor = Supervisor(self.clock)
-        max_bytes = cfg.gateway.max_queue_bytes or default_max_queue_bytes(state)
+        max_bytes = queue_limit(cfg.gateway)
         self.spool = Spool(
             state,
             [d.name for d in cfg.destination],
@@ -168,8 +169,7 @@ class Gateway:
         if self.refresher is not None:
             self.supervisor.add_thread("worklist", self.refresher.run)
 
-        if cfg.dicom_listener is not None:
-            self._listener(uids.implementation_class_uid, quarantine, mwl)
+        receiver = self._listener(quarantine, mwl) if cfg.dicom_listener is not None else None
 
         self._serial(settings, grouper, uids, binder, quarantine)
         reconciler, audit = self._local_api(state)
@@ -195,7 +195,9 @@ class Gateway:
             self.supervisor.add(f"watch:{folder.name}", watcher.start, watcher.stop)
 
         if cfg.web.enabled:
-            self._web(reconciler, audit)
+            admit = receiver.admit if receiver is not None else None
+            desk = QuarantineDesk.for_config(cfg, quarantine, self.spool, admit, audit, self.clock)
+            self._web(reconciler, audit, desk)
 
     def _worklist(self, state: Path) -> tuple[Binder, ListenerService | None]:
         """Cache, refresher and MWL service with [worklist]; the binder for file drops."""
@@ -314,7 +316,7 @@ class Gateway:
 
         return later
 
-    def _web(self, reconciler: Reconciler, audit: AuditLog) -> None:
+    def _web(self, reconciler: Reconciler, audit: AuditLog, quarantine: QuarantineDesk) -> None:
         """The HTTPS panel, last to start and first to stop; it only reads and drives the rest."""
         cfg = self.config
         services = WebServices(
@@ -334,6 +336,7 @@ class Gateway:
             serial_readers={r.source: r for r in self.serial_readers},
             lanes={lane.destination: lane for lane in self.lanes},
             listener=self.listener,
+            quarantine=quarantine,
             request_restart=self._deferred_restart() if self.request_restart else None,
         )
         panel = WebPanel(services, logging.getLogger("gateway.web"))
@@ -349,12 +352,14 @@ class Gateway:
         self.supervisor.add("web", start_web, panel.stop)
 
     def _listener(
-        self, implementation_class_uid: str, quarantine: Quarantine, mwl: ListenerService | None
-    ) -> None:
+        self, quarantine: Quarantine, mwl: ListenerService | None
+    ) -> StoreReceiver | None:
+        """Our DICOM port; the storage receiver when it takes C-STOREs."""
         cfg = self.config
         lst = cfg.dicom_listener
         assert lst is not None
         services = [mwl] if mwl is not None else []
+        receiver = None
         if lst.storage:
             prepare = None
             if lst.coerce_from_worklist and self.worklist_cache is not None:
@@ -364,7 +369,6 @@ class Gateway:
             receiver = StoreReceiver(
                 self.spool,
                 quarantine,
-                implementation_class_uid=implementation_class_uid,
                 prepare=prepare,
                 logger=logging.getLogger("gateway.receiver"),
             )
@@ -374,6 +378,7 @@ class Gateway:
             lst, cfg.gateway.ae_title, ctx, services, logging.getLogger("gateway.listener")
         )
         self.supervisor.add("listener", self.listener.start, self.listener.stop)
+        return receiver
 
     def _mark_ready(self) -> None:
         # The trial check of a newly installed release waits for this marker.

@@ -104,6 +104,7 @@ require_match = false
         (["queue", "list"], 0o027),  # opens the queue: state (here it refuses: none yet)
         (["held", "list"], 0o027),
         (["procedure", "show"], 0o027),
+        (["quarantine", "list"], 0o027),  # a requeue puts files back and queues objects
         (["check-config"], SHELL_UMASK),  # only reads: the caller's umask is left alone
     ],
 )

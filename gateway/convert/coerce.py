@@ -31,7 +31,9 @@ from pydicom.filereader import read_partial
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
+from gateway import product
 from gateway.convert.modules import apply_character_set
 
 BULK_THRESHOLD = 64 * 1024  # top-level binary values above this are copied, not loaded
@@ -100,6 +102,9 @@ def rewrite_part10(
         )
         tail_start = fin.tell()
         meta = ds.file_meta
+        # We write the new file: PS3.10 7.1, the implementation that wrote it is named.
+        meta.ImplementationClassUID = UID(product.IMPLEMENTATION_CLASS_UID)
+        meta.ImplementationVersionName = product.IMPLEMENTATION_VERSION_NAME
         syntax = meta.TransferSyntaxUID
         implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
         bulk = _take_bulk(ds, implicit)

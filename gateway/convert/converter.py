@@ -160,7 +160,7 @@ class Converter:
         item: RawItem,
         kind: str,
     ) -> ConvertedObject:
-        write_part10(ds, out_path, syntax, self.settings, self.uids)
+        write_part10(ds, out_path, syntax, self.settings)
         return ConvertedObject(
             path=out_path,
             sop_class_uid=ids.sop_class_uid,

@@ -18,11 +18,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 import gateway
+from gateway import product
 from gateway.convert.bindattrs import apply_demographics, apply_item
 from gateway.convert.grouping import StudyAssignment
 from gateway.convert.result import ConversionError
 from gateway.convert.settings import ConvertSettings
-from gateway.convert.uids import UidFactory
 from gateway.identity import PatientIdentity
 from gateway.worklist.item import WorklistItem
 
@@ -178,15 +178,14 @@ def write_part10(
     out_path: Path,
     transfer_syntax_uid: str,
     settings: ConvertSettings,
-    uids: UidFactory,
 ) -> None:
-    """Write ``ds`` as a Part 10 file with our File Meta Information."""
+    """Write ``ds`` as a Part 10 file with our File Meta Information (gateway.product)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = UID(uids.implementation_class_uid)
-    meta.ImplementationVersionName = f"EDGEGW_{gateway.__version__}"[:16]
+    meta.ImplementationClassUID = UID(product.IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = product.IMPLEMENTATION_VERSION_NAME
     meta.SourceApplicationEntityTitle = settings.ae_title
     ds.file_meta = meta
     apply_character_set(ds)

@@ -212,7 +212,7 @@ class SerialConverter:
         self, ds: Dataset, out_path: Path, ids: ObjectIds, binding: Binding, kind: str
     ) -> ConvertedObject:
         try:
-            write_part10(ds, out_path, ExplicitVRLittleEndian, self.settings, self.uids)
+            write_part10(ds, out_path, ExplicitVRLittleEndian, self.settings)
         except BaseException:
             out_path.unlink(missing_ok=True)
             raise

@@ -44,8 +44,3 @@ class UidFactory:
         room = MAX_UID_LENGTH - len(self.uid_root) - 1
         # str() of a positive int has no leading zero, and cutting its tail keeps that true.
         return f"{self.uid_root}.{str(number)[:room]}"
-
-    @property
-    def implementation_class_uid(self) -> str:
-        """(0002,0012) for every file we write: fixed for this product under a given root."""
-        return self.derive("implementation-class", "dicom-edge-gateway")

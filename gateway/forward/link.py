@@ -44,6 +44,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import P_DATA, MaximumLengthNotification
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
+from gateway import product
 from gateway.config import Destination
 from gateway.forward.contexts import Pair
 from gateway.forward.diagnose import probe_connection
@@ -316,7 +317,17 @@ class ClosingAssociationSocket(AssociationSocket):
 
 
 class GatewayAE(AE):
-    """pynetdicom's AE making our socket class (overrides a private factory; pinned to 3.0.x)."""
+    """pynetdicom's AE with the product's identity, making our socket class.
+
+    Every association we open (store, echo, worklist C-FIND) announces the product's
+    Implementation Class UID and Version Name (gateway.product), not pynetdicom's. The socket
+    factory it overrides is private (pinned to 3.0.x).
+    """
+
+    def __init__(self, ae_title: str) -> None:
+        super().__init__(ae_title=ae_title)
+        self.implementation_class_uid = UID(product.IMPLEMENTATION_CLASS_UID)
+        self.implementation_version_name = product.IMPLEMENTATION_VERSION_NAME
 
     def _create_socket(
         self,

@@ -42,6 +42,9 @@ from gateway.storagefault import StorageNotReadyError, as_not_ready
 from gateway.worklist.binding import Binder, Binding, loggable_reason
 
 MAX_WATCHED_SIDECARS = 10_000  # sidecars seen still being written; bounds memory
+# How a quarantined sidecar's reason starts (gateway.ingest.requeue puts it back with its file).
+SIDECAR_OF_QUARANTINED = "sidecar of quarantined file "
+MALFORMED_SIDECAR = "malformed sidecar ("
 
 
 class ConverterLike(Protocol):
@@ -316,7 +319,7 @@ class Intake:
         event(self.log, logging.WARNING, "quarantined", source=self.source, reason=reason)
         self.log.debug("quarantined as %s", where.name)
         for sidecar in sidecars:
-            self._quarantine_sidecar(sidecar, f"sidecar of quarantined file {where.name}")
+            self._quarantine_sidecar(sidecar, f"{SIDECAR_OF_QUARANTINED}{where.name}")
         return True
 
     def _settle_sidecars(
@@ -329,7 +332,7 @@ class Intake:
         """After the object is queued and its file removed: a used sidecar goes too."""
         if sidecar is not None and sidecar.problem is not None:
             reason = (
-                f"malformed sidecar ({sidecar.problem}); its file was queued as object"
+                f"{MALFORMED_SIDECAR}{sidecar.problem}); its file was queued as object"
                 f" {result.object_id}, {obj.sop_instance_uid}"
             )
             for path in sidecars:

@@ -36,6 +36,7 @@ from gateway.spool.durable import synced_new_file
 
 REASON_SUFFIX = ".reason.json"
 REASON_RE = re.compile(r"^(\d{8}T\d{6}Z-\d+)\.reason\.json$")
+_IDENT_RE = re.compile(r"^(\d{8}T\d{6}Z-\d+)-")
 MAX_BASENAME_BYTES = 200  # the id and dash take the rest of NAME_MAX (255)
 CHUNK = 1 << 20
 MAX_REASON_BYTES = 64 * 1024
@@ -58,6 +59,17 @@ class QuarantinedFile:
     size: int
     original: str = ""  # where it was dropped
     sha256: str = ""
+
+    @property
+    def ident(self) -> str:
+        """The id operators name it by (``<UTC time>-<counter>``; a stray file: its name)."""
+        return ident_of(self.path.name)
+
+
+def ident_of(name: str) -> str:
+    """The id in a quarantined file's name ``<id>-<original name>`` (else the name itself)."""
+    match = _IDENT_RE.match(name)
+    return match.group(1) if match else name
 
 
 class Quarantine:
@@ -128,6 +140,24 @@ class Quarantine:
                         )
                     )
         return sorted(out, key=lambda q: (q.time, q.path.name))
+
+    def find(self, ident: str) -> QuarantinedFile | None:
+        """The file with id ``ident``, or None."""
+        return next((item for item in self.list() if item.ident == ident), None)
+
+    def remove(self, item: QuarantinedFile) -> None:
+        """Take ``item`` out of quarantine for good (it was put back): reason first, then file.
+
+        A crash between the two leaves the file without its reason, listed as interrupted:
+        never a reason that names a file which is gone.
+        """
+        with self._lock:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / f"{item.ident}{REASON_SUFFIX}").unlink()
+            _fsync_dir(self.folder)
+            with contextlib.suppress(FileNotFoundError):
+                item.path.unlink()
+            _fsync_dir(self.folder)
 
     # --- placing ------------------------------------------------------------------------------
 
@@ -280,6 +310,10 @@ def _copy_exclusive(source: Path, target: Path) -> tuple[int, str]:
                 digest.update(chunk)
                 size += len(chunk)
                 _write_all(dst, chunk)
+            # Its modification time too, as a hard link keeps it: a requeue puts the file back
+            # as it was dropped (conversion dates it and groups its study by it).
+            st = os.fstat(src)
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(src)
     return size, digest.hexdigest()

@@ -24,9 +24,11 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
 
+from pydicom.uid import UID
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.transport import AddressInformation
 
+from gateway import product
 from gateway.config import DicomListenerSection
 from gateway.listener import tuning
 from gateway.listener.connection import Connection, ConnectionPlan
@@ -235,6 +237,9 @@ def _build_ae(
 ) -> ApplicationEntity:
     """The pynetdicom AE that holds our contexts, timeouts and AE restriction."""
     ae = ApplicationEntity(ae_title=ae_title)
+    # The A-ASSOCIATE-AC names the product, not pynetdicom (connection.py copies both).
+    ae.implementation_class_uid = UID(product.IMPLEMENTATION_CLASS_UID)
+    ae.implementation_version_name = product.IMPLEMENTATION_VERSION_NAME
     ae.maximum_pdu_size = settings.max_pdu
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout

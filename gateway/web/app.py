@@ -44,6 +44,7 @@ PAGES: tuple[str, ...] = (
     "gateway.web.pages.dashboard",
     "gateway.web.pages.worklist",
     "gateway.web.pages.held",
+    "gateway.web.pages.quarantine",
     "gateway.web.pages.queue",
     "gateway.web.pages.destinations",
     "gateway.web.pages.ingest",

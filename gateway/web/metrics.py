@@ -66,6 +66,8 @@ class GatewayCollector(Collector):
         yield from self._conditions()
         yield from self._storage()
         yield from self._sources()
+        with contextlib.suppress(OSError):  # the state storage fails: no quarantine counts
+            yield from self._quarantine()
         yield from self._worklist()
         yield from self._update()
         up = GaugeMetricFamily(f"{PREFIX}_start_time_seconds", "When the gateway started.")
@@ -209,6 +211,26 @@ class GatewayCollector(Collector):
                     listener.add_metric([outcome], float(value))
         yield listener
         yield active
+
+    def _quarantine(self) -> Iterator[Metric]:
+        desk = self._s.quarantine
+        if desk is None:
+            return
+        counts = desk.counts()
+        files = GaugeMetricFamily(
+            f"{PREFIX}_quarantined_files",
+            "Files in quarantine (not taken, kept with a reason), by how they came: file (a drop"
+            " folder), dicom (C-STORE), serial, unrecorded (origin unknown).",
+            labels=["channel"],
+        )
+        size = GaugeMetricFamily(
+            f"{PREFIX}_quarantined_bytes", "Bytes in quarantine, by channel.", labels=["channel"]
+        )
+        for channel, (n, total) in sorted(counts.items()):
+            files.add_metric([str(channel)], float(n))
+            size.add_metric([str(channel)], float(total))
+        yield files
+        yield size
 
     def _worklist(self) -> Iterator[Metric]:
         age = GaugeMetricFamily(

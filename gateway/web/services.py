@@ -11,6 +11,7 @@ from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.forward.condition import LaneStatus, StatusSource
 from gateway.ingest.folder import FolderWatcher
+from gateway.ingest.requeue import QuarantineDesk
 from gateway.ingest.serial.reader import SerialReader
 from gateway.listener.server import DicomListener
 from gateway.spool.store import Spool
@@ -43,6 +44,7 @@ class WebServices:
     watchers: Mapping[str, FolderWatcher] = field(default_factory=dict)
     serial_readers: Mapping[str, SerialReader] = field(default_factory=dict)
     listener: DicomListener | None = None
+    quarantine: QuarantineDesk | None = None  # quarantined files: list, requeue
     lanes: Mapping[str, StatusSource] = field(default_factory=dict)  # per destination name
     # Asks the daemon to restart with the configuration file as it now is (apply, rollback).
     request_restart: Callable[[], None] | None = None

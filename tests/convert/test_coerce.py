@@ -16,6 +16,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from gateway import product
 from gateway.convert.coerce import (
     BULK_THRESHOLD,
     REASON_COERCE,
@@ -61,6 +62,9 @@ def test_values_are_replaced_and_the_old_ones_recorded(tmp_path: Path, syntax: s
     assert new.SOPInstanceUID == old.SOPInstanceUID == facts.sop_instance_uid
     assert new.file_meta.MediaStorageSOPInstanceUID == old.SOPInstanceUID
     assert facts.transfer_syntax_uid == syntax == new.file_meta.TransferSyntaxUID
+    # We wrote the new file: it names the product (PS3.10 7.1), not the source's writer.
+    assert new.file_meta.ImplementationClassUID == product.IMPLEMENTATION_CLASS_UID
+    assert new.file_meta.ImplementationVersionName == product.IMPLEMENTATION_VERSION_NAME
     assert facts.study_instance_uid == old.StudyInstanceUID
     assert facts.size == dst.stat().st_size
     assert new.PixelData == old.PixelData

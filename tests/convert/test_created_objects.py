@@ -15,6 +15,7 @@ from gateway.convert.grouping import StudyGrouper
 from gateway.convert.result import ConversionError
 from gateway.identity import PatientIdentity
 from gateway.ingest.identity import identity_from_filename
+from gateway.product import IMPLEMENTATION_CLASS_UID
 from gateway.worklist.binding import Binding
 from tests.convert.builders import (
     NO_PATIENT_ID_WARNING,
@@ -53,7 +54,9 @@ def test_equipment_patient_and_study_attributes(
     assert (ds.StudyID, ds.SeriesNumber, ds.InstanceNumber) == ("1", 1, 1)
     assert ds.file_meta.ImplementationVersionName == "EDGEGW_0.1.0"
     assert ds.file_meta.SourceApplicationEntityTitle == "EDGE_GW"
-    assert ds.file_meta.ImplementationClassUID.startswith("1.2.826.0.1.3680043.10.999.")
+    # The product's identity, not one derived from the site's uid_root (issue 11 item 13).
+    assert ds.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert not ds.file_meta.ImplementationClassUID.startswith("1.2.826.0.1.3680043.10.999.")
     assert "SpecificCharacterSet" not in ds  # ASCII only: default repertoire
     assert result.held_reason is None
 

@@ -63,10 +63,3 @@ def test_invalid_roots_are_refused(root: str) -> None:
 )
 def test_uid_syntax(value: str, valid: bool) -> None:
     assert is_valid_uid(value) is valid
-
-
-def test_implementation_class_uid_is_fixed_per_root() -> None:
-    assert (
-        UidFactory("1.2.3").implementation_class_uid == UidFactory("1.2.3").implementation_class_uid
-    )
-    assert is_valid_uid(UidFactory(None).implementation_class_uid)

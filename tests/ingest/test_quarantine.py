@@ -120,9 +120,12 @@ def test_when_hard_links_fail_the_copy_path_keeps_bytes_identical(
     monkeypatch.setattr(os, "link", no_link)
     data = os.urandom(1_500_000)
     src = _drop(tmp_path / "drop", "x.bmp", data)
+    os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     moved = Quarantine(tmp_path / "q", FakeClock()).put(src, "s", "r")
     assert moved.read_bytes() == data
     assert stat.S_IMODE(moved.stat().st_mode) == 0o600
+    # The file's time too, as a hard link keeps it (a requeue puts back the file as dropped).
+    assert moved.stat().st_mtime_ns == 1_600_000_000_000_000_000
     assert not src.exists()
 
 

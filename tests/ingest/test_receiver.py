@@ -20,9 +20,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage
 
+from gateway import product
 from gateway.clock import SystemClock
 from gateway.convert.result import ConvertedObject
-from gateway.convert.uids import UidFactory
 from gateway.forward.tlsctx import server_context
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.receiver import Prepare, StoreReceiver
@@ -40,8 +40,6 @@ from tests.listener.support import (
     server_tls,
 )
 from tests.peers import require_tool
-
-IMPLEMENTATION_UID = UidFactory(None).implementation_class_uid
 
 
 @dataclass
@@ -90,7 +88,6 @@ def gateway_factory(tmp_path: Path) -> Iterator[object]:
         receiver = StoreReceiver(
             spool or real,
             quarantine,
-            implementation_class_uid=IMPLEMENTATION_UID,
             prepare=prepare,
             logger=logging.getLogger("test.receiver"),
         )
@@ -159,7 +156,8 @@ def test_storescu_gets_success_only_once_the_object_is_in_the_spool(
     assert info.kind == "dicom-store"
     assert info.source == "dicom:MODALITY"
     assert stored.file_meta.SourceApplicationEntityTitle == "MODALITY"
-    assert stored.file_meta.ImplementationClassUID == IMPLEMENTATION_UID
+    assert stored.file_meta.ImplementationClassUID == product.IMPLEMENTATION_CLASS_UID
+    assert stored.file_meta.ImplementationVersionName == product.IMPLEMENTATION_VERSION_NAME
     assert stored.PixelData == original.PixelData
     assert wait_until(lambda: gw.staging_files() == [])
 
@@ -345,3 +343,46 @@ def test_a_jpeg_object_passes_through_in_the_syntax_it_was_sent_in(
     assert info is not None and info.payload is not None
     assert info.transfer_syntax_uid == JPEGBaseline8Bit
     assert dcmread(info.payload).PixelData == dcmread(source).PixelData
+
+
+# SOP classes pynetdicom knows but trims from StoragePresentationContexts (the listener refused
+# them before issue 11 item 14). The data set is pydicom's CT_small with its SOP Class changed:
+# the port does not validate the IOD, it keeps whatever a modality sends.
+NEWER_STORAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.13.1.4",  # Breast Projection X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map Storage
+    "1.2.840.10008.5.1.4.1.1.88.35",  # Extensible SR Storage
+    "1.2.840.10008.5.1.4.1.1.88.73",  # Patient Radiation Dose SR Storage
+)
+
+
+def test_storage_classes_beyond_pynetdicoms_short_list_are_accepted(
+    gateway_factory: object, tmp_path: Path
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    gw = gateway_factory()  # type: ignore[operator]
+    ae = AE(ae_title="MODALITY")
+    for sop_class in NEWER_STORAGE_CLASSES:
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", gw.port, ae_title=LISTENER_AE)
+    assert assoc.is_established
+    sent: list[str] = []
+    try:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        assert accepted == set(NEWER_STORAGE_CLASSES)
+        for n, sop_class in enumerate(NEWER_STORAGE_CLASSES, 1):
+            ds = dcmread(str(get_testdata_file("CT_small.dcm")))
+            ds.SOPClassUID = sop_class
+            ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.999.14.{n}"
+            ds.file_meta.MediaStorageSOPClassUID = sop_class
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            status = assoc.send_c_store(ds)
+            assert status.Status == 0x0000, (sop_class, status)
+            sent.append(str(ds.SOPInstanceUID))
+    finally:
+        assoc.release()
+    queued = [gw.spool.show(object_id) for object_id in gw.queued()]
+    assert sorted((i.sop_class_uid, i.sop_instance_uid) for i in queued if i) == sorted(
+        zip(NEWER_STORAGE_CLASSES, sent, strict=True)
+    )
