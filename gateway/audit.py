@@ -4,6 +4,10 @@ Lives at ``<state_dir>/audit.jsonl``. Every append is fsync'd before it returns,
 the operator was told succeeded is on record after a power cut. A line cut short by a crash
 (the only damage an append can leave) is skipped when reading. The log may hold object ids,
 UIDs, worklist keys and accession numbers; never patient names, IDs or birth dates.
+
+Values are recorded as given (an actor may carry a user name typed at the login form): each
+line is written by :func:`gateway.textsafe.json_line`, so no value can end its line or start
+another, and texts made from the records (the support bundle's ``audit.txt``) escape again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.spool.durable import fsync_dir
+from gateway.textsafe import json_line
 
 AUDIT_FILE = "audit.jsonl"
 
@@ -55,7 +60,7 @@ class AuditLog:
             target=target,
             details=dict(details or {}),
         )
-        line = json.dumps(
+        line = json_line(
             {
                 "at": record.at,
                 "actor": record.actor,
@@ -63,7 +68,6 @@ class AuditLog:
                 "target": record.target,
                 "details": record.details,
             },
-            ensure_ascii=False,
             sort_keys=True,
             default=str,
         )

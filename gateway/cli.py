@@ -21,6 +21,16 @@ from gateway.paging import Page, add_page_arguments, print_cli_note
 
 DEFAULT_CONFIG = Path("/etc/dicom-gateway/gateway.toml")
 
+# The verbs that create files in the state folder (queue and its objects, quarantine, discarded
+# objects, the audit logs, the worklist cache, the room's selection, update state, the panel's
+# files): whatever started them (systemd's UMask=0027, a shell's 022, cron, a container), what
+# they create is never readable by others; group read stays for the operators' group. `release`
+# is left out: it makes bundles and metadata meant for a web server. The rest only read.
+STATE_VERBS = frozenset(
+    {"run", "demo", "queue", "held", "quarantine", "procedure", "worklist", "update"}
+)
+STATE_UMASK = 0o027
+
 
 def _load(args: argparse.Namespace) -> GatewayConfig:
     return load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
@@ -277,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    if args.command in STATE_VERBS:
+        # Before anything is opened or made: the queue database, the state folder itself.
+        os.umask(STATE_UMASK)
     try:
         return int(args.func(args))
     except ConfigError as exc:

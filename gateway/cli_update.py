@@ -8,10 +8,11 @@ repository copied onto a USB stick instead of the server; every check is the sam
 ``update status`` shows the install state, the floor and the blacklist. ``update trial-check``
 is the health check of a new release (systemd's dicom-gateway-healthcheck.service).
 
-Exit codes: 0 done (or nothing to do); 1 refused (tampered, replayed or expired metadata, a
-bundle that does not match, a rolled-back release); 2 usage or config error; 75 try later
-(repository unreachable, preconditions not met). With ``--from-timer`` "try later" exits 0,
-so the timer's unit does not turn red for a busy box or a network outage.
+Exit codes: 0 done (or nothing to do); 1 refused (tampered in any form, replayed, expired or
+invalid metadata, a bundle that does not match, a rolled-back release); 2 usage or config
+error; 75 try later (repository unreachable, preconditions not met). With ``--from-timer``
+"try later" exits 0, so the timer's unit does not turn red for a busy box or a network outage;
+a refusal still exits 1.
 """
 
 from __future__ import annotations

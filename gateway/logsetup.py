@@ -1,17 +1,20 @@
 """Structured logging: one JSON event a line on stdout, for journald.
 
-Log spool ids and UIDs, never patient names or IDs.
+Log spool ids and UIDs, never patient names or IDs. Values are logged as they are (a user name
+typed at the login form, a file name from a drop folder): the formatter is the one place that
+makes each record one line (:func:`gateway.textsafe.json_line`), whatever a value holds.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import IO, Any
 
 from pynetdicom import _config as pynetdicom_config
+
+from gateway.textsafe import json_line
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
@@ -34,7 +37,7 @@ class JsonLineFormatter(logging.Formatter):
                 )
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json_line(out)
 
 
 def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
@@ -55,5 +58,8 @@ def setup_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
-    """Log one structured event: ``name`` plus key=value fields (no patient data)."""
+    """Log one structured event: ``name`` plus key=value fields (no patient data).
+
+    Values need no escaping by the caller: the formatter writes each event as one JSON line.
+    """
     logger.log(level, name, extra=fields)

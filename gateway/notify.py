@@ -1,4 +1,8 @@
-"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING)."""
+"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING).
+
+The protocol is one assignment a line, so a status text is sent as one line whatever it holds
+(a destination's pause reason may quote a peer): a line break in it cannot add an assignment.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 from contextlib import suppress
 
 import sdnotify
+
+from gateway.textsafe import one_line
 
 
 class SystemdNotifier:
@@ -37,11 +43,11 @@ class SystemdNotifier:
 
     def ready(self, status: str) -> None:
         """The queue is open and ingest and forwarders run."""
-        self._send(f"READY=1\nSTATUS={status}")
+        self._send(f"READY=1\nSTATUS={one_line(status)}")
 
     def status(self, text: str) -> None:
         """A one-line summary for `systemctl status`."""
-        self._send(f"STATUS={text}")
+        self._send(f"STATUS={one_line(text)}")
 
     def watchdog(self) -> None:
         """The main loop is alive."""

@@ -7,6 +7,10 @@ pynetdicom, OS), ``queue.json`` (counts per destination and state, ages, last er
 what, without the details) and ``logs/journal.txt`` (``journalctl -u dicom-gateway``, or why it
 is missing). Never the queue database, payloads, quarantine, keys or the worklist cache.
 
+No value can add a line to a text of the bundle: every text is written through
+:func:`gateway.textsafe.safe_lines`, and each value of ``audit.txt`` is one
+:func:`gateway.textsafe.field` (a user name with CR/LF in it stays one quoted field).
+
 The logs are meant to be free of patient data already; every text is still scrubbed
 (:func:`scrub`): fields named for the patient, anything shaped like a DICOM person name, and
 literally every name and ID the worklist cache holds.
@@ -15,7 +19,6 @@ literally every name and ID the worklist cache holds.
 from __future__ import annotations
 
 import io
-import json
 import platform
 import re
 import subprocess
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, TlsSettings
+from gateway.textsafe import json_line, record, safe_lines
 from gateway.web.services import WebServices
 
 JOURNAL_UNIT = "dicom-gateway"
@@ -131,7 +135,7 @@ def build_bundle(services: WebServices, journal: JournalReader = read_journal) -
         "versions.json": _json(versions(services, now)),
         "queue.json": scrub(_json(queue_summary(services)), known),
         "stats.json": scrub(_json(running_stats(services, now)), known),
-        "audit.txt": scrub(_audit(services), known),
+        "audit.txt": audit_text(services, known),
         "logs/journal.txt": scrub(log_text, known) if log_text else f"no journal: {log_note}\n",
     }
     files["README.txt"] = _readme(stamp, services.version, log_note, sorted(files))
@@ -140,7 +144,8 @@ def build_bundle(services: WebServices, journal: JournalReader = read_journal) -
         for name in sorted(files):
             info = zipfile.ZipInfo(f"support-{stamp}/{name}", time.gmtime(now)[:6])
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name])
+            # The one sink for every text of the bundle: no line a value could have forged.
+            archive.writestr(info, safe_lines(files[name]))
     return Bundle(filename=f"dicom-gateway-support-{stamp}.zip", data=buffer.getvalue())
 
 
@@ -244,10 +249,18 @@ def running_stats(services: WebServices, now: float) -> dict[str, Any]:
     return out
 
 
-def _audit(services: WebServices, limit: int = 500) -> str:
-    # Details may name accession numbers or typed demographics: only who, when and what.
-    records = services.audit.read(limit)
-    return "".join(f"{r.at} {r.actor} {r.action}\n" for r in records) or "no audit records\n"
+def audit_text(services: WebServices, known: Iterable[str] = (), limit: int = 500) -> str:
+    """The last audit records, one line each: when, who, what (each a :func:`field`).
+
+    Details may name accession numbers or typed demographics: only who, when and what. Each
+    value is scrubbed first and then made one field, so a user name typed at the login form
+    (CR, LF, quotes and all) stays one field of one line.
+    """
+    lines = [
+        record(scrub(value, known) for value in (r.at, r.actor, r.action)) + "\n"
+        for r in services.audit.read(limit)
+    ]
+    return "".join(lines) or "no audit records\n"
 
 
 def _readme(stamp: str, version: str, log_note: str, names: list[str]) -> str:
@@ -263,7 +276,7 @@ def _readme(stamp: str, version: str, log_note: str, names: list[str]) -> str:
 
 
 def _json(value: Mapping[str, Any] | list[Any]) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    return json_line(value, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,16 @@ from tests.peers import StoreSCP
 # scheduler would fail a correctness test for a timing reason (speed is bench/'s business).
 settings.register_profile("gateway", deadline=None)
 settings.load_profile("gateway")
+
+
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """`dicom-gateway` verbs that write state set the process umask (gateway.cli.STATE_UMASK);
+    a test that calls cli.main() in-process must not change it for the tests after it."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
 
 
 @dataclass(frozen=True)

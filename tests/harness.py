@@ -83,10 +83,14 @@ def write_config(
 class GatewayProcess:
     """`python -m gateway run --config ...` with a NOTIFY_SOCKET we listen on."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, umask: int | None = None
+    ) -> None:
         self.config = config
         # Added to the daemon's environment (WATCHDOG_USEC, PYTHONPATH, ...).
         self.env = dict(env or {})
+        # The umask the daemon is started with (None: this process's), as a shell would pass it.
+        self.umask = umask
         self.root = config.parent
         self.log_path = self.root / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -110,6 +114,7 @@ class GatewayProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            umask=-1 if self.umask is None else self.umask,
         )
         log.close()
         if wait_ready:

@@ -20,17 +20,19 @@ def test_messages_reach_the_notify_socket(tmp_path: Path, monkeypatch: pytest.Mo
     try:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
         assert notifier.watchdog_interval == 0.5
-        notifier.ready("pacs: 0 queued")
+        notifier.ready("東京-pacs: 0 queued")  # UTF-8, as systemd reads it
         notifier.status("pacs: 3 queued")
+        notifier.status("pacs paused: peer said\nREADY=1\u2028x")  # a reason quoting a peer
         notifier.watchdog()
         notifier.stopping()
-        got = [server.recv(4096).decode() for _ in range(4)]
+        got = [server.recv(4096).decode() for _ in range(5)]
         notifier.close()
     finally:
         server.close()
     assert got == [
-        "READY=1\nSTATUS=pacs: 0 queued",
+        "READY=1\nSTATUS=東京-pacs: 0 queued",
         "STATUS=pacs: 3 queued",
+        "STATUS=pacs paused: peer said\\u000aREADY=1\\u2028x",  # one line: no second READY
         "WATCHDOG=1",
         "STOPPING=1",
     ]

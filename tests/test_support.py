@@ -212,6 +212,27 @@ def test_no_keys_database_or_payloads_in_the_bundle(services: WebServices, tmp_p
         assert sum(i.file_size for i in archive.infolist()) < 200_000
 
 
+def test_no_value_adds_a_line_to_any_text_of_the_bundle(services: WebServices) -> None:
+    """Issue 11 item 4: a journal line that is not ours (a traceback with a terminal colour, a
+    U+2028 from a peer's text) and an actor with CR/LF stay the lines they were."""
+    services.audit.append(
+        "web:eve\r\n2026-01-01T00:00:00.000Z web:eng user remove", "login failed", "x"
+    )
+
+    def journal() -> tuple[str | None, str]:
+        return "plain line\n\x1b[31mred\x1b[0m\u2028forged\x85line\r\nlast\n", "3 lines"
+
+    files = unzip(build_bundle(services, journal).data)
+    assert files["logs/journal.txt"].splitlines() == [
+        "plain line",
+        "\\u001b[31mred\\u001b[0m\\u2028forged\\u0085line",
+        "last",
+    ]
+    assert len(files["audit.txt"].splitlines()) == 1, files["audit.txt"]
+    for name, text in files.items():
+        assert text.splitlines() == text.split("\n")[: len(text.splitlines())], name
+
+
 def test_missing_journal_is_said_in_the_bundle(services: WebServices) -> None:
     files = unzip(build_bundle(services, lambda: (None, "journalctl is not installed")).data)
     assert files["logs/journal.txt"] == "no journal: journalctl is not installed\n"

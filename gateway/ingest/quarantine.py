@@ -1,8 +1,8 @@
 """Files the gateway cannot take, moved aside with the reason, durably and never lost.
 
-Layout of the quarantine folder (created 0700 on first use), one pair per file::
+Layout of the quarantine folder (created 0700 on first use), one pair per file, both 0600::
 
-    20250102T030405Z-7-<original basename>     the file, bytes unchanged
+    20250102T030405Z-7-<original basename>     the file, bytes unchanged (mode 0600)
     20250102T030405Z-7.reason.json             why, from which source, size, sha256, when
 
 The id ``<UTC time>-<counter>`` is unique in the folder: a name already taken, including one
@@ -41,6 +41,7 @@ MAX_BASENAME_BYTES = 200  # the id and dash take the rest of NAME_MAX (255)
 CHUNK = 1 << 20
 MAX_REASON_BYTES = 64 * 1024
 INTERRUPTED = "interrupted before its reason was recorded"
+FILE_MODE = 0o600  # a quarantined file, linked or copied (the folder is 0700)
 
 
 class SourceChangedError(OSError):
@@ -270,6 +271,13 @@ def _link_or_copy(source: Path, target: Path) -> tuple[int, str]:
             raise
         return _copy_exclusive(source, target)
     try:
+        # A link shares the dropped file's mode, often 0644 from the device's share: make it as
+        # private as a copy is. A file we may not chmod (another user's) is copied instead.
+        try:
+            target.chmod(FILE_MODE)
+        except PermissionError:
+            target.unlink()
+            return _copy_exclusive(source, target)
         return _hash_and_fsync(target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -24,7 +24,10 @@ Exceptions name the recovery::
     UpdateError
      ├── RepositoryUnreachableError   network or server trouble: try again at the next timer run
      └── RepositoryRejectedError      TUF refused the metadata (``kind``: tampered, replayed,
-                                 expired, invalid): alert a human; nothing is installed
+                                 expired, invalid): alert a human; nothing is installed.
+                                 Which python-tuf error is which: gateway/update/refusal.py;
+                                 tampering in any form (bad signature, length or hash
+                                 changed, not parseable) is ``tampered``, never "try later"
     fetch.BundleRejectedError          the bundle does not match its signed target: discarded
 """
 
@@ -50,6 +53,7 @@ from gateway.logsetup import event
 from gateway.spool.durable import write_bytes_durably
 from gateway.update.audit import UpdateAudit
 from gateway.update.fetch import BundleRejectedError, DownloadResult, RepoFetcher, download_bundle
+from gateway.update.refusal import UNREACHABLE, classify_refresh_error
 
 log = logging.getLogger("gateway.update.client")
 
@@ -205,7 +209,7 @@ class UpdateClient:
             updater, targets = self._refresh()
             result = self._choose(updater, targets)
         except UpdateError as exc:
-            kind = exc.kind if isinstance(exc, RepositoryRejectedError) else "unreachable"
+            kind = exc.kind if isinstance(exc, RepositoryRejectedError) else UNREACHABLE
             self._audit.record(
                 "update.check",
                 None,
@@ -245,7 +249,10 @@ class UpdateClient:
             result = download_bundle(self._fetcher, offer.url, target, self.downloads_dir)
         except BundleRejectedError as exc:
             self._audit.record(
-                "update.download", offer.version, "refused", details | {"reason": str(exc)}
+                "update.download",
+                offer.version,
+                "refused",
+                details | {"reason": str(exc), "kind": exc.kind},
             )
             raise
         except (tuf_errors.DownloadError, OSError) as exc:
@@ -275,19 +282,10 @@ class UpdateClient:
                 bootstrap=self._root,
             )
             updater.refresh()
-        except tuf_errors.ExpiredMetadataError as exc:
-            raise RepositoryRejectedError("expired", str(exc)) from exc
-        except tuf_errors.BadVersionNumberError as exc:
-            raise RepositoryRejectedError(
-                "replayed", f"metadata older than this box already trusts ({exc})"
-            ) from exc
-        except tuf_errors.UnsignedMetadataError as exc:
-            raise RepositoryRejectedError("tampered", f"signature does not verify ({exc})") from exc
-        except tuf_errors.LengthOrHashMismatchError as exc:
-            raise RepositoryRejectedError("tampered", f"metadata does not match ({exc})") from exc
-        except tuf_errors.RepositoryError as exc:
-            raise RepositoryRejectedError("invalid", str(exc)) from exc
-        except tuf_errors.DownloadError as exc:
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+            verdict = classify_refresh_error(exc)
+            if verdict is not None and verdict.refused:
+                raise RepositoryRejectedError(verdict.kind, verdict.reason) from exc
             raise RepositoryUnreachableError(f"{self.settings.repository_url}: {exc}") from exc
         # The Updater keeps its verified targets to itself; it persisted them just now, after
         # verification, so the list is read back from there (our own state folder).

@@ -26,6 +26,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from gateway.logsetup import event
 from gateway.spool.durable import durable_replace, fsync_dir
+from gateway.update.refusal import TAMPERED
 
 log = logging.getLogger("gateway.update.fetch")
 
@@ -34,7 +35,16 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class BundleRejectedError(Exception):
-    """The downloaded bundle is not the signed one (length or hash): discarded, do not install."""
+    """The downloaded bundle is not the signed one (length or hash): discarded, do not install.
+
+    That is tampering whatever its form, so the message starts with ``tampered:`` as a refused
+    metadata file's does (the command prints ``refused: tampered: ...``).
+    """
+
+    kind = TAMPERED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{self.kind}: {message}")
 
 
 class RangeRefusedError(exceptions.DownloadError):

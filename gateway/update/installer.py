@@ -411,11 +411,17 @@ def _check_digest(bundle: Path, sha256: str) -> None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     if digest.hexdigest() != sha256.lower():
-        raise UnsafeBundleError(f"bundle sha256 {digest.hexdigest()} is not the signed {sha256}")
+        raise UnsafeBundleError(
+            f"tampered: bundle sha256 {digest.hexdigest()} is not the signed {sha256}"
+        )
 
 
 def unpack(bundle: Path, releases_root: Path, version: str) -> Path:
-    """Unpack ``bundle`` to ``releases_root/<version>`` via ``<version>.tmp``; idempotent."""
+    """Unpack ``bundle`` to ``releases_root/<version>`` via ``<version>.tmp``; idempotent.
+
+    Whether it succeeds or is refused (UnsafeBundleError, a broken archive), ``<version>.tmp``
+    is gone when it returns.
+    """
     final = releases_root / version
     if final.is_dir():
         return final  # only ever renamed into place whole
@@ -424,6 +430,19 @@ def unpack(bundle: Path, releases_root: Path, version: str) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
+    try:
+        _unpack_into(bundle, staging, final, version)
+    except BaseException:
+        # A refused (or broken) bundle leaves nothing behind, not even its half-unpacked tree.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(releases_root)
+    shutil.rmtree(staging)
+    return final
+
+
+def _unpack_into(bundle: Path, staging: Path, final: Path, version: str) -> None:
+    """Extract, check and rename the release folder to ``final``; raises on a refused bundle."""
     top = f"dicom-gateway-{version}"
     with tarfile.open(bundle, "r:gz") as tar:
         members = tar.getmembers()
@@ -441,9 +460,6 @@ def unpack(bundle: Path, releases_root: Path, version: str) -> Path:
     # on an SD card and buys nothing over it before the rename that publishes the release.
     os.sync()
     release_dir.rename(final)
-    fsync_dir(releases_root)
-    shutil.rmtree(staging)
-    return final
 
 
 def _check_release_file(release_dir: Path, version: str) -> None:

@@ -1,6 +1,6 @@
 """The panel's TLS certificate: [web] cert/key if set, else a self-signed pair made on first start.
 
-The self-signed pair lives in ``<state_dir>/web/`` (``panel-cert.pem``, ``panel-key.pem``, the key
+The self-signed pair lives in ``<state_dir>/web/`` (``panel-cert.pem`` 0644, ``panel-key.pem``
 0600) and is reused at every start until it is within ``RENEW_DAYS`` of expiry. Its key is
 ECDSA P-256; its subject alternative names are the box's host name (and FQDN), every address on
 its interfaces, and localhost, so a browser's warning is about trust only, not about the name.
@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import ipaddress
 import itertools
-import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,10 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.config import WebSection, resolve_key_path
+from gateway.spool.durable import write_bytes_durably
 from gateway.web.auth.db import web_dir, write_private
 
 CERT_FILE = "panel-cert.pem"
 KEY_FILE = "panel-key.pem"
+CERT_MODE = 0o644  # public; the key is 0600 (write_private)
 VALID_DAYS = 825  # the longest lifetime browsers have accepted for a server certificate
 RENEW_DAYS = 30
 
@@ -247,12 +248,12 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
 
 
 def _store(cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: bytes) -> None:
-    """Key first (0600), then the certificate: a crash between leaves a pair that fails to load
-    together and is regenerated, never a certificate served with a stranger's key."""
+    """Key first (0600), then the certificate (0644): a crash between leaves a pair that fails
+    to load together and is regenerated, never a certificate served with a stranger's key.
+
+    Both modes are set exactly, whatever the umask: the key is secret; the certificate is what
+    every browser is sent anyway (readable to copy it for a scraper's trust store).
+    """
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     write_private(key_path, key_pem.decode("ascii"))
-    tmp = cert_path.with_name(f".{cert_path.name}.tmp")
-    tmp.write_bytes(cert_pem)
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(cert_path)
+    write_bytes_durably(cert_path, cert_pem, CERT_MODE)

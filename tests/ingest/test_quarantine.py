@@ -52,6 +52,17 @@ def test_put_moves_the_file_and_writes_its_reason_beside_it(tmp_path: Path) -> N
     assert stat.S_IMODE(moved.parent.stat().st_mode) == 0o700
 
 
+def test_a_file_dropped_world_readable_is_private_once_quarantined(tmp_path: Path) -> None:
+    """Issue 11 item 7: a hard link keeps the dropped file's inode; its 0644 must not follow."""
+    src = _drop(tmp_path / "state" / "drop", "scan.jpg", b"not a jpeg")
+    src.chmod(0o644)  # as a device's share writes it
+    moved = Quarantine(tmp_path / "state" / "quarantine", FakeClock()).put(src, "s", "r")
+    assert moved.stat().st_nlink == 1  # it was linked (same filesystem), then the drop unlinked
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o600
+    reason = next(moved.parent.glob("*.reason.json"))
+    assert stat.S_IMODE(reason.stat().st_mode) == 0o600
+
+
 def test_the_same_name_twice_gets_two_places_and_an_earlier_run_is_never_overwritten(
     tmp_path: Path,
 ) -> None:

@@ -30,7 +30,7 @@ from gateway.update.fetch import BundleRejectedError
 from gateway.update.installer import Installer, InstallOutcome, TrialVerdict
 from gateway.update.offline import STICK_FOLDER, NotARepositoryError, offline_settings
 from gateway.update.repo import target_name
-from tests.update.repofactory import HOST_ARCH, FakeRelease, build_repo, serve_repo
+from tests.update.repofactory import HOST_ARCH, FakeRelease, RepoFixture, build_repo, serve_repo
 
 OTHER_ARCH = "aarch64" if HOST_ARCH == "x86_64" else "x86_64"
 
@@ -96,12 +96,16 @@ def test_tampered_bundle_is_refused_and_discarded(tmp_path: Path) -> None:
         client = make_client(state, server.base_url, fx.root_bytes)
         offer = client.check()
         assert offer is not None
-        with pytest.raises(BundleRejectedError, match="does not match its signed target"):
+        with pytest.raises(BundleRejectedError, match=r"^tampered: .*does not match its signed"):
             client.download(offer)
     downloads = state / "update" / "downloads"
     assert list(downloads.iterdir()) == []  # neither the .part nor a final file is kept
     last = UpdateAudit(state, SystemClock(), "test").read()[-1]
-    assert (last.action, last.details["result"]) == ("update.download", "refused")
+    assert (last.action, last.details["result"], last.details["kind"]) == (
+        "update.download",
+        "refused",
+        "tampered",
+    )
 
 
 def test_tampered_metadata_is_refused(tmp_path: Path) -> None:
@@ -114,6 +118,56 @@ def test_tampered_metadata_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RepositoryRejectedError) as caught:
             client.check()
     assert caught.value.kind == "tampered"
+
+
+def _pad(path: Path, n: int) -> None:
+    path.write_bytes(path.read_bytes() + b" " * n)  # still the same JSON, longer
+
+
+def _shorten(path: Path) -> None:
+    path.write_bytes(path.read_bytes().rstrip()[:-1])
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(b"x" * len(path.read_bytes()))
+
+
+# Issue 11 item 6: every form of a changed metadata file (a compromised mirror) is "tampered".
+TAMPER_FORMS = {
+    "targets longer than signed": ("{targets}", lambda p: _pad(p, 64)),
+    "targets shorter than signed": ("{targets}", _shorten),
+    "snapshot longer than signed": ("{snapshot}", lambda p: _pad(p, 64)),
+    "timestamp beyond its bound": ("timestamp.json", lambda p: _pad(p, 20_000)),
+    "timestamp not metadata": ("timestamp.json", _garble),
+}
+
+
+def _tamper(fx: RepoFixture, form: str) -> None:
+    name, change = TAMPER_FORMS[form]
+    meta = fx.repo.snapshot().signed.meta["targets.json"]
+    snapshot = fx.repo.timestamp().signed.snapshot_meta
+    path = fx.metadata_dir / name.format(
+        targets=f"{meta.version}.targets.json", snapshot=f"{snapshot.version}.snapshot.json"
+    )
+    change(path)
+
+
+@pytest.mark.parametrize("form", sorted(TAMPER_FORMS))
+def test_tampered_metadata_in_any_form_is_refused_as_tampered(tmp_path: Path, form: str) -> None:
+    fx = build_repo(tmp_path, [FakeRelease("1.1.0")])
+    _tamper(fx, form)
+    state = tmp_path / "state"
+    with serve_repo(fx.path) as server:
+        client = make_client(state, server.base_url, fx.root_bytes)
+        with pytest.raises(RepositoryRejectedError) as caught:
+            client.check()
+    assert caught.value.kind == "tampered"
+    last = UpdateAudit(state, SystemClock(), "test").read()[-1]
+    assert (last.action, last.details["result"], last.details["kind"]) == (
+        "update.check",
+        "refused",
+        "tampered",
+    )
 
 
 def test_replayed_older_metadata_is_refused(tmp_path: Path) -> None:
@@ -363,6 +417,27 @@ def test_cli_refuses_tampered_metadata_with_exit_1(
         assert run_update(argv, installer) == 1
     assert "refused: tampered" in capsys.readouterr().err
     assert installer.handed == []
+
+
+def test_cli_from_timer_refuses_a_metadata_file_whose_length_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "try later" (exit 0 from the timer, audited unreachable): refused, exit 1."""
+    fx = build_repo(tmp_path, [FakeRelease("99.0.0")])
+    _tamper(fx, "targets longer than signed")
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n')
+    (tmp_path / "root.json").write_bytes(fx.root_bytes)
+    installer = RecordingInstaller()
+    with serve_repo(fx.path) as server:
+        argv = ["update", "apply", "--config", str(config), "--from-timer"]
+        argv += ["--repository-url", server.base_url, "--trusted-root", str(tmp_path / "root.json")]
+        assert run_update(argv, installer) == 1
+    assert "refused: tampered: metadata longer than signed" in capsys.readouterr().err
+    assert installer.handed == [] and installer.downloading_seen == []
+    last = UpdateAudit(state, SystemClock(), "test").read()[-1]
+    assert (last.details["result"], last.details["kind"]) == ("refused", "tampered")
 
 
 def test_cli_from_timer_treats_an_unreachable_repository_as_try_later(

@@ -4,6 +4,7 @@ a self-signed ECDSA certificate made once and reused, [web] cert/key and install
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import ssl
 import stat
@@ -143,6 +144,24 @@ def test_an_installed_certificate_is_served_from_the_next_start(
     finally:
         for close in closers:
             close()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_panel_cert_and_key_modes_are_the_documented_ones_whatever_the_umask(
+    tmp_path: Path, pki: Pki, umask: int
+) -> None:
+    """docs/web.md: panel-cert.pem 0644 (public), panel-key.pem 0600, made or installed."""
+    old = os.umask(umask)
+    try:
+        made = ensure_certificate(tmp_path / "made", WebSection())
+        installed = install_certificate(
+            tmp_path / "installed", pki.gateway.cert.read_bytes(), pki.gateway.key.read_bytes()
+        )
+    finally:
+        os.umask(old)
+    for pair in (made, installed):
+        assert stat.S_IMODE(pair.cert.stat().st_mode) == 0o644
+        assert stat.S_IMODE(pair.key.stat().st_mode) == 0o600
 
 
 def test_install_refuses_a_key_that_is_not_the_certificates(tmp_path: Path, pki: Pki) -> None:
