@@ -52,7 +52,7 @@ def test_malformed_requests_whose_callers_hang_up_leave_every_slot_free(
     result = echoscu(listener.address[1])  # at once: not "local limit exceeded"
     assert result.returncode == 0, result.stdout + result.stderr
     assert wait_until(lambda: listener.stats()["refused_malformed"] == 8)
-    assert listener.stats()["active"] == 0
+    assert wait_until(lambda: listener.stats()["active"] == 0)  # the echo's thread ends
 
 
 def test_a_malformed_request_is_answered_with_an_abort_before_the_close(
@@ -73,6 +73,24 @@ def test_an_oversize_request_is_answered_with_an_abort_before_the_close(
         sock.sendall(pdu_header(0x01, 400 * 1024 * 1024))
         assert _reply(sock) == A_ABORT
     assert listener.stats()["refused_oversize"] == 1
+
+
+def test_an_oversize_pdata_in_an_association_is_answered_with_an_abort_before_the_close(
+    start_listener: StartListener,
+) -> None:
+    listener = start_listener(listener_settings(max_pdu=16384))
+    with connect(listener.address[1]) as sock:
+        sock.sendall(association_rq())
+        header = sock.recv(6)
+        assert header[:1] == b"\x02", header  # A-ASSOCIATE-AC
+        (length,) = struct.unpack(">L", header[2:])
+        sock.settimeout(10.0)
+        accept = b""
+        while len(accept) < length:
+            accept += sock.recv(length - len(accept))
+        sock.sendall(pdu_header(0x04, 64 * 1024 * 1024) + bytes(4096))
+        assert _reply(sock) == A_ABORT
+    assert wait_until(lambda: listener.stats()["refused_oversize"] == 1)
 
 
 def test_a_first_pdu_that_is_an_abort_is_not_answered(start_listener: StartListener) -> None:
