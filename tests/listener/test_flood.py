@@ -199,12 +199,14 @@ def _flood(child: Child, sources: list[str], tls: tuple[Path, Path, Path] | None
         f"{opened_during}; listener {stats}; threads {peak_threads}; "
         f"growth {after['hwm_kib'] - before['rss_kib']} KiB"
     )
-    print(summary)
     failed = [e.output for e in echoes if not e.ok]
     assert not failed, (summary, failed[:1])
     assert max(e.seconds for e in echoes) < ECHO_BOUND, summary
-    # The flood was met by the front door, not by luck: refused, evicted, timed out.
-    assert stats["refused_crowded"] > 0, summary
+    # The flood was met by the front door, not by luck: from one address the per-address limit
+    # refuses most of it; from forty, connections time out or give way when 256 are pending.
+    if len(sources) == 1:
+        assert stats["refused_crowded"] > 0, summary
+    assert stats["refused_crowded"] + stats["timed_out"] > 0, summary
     assert stats["refused_malformed"] + stats["tls_failed"] > 0, summary
     assert peak_threads <= THREAD_LIMIT, summary
     assert after["hwm_kib"] - before["rss_kib"] < GROWTH_LIMIT_KIB, summary

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 
+import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
@@ -143,7 +145,7 @@ def test_excess_associations_are_refused_and_served_once_capacity_frees(
 
 
 def test_a_caller_over_its_address_limit_of_pending_connections_is_closed_at_once(
-    start_listener: StartListener,
+    start_listener: StartListener, caplog: pytest.LogCaptureFixture
 ) -> None:
     listener = start_listener(
         listener_settings(handshake_timeout=30.0),
@@ -152,10 +154,14 @@ def test_a_caller_over_its_address_limit_of_pending_connections_is_closed_at_onc
     holders = [connect(listener.address[1]) for _ in range(3)]
     try:
         assert wait_until(lambda: listener.pending() == 3)
-        with connect(listener.address[1]) as extra:
-            assert closed_by_peer(extra)
-        assert listener.stats()["refused_crowded"] == 1
+        for _ in range(3):
+            with connect(listener.address[1]) as extra:
+                assert closed_by_peer(extra)
+        assert listener.stats()["refused_crowded"] == 3
         assert listener.pending() == 3  # those already waiting keep their place
+        # A flood is logged as a rate: one WARNING, the repeats at DEBUG.
+        crowded = [r for r in caplog.records if getattr(r, "kind", None) == "crowded"]
+        assert [r.levelno for r in crowded] == [logging.WARNING]
     finally:
         for sock in holders:
             sock.close()
