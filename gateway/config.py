@@ -332,7 +332,11 @@ class DicomListenerSection(_Strict):
         "their Patient ID, are held. false: received objects are forwarded as they came.",
     )
     max_associations: int = Field(
-        8, ge=1, le=64, description="Associations (and TLS handshakes) served at once."
+        8,
+        ge=1,
+        le=64,
+        description="Associations served at once (callers still in their TLS handshake or "
+        "A-ASSOCIATE-RQ do not count).",
     )
     max_pdu: int = Field(
         262144, ge=4096, le=4 * 1024 * 1024, description="Largest PDU we accept, bytes."

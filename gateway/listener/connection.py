@@ -1,12 +1,14 @@
-"""One accepted connection, in its own thread: handshake, then one association, then cleanup."""
+"""One association, in its own thread: from the A-ASSOCIATE-RQ the front door has read to cleanup.
+
+The connection arrives here authenticated (TLS done, when configured) with its well-formed
+A-ASSOCIATE-RQ already read (``gate.py``); pynetdicom negotiates and serves it.
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import threading
-import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from copy import deepcopy
@@ -30,10 +32,8 @@ class ConnectionPlan:
     """What every connection of one listener shares."""
 
     ae: ApplicationEntity
-    ssl_context: ssl.SSLContext | None
     services: Sequence[ListenerService]
     max_pdu: int
-    handshake_timeout: float
     pdu_timeout: float  # a started PDU must be complete within this
     local: AddressInformation
 
@@ -46,18 +46,18 @@ class Connection:
 
     def __init__(
         self,
-        raw: socket.socket,
+        sock: socket.socket,
         peer: tuple[str, int],
+        first: bytes,
         plan: ConnectionPlan,
         *,
-        busy: bool,
         count: Counter,
         logger: logging.Logger,
     ) -> None:
-        self._sock = raw  # the TLS socket once wrapped (wrapping detaches the raw one)
+        self._sock = sock  # blocking; a TLS socket whose handshake is done, when configured
         self._peer = peer
+        self._first = first  # the whole A-ASSOCIATE-RQ PDU
         self._plan = plan
-        self._busy = busy  # over the association limit: only say so, then close
         self._count = count
         self.log = logger
         self._lock = threading.Lock()
@@ -65,30 +65,15 @@ class Connection:
         self._stopping = False
 
     def run(self) -> None:
-        """Handshake, association, cleanup; never raises (the listener outlives any peer)."""
-        deadline = time.monotonic() + self._plan.handshake_timeout
+        """Association, cleanup; never raises (the listener outlives any peer)."""
         limits = PduLimits(
             max_pdata=self._plan.max_pdu,
             store_streams_to_disk=_config.STORE_RECV_CHUNKED_DATASET,
         )
         try:
-            if self._plan.ssl_context is not None:
-                tls = handshake.start_tls(self._sock, self._plan.ssl_context)
-                with self._lock:
-                    self._sock = tls
-                handshake.complete_tls(tls, deadline)
-            first = handshake.read_association_request(self._sock, limits, deadline)
-            if self._busy:
-                self._count("refused_busy")
-                event(self.log, logging.WARNING, "association refused: at limit")
-                handshake.send_busy_reject(self._sock)
-                return
-            self._associate(self._sock, first, limits)
+            self._associate(self._sock, self._first, limits)
         except PeerRefusedError as exc:
             self._refused(exc)
-        except handshake.TlsHandshakeError as exc:
-            self._count("tls_failed")
-            event(self.log, logging.WARNING, "TLS handshake failed", reason=str(exc))
         except OSError as exc:
             if not self._stopping:
                 event(self.log, logging.INFO, "connection lost", error=type(exc).__name__)

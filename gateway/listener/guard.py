@@ -33,7 +33,8 @@ RECV_CHUNK = 64 * 1024
 A_ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
 _PDU_TYPES = range(0x01, 0x08)
 _C_STORE_RQ = 0x0001
-_ABORT_INVALID_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))  # A-ABORT, provider
+# A-ABORT, source 2 (service-provider), reason 6 (invalid PDU parameter value).
+ABORT_INVALID_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
 
 
 class PeerRefusedError(OSError):
@@ -224,6 +225,6 @@ class GuardedSocket(ClosingAssociationSocket):
         if exc.kind in ("oversize", "malformed"):
             with suppress(OSError):
                 sock.settimeout(1.0)
-                sock.sendall(_ABORT_INVALID_PARAMETER)
+                sock.sendall(ABORT_INVALID_PARAMETER)
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)

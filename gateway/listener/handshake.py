@@ -1,8 +1,15 @@
-"""The first seconds of a connection: TLS handshake and A-ASSOCIATE-RQ, against one deadline.
+"""The first bytes of a connection: what the pre-authentication phase checks and answers.
 
-pynetdicom 3.0.4's server wraps the socket for TLS on its accepting thread, so one peer that
-connects and says nothing holds every other TLS caller at the door. Here the handshake runs in
-the connection's own thread, and it and the A-ASSOCIATE-RQ must both be done by the deadline.
+No I/O here: ``gate.py`` reads, this module judges what was read. An A-ASSOCIATE-RQ is
+*well-formed* when its header passes :func:`~gateway.listener.guard.check_header` and pynetdicom
+(which will negotiate it) decodes its body into an A-ASSOCIATE primitive with an application
+context name and at least one presentation context (PS3.8 9.3.2). A calling AE title outside
+``allowed_calling_ae_titles`` is answered here too, as pynetdicom would answer it, so that a
+caller who may not associate never takes an association slot.
+
+The answers, as PS3.8 puts them for an acceptor awaiting an A-ASSOCIATE-RQ (Sta2): an invalid or
+unexpected PDU gets A-ABORT (AA-1), an A-ABORT is not answered (AA-2); a request we cannot take
+now gets A-ASSOCIATE-RJ "local limit exceeded" (transient, the modality retries).
 """
 
 from __future__ import annotations
@@ -10,18 +17,22 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-import time
+from collections.abc import Sequence
 from contextlib import suppress
 
-from gateway.listener.guard import PduLimits, PeerRefusedError, check_header, read_exact
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+
+from gateway.listener.guard import PeerRefusedError
+
+A_ABORT = 0x07
 
 # A-ASSOCIATE-RJ: result 2 (rejected-transient), source 3 (service-provider, presentation),
 # reason 2 (local-limit-exceeded).
 BUSY_REJECT = struct.pack(">BBLBBBB", 0x03, 0, 4, 0, 0x02, 0x03, 0x02)
-
-
-class TlsHandshakeError(OSError):
-    """The caller failed the TLS handshake (no certificate, untrusted, wrong version)."""
+# A-ASSOCIATE-RJ: result 1 (rejected-permanent), source 1 (service-user), reason 3
+# (calling-AE-title-not-recognized): what pynetdicom sends for require_calling_aet.
+CALLING_AE_REJECT = struct.pack(">BBLBBBB", 0x03, 0, 4, 0, 0x01, 0x01, 0x03)
 
 
 def start_tls(raw: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
@@ -29,34 +40,39 @@ def start_tls(raw: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
     return context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
 
 
-def complete_tls(tls: ssl.SSLSocket, deadline: float) -> None:
-    """Run the TLS handshake; it must be done before ``deadline`` (time.monotonic)."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise PeerRefusedError("timeout", "no time left for the TLS handshake")
-    # CPython applies the socket timeout to the whole do_handshake() call, not per read.
-    tls.settimeout(remaining)
+def parse_association_request(pdu: bytes) -> A_ASSOCIATE:
+    """The A-ASSOCIATE primitive of a whole A-ASSOCIATE-RQ PDU (header checked already).
+
+    PeerRefusedError ``malformed`` when it is not well-formed (see the module docstring).
+    """
+    decoded = A_ASSOCIATE_RQ()
     try:
-        tls.do_handshake()
-    except TimeoutError:
-        raise PeerRefusedError("timeout", "TLS handshake too slow") from None
-    except ssl.SSLError as exc:
-        raise TlsHandshakeError(f"TLS handshake failed: {exc.reason or exc}") from None
+        decoded.decode(pdu)
+        primitive = decoded.to_primitive()
+    except Exception as exc:  # noqa: BLE001 - pynetdicom's decoder raises what bytes provoke
+        detail = f"A-ASSOCIATE-RQ does not decode: {type(exc).__name__}"
+        raise PeerRefusedError("malformed", detail) from None
+    if not primitive.application_context_name:
+        raise PeerRefusedError("malformed", "A-ASSOCIATE-RQ without an application context")
+    if not primitive.presentation_context_definition_list:
+        raise PeerRefusedError("malformed", "A-ASSOCIATE-RQ without a presentation context")
+    return primitive
 
 
-def read_association_request(sock: socket.socket, limits: PduLimits, deadline: float) -> bytes:
-    """The whole A-ASSOCIATE-RQ PDU (header and body), checked before its body is read."""
-    header = read_exact(sock, 6, deadline)
-    _, length = check_header(header, limits, first=True)
-    return header + read_exact(sock, length, deadline)
+def calling_ae_allowed(primitive: A_ASSOCIATE, allowed: Sequence[str]) -> bool:
+    """Whether the caller's AE title may associate (any, when ``allowed`` is empty).
+
+    The same comparison as pynetdicom's ``require_calling_aet`` (both sides stripped).
+    """
+    if not allowed:
+        return True
+    calling = str(primitive.calling_ae_title or "").strip()
+    return calling in {title.strip() for title in allowed}
 
 
-def send_busy_reject(sock: socket.socket) -> None:
-    """Tell the caller we are at our association limit (it may retry), then close."""
-    with suppress(OSError):
-        sock.settimeout(2.0)
-        sock.sendall(BUSY_REJECT)
-    close_quietly(sock)
+def calling_ae(primitive: A_ASSOCIATE) -> str:
+    """The calling AE title, for logs (AE titles identify devices, not patients)."""
+    return str(primitive.calling_ae_title or "").strip()
 
 
 def close_quietly(sock: socket.socket) -> None:

@@ -1,22 +1,25 @@
-"""The DICOM listener: one accept thread, one thread per connection, a hard limit on both.
+"""The DICOM listener: one front-door thread for every caller not yet admitted, one thread per
+association.
 
-Per connection, in order (each step bounded): TLS handshake and A-ASSOCIATE-RQ within
-``handshake_timeout`` (its declared length checked before the body is read), then pynetdicom
-negotiates the association (calling AE titles restricted when configured) and serves it; every
-later PDU is length-checked against ``max_pdu`` and must arrive whole within
-``network_timeout``; an association idle for ``network_timeout`` is aborted by pynetdicom.
+Per connection, in order (each step bounded): in the front door (``gate.py``, one selector
+thread, non-blocking sockets), the TLS handshake with the client certificate verified and the
+A-ASSOCIATE-RQ, within ``handshake_timeout`` of accept, its declared length checked before the
+body is read, its body decoded and the calling AE title checked; then, in a thread of its own,
+pynetdicom negotiates the association and serves it; every later PDU is length-checked against
+``max_pdu`` and must arrive whole within ``network_timeout``; an association idle for
+``network_timeout`` is aborted by pynetdicom.
 
-At most ``max_associations`` connections are served at once, handshakes included. A few more
-(``busy_lanes``) are read just far enough to answer A-ASSOCIATE-RJ "local limit exceeded", so a
-modality knows to retry; beyond that a connection is closed at once. The accept thread never
-does I/O with a peer, so a peer that connects and says nothing delays no one.
+Only a connection that has done all of the first part takes an association slot: at most
+``max_associations`` are served at once, and a well-formed request beyond that is answered
+A-ASSOCIATE-RJ "local limit exceeded" by the front door, so a modality knows to retry. Callers
+still in the first part cost a socket each, bounded per address and in all
+(``admission.py``); a peer that connects and says nothing, or stops in its TLS handshake, holds
+neither a thread nor a slot and delays no one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import selectors
 import socket
 import ssl
 import threading
@@ -31,15 +34,18 @@ from pynetdicom.transport import AddressInformation
 from gateway import product
 from gateway.config import DicomListenerSection
 from gateway.listener import tuning
+from gateway.listener.admission import AdmissionLimits
 from gateway.listener.connection import Connection, ConnectionPlan
+from gateway.listener.gate import Gate, GatePlan
+from gateway.listener.guard import PduLimits
 from gateway.listener.services import ListenerService, verification_service
 from gateway.logsetup import event
 
-BUSY_LANES = 2
 STOP_GRACE = 2.0  # seconds an aborted association gets to say goodbye
 STATS_KEYS = (
     "accepted",
     "refused_busy",
+    "refused_crowded",
     "refused_oversize",
     "refused_malformed",
     "timed_out",
@@ -65,12 +71,12 @@ class DicomListener:
         services: Sequence[ListenerService],
         logger: logging.Logger,
         *,
-        busy_lanes: int = BUSY_LANES,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self._settings = settings
         self._ssl_context = ssl_context
         self._log = logger
-        self._busy_lanes = busy_lanes
+        self._admission = admission or AdmissionLimits()
         if not any(s.name == "verification" for s in services):
             services = (verification_service(), *services)
         self._services = tuple(services)
@@ -78,12 +84,12 @@ class DicomListener:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._served: dict[Connection, threading.Thread] = {}
-        self._busy: dict[Connection, threading.Thread] = {}
         self._sock: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._accept_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._plan: ConnectionPlan | None = None
+        self._gate: Gate | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,7 +102,8 @@ class DicomListener:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self._settings.bind, self._settings.port))
-            sock.listen(max(16, 2 * self._settings.max_associations))
+            # Room for a burst of callers while the front door is busy with a flood.
+            sock.listen(max(128, 2 * self._settings.max_associations))
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -106,15 +113,29 @@ class DicomListener:
         s = self._settings
         self._plan = ConnectionPlan(
             ae=self._ae,
-            ssl_context=self._ssl_context,
             services=self._services,
             max_pdu=s.max_pdu,
-            handshake_timeout=s.handshake_timeout,
             pdu_timeout=s.network_timeout,
             local=AddressInformation.from_tuple(self.address),
         )
+        gate_plan = GatePlan(
+            ssl_context=self._ssl_context,
+            handshake_timeout=s.handshake_timeout,
+            pdu_limits=PduLimits(max_pdata=s.max_pdu),
+            allowed_calling_ae_titles=tuple(s.allowed_calling_ae_titles),
+            admission=self._admission,
+        )
+        self._gate = Gate(
+            sock,
+            self._wake_r,
+            gate_plan,
+            self._hand_off,
+            count=self._count,
+            logger=self._log,
+            stopping=self._stopping,
+        )
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, name="listener-accept", daemon=True
+            target=self._gate.run, name="listener-accept", daemon=True
         )
         self._accept_thread.start()
         event(
@@ -127,14 +148,14 @@ class DicomListener:
         )
 
     def stop(self) -> None:
-        """Stop accepting, abort every association, and join every thread we started."""
+        """Stop accepting, close every pending caller, abort every association, join threads."""
         self._stopping.set()
         with suppress(OSError):
             self._wake_w.send(b"x")
         if self._accept_thread is not None:
             self._accept_thread.join()
         with self._lock:
-            running = {**self._served, **self._busy}
+            running = dict(self._served)
         for conn in running:
             conn.interrupt()
         for thread in running.values():
@@ -159,73 +180,38 @@ class DicomListener:
         return str(name[0]), int(name[1])
 
     def stats(self) -> dict[str, int]:
-        """Counters since start, plus ``active`` (connections being served right now)."""
+        """Counters since start, plus ``active`` (associations being served right now)."""
         with self._lock:
             out = {key: self._counts[key] for key in STATS_KEYS}
             out["active"] = len(self._served)
         return out
 
-    # -- accepting ---------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Callers in the front door now: not yet admitted to an association (or being closed)."""
+        return 0 if self._gate is None else self._gate.pending()
 
-    def _accept_loop(self) -> None:
-        assert self._sock is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self._sock:
-                        self._accept_one()
+    # -- admitting ---------------------------------------------------------------------------
 
-    def _accept_one(self) -> None:
-        assert self._sock is not None and self._plan is not None
-        try:
-            raw, peer = self._sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # e.g. EMFILE: keep serving those we have
-            event(self._log, logging.ERROR, "accept failed", error=str(exc))
-            self._stopping.wait(0.1)
-            return
-        raw.setblocking(True)
-        # Short answers (C-ECHO, a few C-FIND matches) must not wait for the peer's delayed ACK.
-        with contextlib.suppress(OSError):
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._lock:
-            if len(self._served) < self._settings.max_associations:
-                table = self._served
-            elif len(self._busy) < self._busy_lanes:
-                table = self._busy
-            else:
-                self._counts["refused_busy"] += 1
-                table = None
-            if table is not None:
-                self._counts["accepted"] += 1
-        if table is None:
-            with suppress(OSError):
-                raw.close()
-            return
-        conn = Connection(
-            raw,
-            (str(peer[0]), int(peer[1])),
-            self._plan,
-            busy=table is self._busy,
-            count=self._count,
-            logger=self._log,
-        )
+    def _hand_off(self, sock: socket.socket, peer: tuple[str, int], first: bytes) -> bool:
+        """Called by the front door: serve this authenticated caller if a slot is free."""
+        assert self._plan is not None
+        conn = Connection(sock, peer, first, self._plan, count=self._count, logger=self._log)
         thread = threading.Thread(
-            target=self._serve, args=(conn, table), name=f"listener-{peer[1]}", daemon=True
+            target=self._serve, args=(conn,), name=f"listener-{peer[1]}", daemon=True
         )
         with self._lock:
-            table[conn] = thread
+            if len(self._served) >= self._settings.max_associations:
+                return False
+            self._served[conn] = thread
         thread.start()
+        return True
 
-    def _serve(self, conn: Connection, table: dict[Connection, threading.Thread]) -> None:
+    def _serve(self, conn: Connection) -> None:
         try:
             conn.run()
         finally:
             with self._lock:
-                table.pop(conn, None)
+                self._served.pop(conn, None)
 
     def _count(self, key: str) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from gateway.config import DicomListenerSection
+from gateway.listener.admission import AdmissionLimits
 from gateway.listener.server import DicomListener
 from gateway.listener.services import ListenerService
 from tests.listener.support import LISTENER_AE
@@ -26,9 +27,15 @@ def start_listener() -> Iterator[StartListener]:
         *,
         ssl_context: ssl.SSLContext | None = None,
         services: Sequence[ListenerService] = (),
+        admission: AdmissionLimits | None = None,
     ) -> DicomListener:
         listener = DicomListener(
-            settings, LISTENER_AE, ssl_context, services, logging.getLogger("test.listener")
+            settings,
+            LISTENER_AE,
+            ssl_context,
+            services,
+            logging.getLogger("test.listener"),
+            admission=admission,
         )
         listener.start()
         started.append(listener)

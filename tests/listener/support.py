@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,41 @@ def echoscu(
         args += ["+tla", "+cf", str(anonymous_tls_ca)]
     args += [*extra, "127.0.0.1", str(port)]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+class Child:
+    """A listener in a child process (tests/listener/memchild.py) and its line protocol."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.listener.memchild", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline().split()
+        assert ready[:1] == ["READY"], ready
+        self.port = int(ready[1])
+
+    def ask(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def mem(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(self.ask("mem"))
+        return report
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask("quit")
+                self.proc.wait(timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()

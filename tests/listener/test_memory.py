@@ -6,58 +6,23 @@ listener runs in a child process so that its own peak (VmHWM) can be read.
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from typing import Any
+from contextlib import suppress
 
 import pytest
 
-from tests.listener.support import association_rq, closed_by_peer, connect, pdu_header
+from tests.listener.support import (
+    Child,
+    association_rq,
+    closed_by_peer,
+    connect,
+    pdu_header,
+)
 
 MIB = 1024 * 1024
 # A safety bound, far under the 400 MiB declared: the listener may not buffer what it is sent.
 GROWTH_LIMIT_KIB = 48 * 1024
-
-
-class Child:
-    """The listener child process and its line protocol."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.listener.memchild"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        ready = self.proc.stdout.readline().split()
-        assert ready[:1] == ["READY"], ready
-        self.port = int(ready[1])
-
-    def ask(self, command: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def mem(self) -> dict[str, Any]:
-        report: dict[str, Any] = json.loads(self.ask("mem"))
-        return report
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.ask("quit")
-                self.proc.wait(timeout=20)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture
@@ -111,7 +76,9 @@ def test_many_forged_requests_at_once_leave_memory_flat(child: Child) -> None:
     socks = [connect(child.port) for _ in range(6)]
     try:
         for sock in socks:
-            sock.sendall(pdu_header(0x01, 400 * MIB) + bytes(MIB))
+            # The listener may hang up before the whole MiB is sent: that is the point.
+            with suppress(OSError):
+                sock.sendall(pdu_header(0x01, 400 * MIB) + bytes(MIB))
         for sock in socks:
             assert closed_by_peer(sock)
     finally:
