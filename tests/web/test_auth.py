@@ -1,4 +1,5 @@
-"""The account, session, throttle and setup-token stores on their own, with an injected clock."""
+"""The account, session and setup-token stores on their own, with an injected clock (the
+throttle's rules: test_throttle.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from gateway.config import WebSection
 from gateway.web.auth import PanelAuth, open_auth
 from gateway.web.auth.db import DB_FILE, web_dir
 from gateway.web.auth.setup import read_token, token_path
-from gateway.web.auth.throttle import ADDRESS_FACTOR
 from gateway.web.auth.users import AccountError, Role
 from tests.web.panelkit import FAST_HASHER
 
@@ -107,36 +107,6 @@ def test_removing_a_user_ends_their_sessions(auth: PanelAuth) -> None:
     new = auth.sessions.create("tech")
     auth.users.delete("tech")
     assert auth.sessions.lookup(new.token) is None
-
-
-def test_the_account_lock_lifts_after_the_lockout(auth: PanelAuth, clock: FakeClock) -> None:
-    auth.users.create("eng", "a-long-secret-1", Role.ENGINEER)
-    throttle = auth.throttle
-    assert not throttle.failed("eng", "10.0.0.1")
-    assert not throttle.failed("eng", "10.0.0.2")
-    assert throttle.failed("eng", "10.0.0.3")  # third in a row, from anywhere
-    wait = throttle.blocked_for("eng", "10.0.0.9")
-    assert wait == pytest.approx(15 * 60)
-    clock.advance(15 * 60 + 1)
-    assert throttle.blocked_for("eng", "10.0.0.9") is None
-
-
-def test_a_success_resets_the_count(auth: PanelAuth) -> None:
-    auth.users.create("eng", "a-long-secret-1", Role.ENGINEER)
-    auth.throttle.failed("eng", "10.0.0.1")
-    auth.throttle.failed("eng", "10.0.0.1")
-    auth.throttle.succeeded("eng", "10.0.0.1")
-    assert not auth.throttle.failed("eng", "10.0.0.1")
-
-
-def test_an_address_spraying_names_is_locked(auth: PanelAuth, clock: FakeClock) -> None:
-    tries = WEB.login_max_failures * ADDRESS_FACTOR
-    results = [auth.throttle.failed(f"guess{n}", "10.0.0.66") for n in range(tries)]
-    assert results[-1] and not any(results[:-1])
-    assert auth.throttle.blocked_for("anyone", "10.0.0.66") is not None
-    assert auth.throttle.blocked_for("anyone", "10.0.0.67") is None
-    clock.advance(15 * 60 + 1)
-    assert auth.throttle.blocked_for("anyone", "10.0.0.66") is None
 
 
 def test_the_setup_token_is_kept_private_reused_and_spent_once(

@@ -1,4 +1,4 @@
-"""Panel accounts: user name, role, argon2id password hash, failed-login count and lock.
+"""Panel accounts: user name, role and argon2id password hash (throttling: auth.throttle).
 
 There is no default account and no default password: the first engineer is created with the
 one-time setup token (gateway.web.auth.setup). The last engineer can be neither removed nor
@@ -132,42 +132,6 @@ class UserStore:
             if _role_of(conn, username) is Role.ENGINEER:
                 _keep_one_engineer(conn)
             conn.execute("DELETE FROM users WHERE username = ?", (username,))
-
-    # --- failed logins (per account; gateway.web.auth.throttle decides) ----------------------
-
-    def locked_until(self, username: str) -> float | None:
-        """Until when the account is locked (epoch seconds), or None."""
-        with self._db.connect() as conn:
-            row = conn.execute(
-                "SELECT locked_until FROM users WHERE username = ?", (username,)
-            ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def record_failure(self, username: str, max_failures: int, lock_seconds: float) -> bool:
-        """Count a wrong password; lock when the count reaches ``max_failures``. True if locked."""
-        now = self._clock.now()
-        with self._db.connect() as conn, transaction(conn, synced=False):
-            row = conn.execute(
-                "SELECT failures FROM users WHERE username = ?", (username,)
-            ).fetchone()
-            if row is None:
-                return False
-            failures = int(row[0]) + 1
-            locked = failures >= max_failures
-            conn.execute(
-                "UPDATE users SET failures = ?, locked_until = ? WHERE username = ?",
-                (0 if locked else failures, now + lock_seconds if locked else None, username),
-            )
-        return locked
-
-    def clear_failures(self, username: str) -> None:
-        """A successful login (or an engineer's unlock): count from zero, lift the lock."""
-        with self._db.connect() as conn:
-            conn.execute(
-                "UPDATE users SET failures = 0, locked_until = NULL "
-                "WHERE username = ? AND (failures != 0 OR locked_until IS NOT NULL)",
-                (username,),
-            )
 
     def _store_hash(self, username: str, digest: str) -> None:
         with self._db.connect() as conn, transaction(conn):
