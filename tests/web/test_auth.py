@@ -55,6 +55,43 @@ def test_weak_passwords_and_bad_names_are_refused(auth: PanelAuth) -> None:
     assert auth.users.count() == 0
 
 
+@pytest.mark.parametrize(
+    "password",
+    [
+        "1234567890",
+        "qwertyuiop",
+        "Password2024!",
+        "Radiology#1",
+        "administrator",
+        "Correct Horse Battery Staple",
+        "  Welcome123  ",
+    ],
+)
+def test_the_commonest_passwords_are_refused_at_setup_creation_and_change(
+    auth: PanelAuth, password: str
+) -> None:
+    token = auth.setup.ensure()
+    assert token is not None
+    with pytest.raises(AccountError, match="commonest"):
+        auth.setup.create_first_engineer(token, "eng", password)
+    auth.setup.create_first_engineer(token, "eng", "a-long-secret-1")
+    with pytest.raises(AccountError, match="commonest"):
+        auth.users.create("tech", password, Role.TECHNOLOGIST)
+    with pytest.raises(AccountError, match="commonest"):
+        auth.users.set_password("eng", password)
+    assert auth.users.verify("eng", "a-long-secret-1") is not None
+
+
+def test_a_password_equal_to_the_user_name_in_any_case_is_refused_at_change(
+    auth: PanelAuth,
+) -> None:
+    auth.users.create("engineer12", "a-long-secret-1", Role.ENGINEER)
+    for password in ("engineer12", "ENGINEER12", "Engineer12"):
+        with pytest.raises(AccountError, match="must not be the user name"):
+            auth.users.set_password("engineer12", password)
+    auth.users.set_password("engineer12", "engineer12-but-longer")  # contains it: fine
+
+
 def test_the_last_engineer_can_be_neither_removed_nor_demoted(auth: PanelAuth) -> None:
     auth.users.create("eng", "a-long-secret-1", Role.ENGINEER)
     auth.users.create("tech", "a-long-secret-1", Role.TECHNOLOGIST)

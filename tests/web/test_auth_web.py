@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.web.api import OPENAPI_URL
 from gateway.web.auth import Role
 from gateway.web.auth.setup import read_token
 from gateway.web.templating import make_environment
@@ -363,3 +364,48 @@ def test_templates_escape_what_they_show() -> None:
     )
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_openapi_document_is_for_signed_in_engineers_only(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    panel.add_user(*TECHNOLOGIST, Role.TECHNOLOGIST)
+    assert panel.browser().get(OPENAPI_URL).status_code == 401
+    assert panel.login(*TECHNOLOGIST).get(OPENAPI_URL).status_code == 403
+    document = engineer.get(OPENAPI_URL)
+    assert document.status_code == 200
+    assert "/api/v1/held" in document.json()["paths"]
+    for docs in ("/docs", "/redoc", "/openapi.json"):
+        assert engineer.get(docs).status_code == 404
+
+
+def test_setup_and_a_password_change_refuse_a_common_password_saying_why(
+    panel: RunningPanel,
+) -> None:
+    client = panel.browser()
+    page = client.get("/setup")
+    answer = client.post(
+        "/setup",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "token": read_token(panel.state) or "",
+            "username": ENGINEER[0],
+            "password": "Password123!",
+            "password2": "Password123!",
+        },
+    )
+    assert answer.status_code == 422
+    assert "one of the commonest" in answer.text
+    assert panel.auth.users.count() == 0
+    engineer = panel.setup()
+    changed = engineer.post(
+        "/account",
+        data={
+            "csrf_token": csrf_of(engineer.get("/account").text),
+            "current": ENGINEER[1],
+            "password": "qwertyuiop",
+            "password2": "qwertyuiop",
+        },
+    )
+    assert changed.status_code == 422
+    assert "one of the commonest" in changed.text
+    assert panel.post_login(panel.browser(), *ENGINEER).status_code == 303

@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway.clock import Clock
 from gateway.sqltxn import transaction
+from gateway.web.auth.commonpw import is_common
 from gateway.web.auth.db import PanelDb
 
 MIN_PASSWORD = 10
@@ -150,13 +151,19 @@ def check_username(username: str) -> None:
 
 
 def check_password(password: str, username: str) -> None:
-    """Refuse a password that is too short, too long, or the user name itself."""
+    """Refuse a password that is too short, too long, the user name itself (in any case), or
+    one of the commonest (gateway.web.auth.commonpw): at setup, for a new user and at a change."""
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"the password needs at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"the password may have at most {MAX_PASSWORD} characters")
     if password.strip().lower() == username.lower():
         raise AccountError("the password must not be the user name")
+    if is_common(password):
+        raise AccountError(
+            "this password is one of the commonest, the first a guesser tries: choose another "
+            "(a few unrelated words make a good one)"
+        )
 
 
 def _quietly_verify(hasher: PasswordHasher, digest: str, password: str) -> bool:
