@@ -446,10 +446,18 @@ class WebSection(_Strict):
         12.0, gt=0, description="A session ends this long after login, used or not."
     )
     login_max_failures: int = Field(
-        5, ge=1, description="Wrong passwords in a row before the account is locked."
+        5,
+        ge=1,
+        description=(
+            "Wrong passwords in a row for one account from one address before that account is "
+            "locked from that address (three times as many from one address, any names, lock "
+            "the address); from other addresses the account only waits a few seconds per try."
+        ),
     )
     lockout_minutes: float = Field(
-        15.0, gt=0, description="How long an account (and the address) stays locked."
+        15.0,
+        gt=0,
+        description="How long an account stays locked from an address, and an address locked.",
     )
 
     @model_validator(mode="after")

@@ -56,14 +56,15 @@ def tmpfs(target: Path, size_bytes: int) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def ext4(target: Path, size_bytes: int) -> Iterator[Path]:
-    """An ext4 image of ``size_bytes`` loop-mounted on ``target`` with errors=remount-ro."""
+def ext4(target: Path, size_bytes: int, reserved_percent: int = 0) -> Iterator[Path]:
+    """An ext4 image of ``size_bytes`` loop-mounted on ``target`` with errors=remount-ro;
+    ``reserved_percent`` of its blocks kept for root (mkfs.ext4 -m; Debian's default is 5)."""
     if shutil.which("mkfs.ext4") is None:
         _unavailable("mkfs.ext4 is not installed (Debian: e2fsprogs)")
     image = target.with_name(f"{target.name}.img")
     with image.open("wb") as f:
         f.truncate(size_bytes)
-    made = _run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
+    made = _run("mkfs.ext4", "-q", "-F", "-m", str(reserved_percent), str(image))
     if made.returncode != 0:
         _unavailable(f"mkfs.ext4 failed: {made.stderr.strip()}")
     _mount(["-o", "loop,errors=remount-ro", str(image)], target)

@@ -36,6 +36,18 @@ class DiskSpace:
     total: int
     free: int  # bytes an unprivileged writer may still use
     read_only: bool
+    used: int = 0  # bytes in use (blocks less all free ones, root's reserve included): df's Used
+
+
+def used_percent(space: DiskSpace) -> int:
+    """The file system's use as ``df`` prints it (Use%): used / (used + available), rounded
+    up. Not used / total: the blocks reserved for root are neither used nor available to the
+    gateway, and counting them as room (28 GiB of 252 GiB, "11 %") hides a disk that df
+    already shows at 28 %."""
+    counted = space.used + space.free
+    if counted <= 0:
+        return 0
+    return -(-100 * space.used // counted)  # ceiling, as df rounds
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ def probe(path: Path) -> DiskSpace:
         total=st.f_blocks * st.f_frsize,
         free=st.f_bavail * st.f_frsize,
         read_only=bool(st.f_flag & os.ST_RDONLY),
+        used=(st.f_blocks - st.f_bfree) * st.f_frsize,
     )
 
 
@@ -105,6 +118,13 @@ class StorageStatus:
     reserve_bytes: int
     reserve_in_place: bool
     unrecorded: int  # delivery outcomes kept in memory until the storage takes them
+
+
+def free_for_ingest(status: StorageStatus) -> int:
+    """Free bytes as the queue counts them (rule 3): what the gateway may use, less the
+    delivery reserve while it is given back; ingest pauses when this reaches ``low_water``."""
+    missing = 0 if status.reserve_in_place else status.reserve_bytes
+    return max(status.space.free - missing, 0)
 
 
 def describe(status: StorageStatus) -> str:

@@ -7,9 +7,10 @@ POST/PUT/PATCH/DELETE of every screen needs the session's token; each route stil
 role (``require_engineer`` / ``require_technologist`` from gateway.web.deps).
 
 The JSON API (gateway.web.api) is mounted under /api/v1 with the session's ``api:<user>`` as the
-actor, CSRF on changes. Every response carries the security headers (CSP self only with no
-inline script, no framing, no referrer) and, except static files, ``Cache-Control: no-store``:
-pages and answers may show patient data, and a shared tablet must not keep them.
+actor, CSRF on changes; its OpenAPI document is served to signed-in engineers only. Every
+response carries the security headers (CSP self only with no inline script, no framing, no
+referrer) and, except static files, ``Cache-Control: no-store``: pages and answers may show
+patient data, and a shared tablet must not keep them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ from gateway.web.api import (
 )
 from gateway.web.api import health_router as health_router
 from gateway.web.auth import PanelAuth
-from gateway.web.deps import API_PATH, LoginRequired, api_actor, optional_user, verify_csrf
+from gateway.web.deps import (
+    API_PATH,
+    LoginRequired,
+    User,
+    api_actor,
+    optional_user,
+    require_engineer,
+    verify_csrf,
+)
 from gateway.web.metrics import metrics_router
 from gateway.web.services import WebServices
 from gateway.web.templating import STATIC_DIR, NavLink, make_environment, render
@@ -75,7 +84,7 @@ def create_web_app(services: WebServices, auth: PanelAuth) -> FastAPI:
     app = FastAPI(
         title="DICOM edge gateway panel",
         version="1",
-        openapi_url=OPENAPI_URL,
+        openapi_url=None,  # served below, to engineers only
         docs_url=None,  # the interactive docs load scripts from a CDN; the box is often offline
         redoc_url=None,
     )
@@ -85,6 +94,7 @@ def create_web_app(services: WebServices, auth: PanelAuth) -> FastAPI:
     nav: list[NavLink] = []
 
     app.include_router(health_router())
+    app.include_router(_openapi_router(app))
     app.include_router(metrics_router(services))
     app.include_router(api_router(api_services(services), api_actor), prefix=API_PREFIX)
     app.include_router(panel_api_router(services, api_actor), prefix=API_PREFIX)
@@ -127,6 +137,18 @@ def _home_router() -> APIRouter:
     @router.get("/")
     def home(request: Request, user: Annotated[object, Depends(optional_user)]) -> RedirectResponse:
         return RedirectResponse("/account" if user else "/login", status_code=303)
+
+    return router
+
+
+def _openapi_router(app: FastAPI) -> APIRouter:
+    """GET /api/v1/openapi.json for a signed-in engineer (401 without a session, 403 for a
+    technologist): the document maps every endpoint and field, a guide for an attacker too."""
+    router = APIRouter()
+
+    @router.get(OPENAPI_URL, include_in_schema=False)
+    def openapi(user: Annotated[User, Depends(require_engineer)]) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     return router
 

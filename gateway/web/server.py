@@ -3,7 +3,9 @@
 :class:`UvicornThread` runs one ``uvicorn.Server`` on sockets bound beforehand (so the caller
 decides address, permissions and TLS), waits for it to be serving, and stops it within a
 deadline. :class:`WebServer` is the panel's HTTPS listener on it: TLS 1.2 or newer with the
-BCP 195 suites (as gateway.forward.tlsctx), no plain-HTTP listener at all.
+BCP 195 suites (as gateway.forward.tlsctx), no plain-HTTP listener at all, and every connection
+counted and given deadlines from its accept on (gateway.web.door, gateway.web.admission), so
+idle or half-open connections cannot close the panel to everyone.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from uvicorn._types import ASGI3Application
 
 from gateway.forward.tlsctx import BCP195_TLS12_CIPHERS
 from gateway.logsetup import event
+from gateway.web.admission import DoorLimits
+from gateway.web.door import DoorConfig
 
-MAX_CONNECTIONS = 32  # beyond it uvicorn answers 503; a panel has a few users at a time
+MAX_CONNECTIONS = 32  # local API: beyond it uvicorn answers 503 (the panel has its door)
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -31,7 +35,7 @@ class ServerStartError(RuntimeError):
     """The server could not start (address in use, bad certificate): fix it, then restart."""
 
 
-def uvicorn_config(app: ASGIApp, stop_timeout: float, **overrides: Any) -> uvicorn.Config:
+def uvicorn_settings(stop_timeout: float, **overrides: Any) -> dict[str, Any]:
     """The settings both servers share: no access log (paths may carry an accession number),
     no server header, no proxy headers, bounded connections and header size."""
     settings: dict[str, Any] = {
@@ -50,22 +54,13 @@ def uvicorn_config(app: ASGIApp, stop_timeout: float, **overrides: Any) -> uvico
         "timeout_graceful_shutdown": max(1, int(stop_timeout)),
     }
     settings.update(overrides)
-    ssl_context = settings.pop("ssl_context", None)
-    if ssl_context is not None:
-        return _TlsConfig(cast(ASGI3Application, app), ssl_context, **settings)
+    return settings
+
+
+def uvicorn_config(app: ASGIApp, stop_timeout: float, **overrides: Any) -> uvicorn.Config:
+    """A plain uvicorn config with the shared settings (the local API's)."""
+    settings = uvicorn_settings(stop_timeout, **overrides)
     return uvicorn.Config(cast(ASGI3Application, app), **settings)
-
-
-class _TlsConfig(uvicorn.Config):
-    """uvicorn's config with our own SSLContext instead of one built from file names."""
-
-    def __init__(self, app: ASGI3Application, context: ssl.SSLContext, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._context = context
-
-    def load(self) -> None:
-        super().load()
-        self.ssl = self._context
 
 
 class UvicornThread:
@@ -184,11 +179,18 @@ class WebServer:
         logger: logging.Logger,
         *,
         stop_timeout: float = 5.0,
+        limits: DoorLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port  # the bound port once started (port 0 picks a free one)
         self._log = logger
-        config = uvicorn_config(app, stop_timeout, ssl_context=context)
+        config = DoorConfig(
+            cast(ASGI3Application, app),
+            context,
+            limits or DoorLimits(),
+            logger,
+            **uvicorn_settings(stop_timeout),
+        )
         self._thread = UvicornThread(config, "web-panel", logger, stop_timeout=stop_timeout)
         self._sock: socket.socket | None = None
 

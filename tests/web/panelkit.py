@@ -71,9 +71,11 @@ class RunningPanel:
         assert self.panel.certificate is not None
         return ssl.create_default_context(cafile=str(self.panel.certificate.cert))
 
-    def browser(self) -> httpx.Client:
-        """A cookie-keeping client that does not follow redirects."""
-        client = httpx.Client(base_url=self.url.rstrip("/"), verify=self.trust(), timeout=10)
+    def browser(self, source: str | None = None) -> httpx.Client:
+        """A cookie-keeping client that does not follow redirects; ``source``: connect from
+        this loopback address (127.0.0.2...) as another machine would."""
+        transport = httpx.HTTPTransport(verify=self.trust(), local_address=source)
+        client = httpx.Client(base_url=self.url.rstrip("/"), transport=transport, timeout=10)
         self.clients.append(client)
         return client
 

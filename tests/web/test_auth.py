@@ -1,4 +1,5 @@
-"""The account, session, throttle and setup-token stores on their own, with an injected clock."""
+"""The account, session and setup-token stores on their own, with an injected clock (the
+throttle's rules: test_throttle.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from gateway.config import WebSection
 from gateway.web.auth import PanelAuth, open_auth
 from gateway.web.auth.db import DB_FILE, web_dir
 from gateway.web.auth.setup import read_token, token_path
-from gateway.web.auth.throttle import ADDRESS_FACTOR
 from gateway.web.auth.users import AccountError, Role
 from tests.web.panelkit import FAST_HASHER
 
@@ -53,6 +53,43 @@ def test_weak_passwords_and_bad_names_are_refused(auth: PanelAuth) -> None:
     with pytest.raises(AccountError, match="user names are"):
         auth.users.create("<script>", "a-long-secret-1", Role.ENGINEER)
     assert auth.users.count() == 0
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "1234567890",
+        "qwertyuiop",
+        "Password2024!",
+        "Radiology#1",
+        "administrator",
+        "Correct Horse Battery Staple",
+        "  Welcome123  ",
+    ],
+)
+def test_the_commonest_passwords_are_refused_at_setup_creation_and_change(
+    auth: PanelAuth, password: str
+) -> None:
+    token = auth.setup.ensure()
+    assert token is not None
+    with pytest.raises(AccountError, match="commonest"):
+        auth.setup.create_first_engineer(token, "eng", password)
+    auth.setup.create_first_engineer(token, "eng", "a-long-secret-1")
+    with pytest.raises(AccountError, match="commonest"):
+        auth.users.create("tech", password, Role.TECHNOLOGIST)
+    with pytest.raises(AccountError, match="commonest"):
+        auth.users.set_password("eng", password)
+    assert auth.users.verify("eng", "a-long-secret-1") is not None
+
+
+def test_a_password_equal_to_the_user_name_in_any_case_is_refused_at_change(
+    auth: PanelAuth,
+) -> None:
+    auth.users.create("engineer12", "a-long-secret-1", Role.ENGINEER)
+    for password in ("engineer12", "ENGINEER12", "Engineer12"):
+        with pytest.raises(AccountError, match="must not be the user name"):
+            auth.users.set_password("engineer12", password)
+    auth.users.set_password("engineer12", "engineer12-but-longer")  # contains it: fine
 
 
 def test_the_last_engineer_can_be_neither_removed_nor_demoted(auth: PanelAuth) -> None:
@@ -107,36 +144,6 @@ def test_removing_a_user_ends_their_sessions(auth: PanelAuth) -> None:
     new = auth.sessions.create("tech")
     auth.users.delete("tech")
     assert auth.sessions.lookup(new.token) is None
-
-
-def test_the_account_lock_lifts_after_the_lockout(auth: PanelAuth, clock: FakeClock) -> None:
-    auth.users.create("eng", "a-long-secret-1", Role.ENGINEER)
-    throttle = auth.throttle
-    assert not throttle.failed("eng", "10.0.0.1")
-    assert not throttle.failed("eng", "10.0.0.2")
-    assert throttle.failed("eng", "10.0.0.3")  # third in a row, from anywhere
-    wait = throttle.blocked_for("eng", "10.0.0.9")
-    assert wait == pytest.approx(15 * 60)
-    clock.advance(15 * 60 + 1)
-    assert throttle.blocked_for("eng", "10.0.0.9") is None
-
-
-def test_a_success_resets_the_count(auth: PanelAuth) -> None:
-    auth.users.create("eng", "a-long-secret-1", Role.ENGINEER)
-    auth.throttle.failed("eng", "10.0.0.1")
-    auth.throttle.failed("eng", "10.0.0.1")
-    auth.throttle.succeeded("eng", "10.0.0.1")
-    assert not auth.throttle.failed("eng", "10.0.0.1")
-
-
-def test_an_address_spraying_names_is_locked(auth: PanelAuth, clock: FakeClock) -> None:
-    tries = WEB.login_max_failures * ADDRESS_FACTOR
-    results = [auth.throttle.failed(f"guess{n}", "10.0.0.66") for n in range(tries)]
-    assert results[-1] and not any(results[:-1])
-    assert auth.throttle.blocked_for("anyone", "10.0.0.66") is not None
-    assert auth.throttle.blocked_for("anyone", "10.0.0.67") is None
-    clock.advance(15 * 60 + 1)
-    assert auth.throttle.blocked_for("anyone", "10.0.0.66") is None
 
 
 def test_the_setup_token_is_kept_private_reused_and_spent_once(

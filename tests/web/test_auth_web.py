@@ -3,11 +3,15 @@ and the audit trail of every change."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.clock import FakeClock
+from gateway.web.api import OPENAPI_URL
 from gateway.web.auth import Role
 from gateway.web.auth.setup import read_token
 from gateway.web.templating import make_environment
@@ -18,6 +22,7 @@ from tests.web.panelkit import (
     RunningPanel,
     csrf_of,
     panel_factory,
+    services_for,
 )
 
 
@@ -102,7 +107,9 @@ def test_session_cookie_is_httponly_secure_samesite_strict(panel: RunningPanel) 
     assert not any(f.startswith("domain") for f in flags)
 
 
-def test_wrong_passwords_lock_the_account_even_against_the_right_one(panel: RunningPanel) -> None:
+def test_wrong_passwords_lock_the_account_from_that_address_even_against_the_right_one(
+    panel: RunningPanel,
+) -> None:
     panel.setup()
     client = panel.browser()
     for _ in range(4):
@@ -115,6 +122,86 @@ def test_wrong_passwords_lock_the_account_even_against_the_right_one(panel: Runn
     failed = [r for r in panel.audit_lines() if r["action"] == "login failed"]
     assert len(failed) == 5 and failed[-1]["details"] == {"locked": True}
     assert all("wrong-password" not in str(r) for r in panel.audit_lines())
+
+
+MALLORY = ("mallory", "mallorys-own-pass-1")
+
+
+@pytest.fixture
+def clocked(tmp_path: Path, make_panel: MakePanel) -> Iterator[tuple[RunningPanel, FakeClock]]:
+    """A set-up panel whose clock moves only when the test says so."""
+    services, closers = services_for(tmp_path / "clocked")
+    clock = FakeClock(time.time())
+    panel = make_panel(dataclasses.replace(services, clock=clock))
+    panel.setup()
+    yield panel, clock
+    for close in closers:
+        close()
+
+
+def test_a_neighbour_cannot_lock_the_engineer_out_from_their_own_desk(
+    clocked: tuple[RunningPanel, FakeClock],
+) -> None:
+    panel, clock = clocked
+    neighbour = panel.browser(source="127.0.0.2")
+    for _ in range(5):
+        panel.post_login(neighbour, ENGINEER[0], "wrong-password")
+    assert panel.post_login(neighbour, *ENGINEER).status_code == 429
+    # From the engineer's own address: a short wait, never the lockout.
+    desk = panel.browser()
+    first = panel.post_login(desk, *ENGINEER)
+    assert first.status_code == 429
+    assert "try again in 10 s" in first.text
+    clock.advance(10)
+    assert panel.post_login(desk, *ENGINEER).status_code == 303
+    assert panel.post_login(neighbour, *ENGINEER).status_code == 429  # still locked there
+
+
+def test_logging_in_between_guesses_does_not_reset_the_addresss_count(
+    panel: RunningPanel,
+) -> None:
+    panel.setup()
+    panel.add_user(*MALLORY, Role.TECHNOLOGIST)
+    client = panel.browser(source="127.0.0.2")
+    statuses = []
+    for n in range(42):
+        statuses.append(panel.post_login(client, f"guess{n}", "wrong-password").status_code)
+        if statuses[-1] == 429:
+            break
+        if n % 4 == 3:  # the guesser's own account, to wipe the count (it must not)
+            own = panel.post_login(panel.browser(source="127.0.0.2"), *MALLORY)
+            assert own.status_code == 303
+    assert 429 in statuses, "42 wrong passwords from one address were never stopped"
+    assert statuses.index(429) == 14  # the 15th wrong one: 3 x login_max_failures
+    assert panel.post_login(panel.browser(), *ENGINEER).status_code == 303  # another address
+
+
+def test_the_current_password_on_account_is_throttled(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    statuses = []
+    for _ in range(6):
+        answer = engineer.post(
+            "/account",
+            data={
+                "csrf_token": csrf_of(engineer.get("/account").text),
+                "current": "not-my-password",
+                "password": "a-new-password-2",
+                "password2": "a-new-password-2",
+            },
+        )
+        statuses.append(answer.status_code)
+    assert statuses == [422, 422, 422, 422, 429, 429]
+    right = engineer.post(
+        "/account",
+        data={
+            "csrf_token": csrf_of(engineer.get("/account").text),
+            "current": ENGINEER[1],
+            "password": "a-new-password-2",
+            "password2": "a-new-password-2",
+        },
+    )
+    assert right.status_code == 429  # the right one waits too: no sixth guess
+    assert "Too many failed logins" in right.text
 
 
 def test_an_engineer_unlocks_a_locked_account(panel: RunningPanel) -> None:
@@ -277,3 +364,48 @@ def test_templates_escape_what_they_show() -> None:
     )
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_openapi_document_is_for_signed_in_engineers_only(panel: RunningPanel) -> None:
+    engineer = panel.setup()
+    panel.add_user(*TECHNOLOGIST, Role.TECHNOLOGIST)
+    assert panel.browser().get(OPENAPI_URL).status_code == 401
+    assert panel.login(*TECHNOLOGIST).get(OPENAPI_URL).status_code == 403
+    document = engineer.get(OPENAPI_URL)
+    assert document.status_code == 200
+    assert "/api/v1/held" in document.json()["paths"]
+    for docs in ("/docs", "/redoc", "/openapi.json"):
+        assert engineer.get(docs).status_code == 404
+
+
+def test_setup_and_a_password_change_refuse_a_common_password_saying_why(
+    panel: RunningPanel,
+) -> None:
+    client = panel.browser()
+    page = client.get("/setup")
+    answer = client.post(
+        "/setup",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "token": read_token(panel.state) or "",
+            "username": ENGINEER[0],
+            "password": "Password123!",
+            "password2": "Password123!",
+        },
+    )
+    assert answer.status_code == 422
+    assert "one of the commonest" in answer.text
+    assert panel.auth.users.count() == 0
+    engineer = panel.setup()
+    changed = engineer.post(
+        "/account",
+        data={
+            "csrf_token": csrf_of(engineer.get("/account").text),
+            "current": ENGINEER[1],
+            "password": "qwertyuiop",
+            "password2": "qwertyuiop",
+        },
+    )
+    assert changed.status_code == 422
+    assert "one of the commonest" in changed.text
+    assert panel.post_login(panel.browser(), *ENGINEER).status_code == 303

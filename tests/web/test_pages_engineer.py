@@ -45,7 +45,7 @@ from tests.ingest.serial.test_port import FakeOpener, serial_config
 from tests.peers import StoreSCP, free_port
 
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
-PASSWORD = "correct horse battery staple"
+PASSWORD = "violet harbour lantern"  # not on the common list (xkcd's is)
 
 
 def config_text(pki: Pki, pacs_port: int) -> str:

@@ -177,7 +177,7 @@ def test_a_destination_view_counts_waiting_and_failed_and_ages_the_oldest() -> N
 
 # -- the screens through the panel app ---------------------------------------------------------
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "violet harbour lantern"  # not on the common list (xkcd's is)
 SCRIPT_NAME = "<script>alert(1)</script>"
 HOSTILE = make_item(
     patient_name=SCRIPT_NAME,

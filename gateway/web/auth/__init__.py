@@ -39,6 +39,6 @@ def open_auth(
         sessions=SessionStore(
             db, clock, web.session_idle_minutes * 60.0, web.session_max_hours * 3600.0
         ),
-        throttle=LoginThrottle(users, clock, web.login_max_failures, web.lockout_minutes * 60.0),
+        throttle=LoginThrottle(clock, web.login_max_failures, web.lockout_minutes * 60.0),
         setup=SetupToken(db, state_dir, users, clock),
     )

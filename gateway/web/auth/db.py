@@ -23,8 +23,8 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     created_at REAL NOT NULL,
-    failures INTEGER NOT NULL DEFAULT 0,
-    locked_until REAL
+    failures INTEGER NOT NULL DEFAULT 0,  -- unused since issue 11 (auth.throttle, in memory)
+    locked_until REAL  -- unused since issue 11; kept so older databases open unchanged
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash TEXT PRIMARY KEY,

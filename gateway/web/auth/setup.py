@@ -20,6 +20,7 @@ from gateway.web.auth.db import PanelDb, web_dir, write_private
 from gateway.web.auth.users import AccountError, Role, User, UserStore
 
 TOKEN_FILE = "setup-token"  # noqa: S105 - a file name, not a secret
+WRONG_TOKEN = "the setup token is not right (see `dicom-gateway setup-token`)"  # noqa: S105
 
 
 def token_path(state_dir: Path) -> Path:
@@ -87,7 +88,7 @@ class SetupToken:
     def create_first_engineer(self, token: str, username: str, password: str) -> User:
         """Spend the token on the first engineer account; refused once any account exists."""
         if not self.check(token):
-            raise AccountError("the setup token is not right (see `dicom-gateway setup-token`)")
+            raise AccountError(WRONG_TOKEN)
         user = self._users.create(username, password, Role.ENGINEER, only_if_none=True)
         self._discard()
         return user

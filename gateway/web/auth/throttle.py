@@ -1,78 +1,222 @@
-"""Login throttling: wrong passwords lock the account, and many from one address lock the address.
+"""Password throttling: how often a password may be tried, per address and per account.
 
-Per account: ``login_max_failures`` wrong passwords in a row lock it for ``lockout_minutes``
-(kept in the users table, so a restart does not lift it). Per address: ``ADDRESS_FACTOR`` times
-as many failures in a row, for any names including unknown ones, lock the address for the same
-time (kept in memory: a restart lifts it). The factor lets colleagues behind one laptop or NAT
-mistype without locking each other out, while a guesser spraying user names is still stopped.
-While locked, even the right password is refused, with the same words as a wrong one.
+Every password check goes through here: the login, the first-run setup token, and the current
+password asked on /account. With F = ``login_max_failures`` and L = ``lockout_seconds``:
+
+1. **Address**: at most ``ADDRESS_FACTOR`` × F wrong passwords (any user names, unknown ones
+   included) from one address within L. At that many the address waits until the oldest of them
+   is L old. A right password takes none of them back, so a guesser who also holds an account of
+   their own cannot wipe the count by logging in with it between guesses.
+2. **Account from an address**: F wrong passwords in a row for one account from one address
+   lock that account *from that address* for L. A right password from there for that account, or
+   an engineer's *Unlock*, starts the count again.
+3. **Account from anywhere**: after F wrong passwords in a row for one account, from any
+   addresses, each further try for it waits ``ACCOUNT_DELAY`` seconds after the last one, until
+   a right password. A guesser spread over many addresses gets one try per delay; the engineer
+   whose account it is, from an address of their own, gets in after that short delay. Nobody
+   can lock an account for everyone.
+
+A check is counted as wrong from the moment it is allowed (:meth:`Throttle.begin`) until it
+turns out right (:meth:`Throttle.succeeded`), so requests sent in parallel get no more tries than
+the rules allow. While any rule holds, even the right password is refused, with the wait.
+
+Pure and time passed in (:class:`Throttle`); :class:`LoginThrottle` adds the clock and a lock
+for the panel's worker threads. Kept in memory, at most ``MAX_REMEMBERED`` addresses, pairs and
+accounts each (the least recently used is forgotten first): a restart lifts every wait.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
 
 from gateway.clock import Clock
-from gateway.web.auth.users import UserStore
 
 ADDRESS_FACTOR = 3
-MAX_ADDRESSES = 4096  # remembered at once; the oldest is forgotten first
+ACCOUNT_DELAY = 10.0  # seconds between tries for an account under attack (rule 3)
+MAX_REMEMBERED = 4096
+
+
+class Rule(StrEnum):
+    """Which rule makes a try wait."""
+
+    ADDRESS = "address"
+    ACCOUNT_FROM_ADDRESS = "account from this address"
+    ACCOUNT = "account"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a password may be tried now; if not, for how long and by which rule."""
+
+    wait: float | None = None  # seconds; None: go ahead
+    rule: Rule | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """True when the password may be checked now."""
+        return self.wait is None
 
 
 @dataclass
-class _AddressState:
+class _Run:
+    """Wrong passwords in a row and when the last one was."""
+
     failures: int = 0
-    locked_until: float | None = None
+    last: float = 0.0
+
+
+@dataclass
+class _Address:
+    failures: deque[float] = field(default_factory=deque)  # times of the wrong ones, oldest first
+
+
+class Throttle:
+    """The rules of the module docstring, with ``now`` passed in (no clock, no lock)."""
+
+    def __init__(self, max_failures: int, lockout_seconds: float) -> None:
+        self.max_failures = max_failures
+        self.lockout_seconds = lockout_seconds
+        self.address_limit = max_failures * ADDRESS_FACTOR
+        self._addresses: OrderedDict[str, _Address] = OrderedDict()
+        self._pairs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
+        self._accounts: OrderedDict[str, _Run] = OrderedDict()
+
+    def check(self, account: str, address: str, now: float) -> Verdict:
+        """May a password for ``account`` from ``address`` be tried now? (Counts nothing.)"""
+        waits: list[tuple[float, Rule]] = []
+        failures = self._recent(address, now, create=False)
+        if len(failures) >= self.address_limit:
+            waits.append((failures[-self.address_limit] + self.lockout_seconds - now, Rule.ADDRESS))
+        pair = self._pairs.get((account, address))
+        if pair is not None and pair.failures >= self.max_failures:
+            if now < pair.last + self.lockout_seconds:
+                waits.append((pair.last + self.lockout_seconds - now, Rule.ACCOUNT_FROM_ADDRESS))
+            else:
+                del self._pairs[(account, address)]  # the lock is over: a fresh count
+        run = self._accounts.get(account)
+        if run is not None and run.failures >= self.max_failures and now < run.last + ACCOUNT_DELAY:
+            waits.append((run.last + ACCOUNT_DELAY - now, Rule.ACCOUNT))
+        if not waits:
+            return Verdict()
+        wait, rule = max(waits)
+        return Verdict(wait, rule)
+
+    def begin(self, account: str, address: str, now: float) -> Verdict:
+        """Check, and when allowed count the try as wrong until :meth:`succeeded` says not."""
+        verdict = self.check(account, address, now)
+        if not verdict.allowed:
+            return verdict
+        self._recent(address, now, create=True).append(now)
+        _remember(self._addresses, address)
+        for run in (_run(self._pairs, (account, address)), _run(self._accounts, account)):
+            run.failures += 1
+            run.last = now
+        return verdict
+
+    def succeeded(self, account: str, address: str, now: float) -> None:
+        """The password begun at ``now`` was right: take back that one try, and start the
+        account's counts (rules 2 and 3) again. The address keeps its other wrong ones."""
+        failures = self._addresses.get(address)
+        if failures is not None and now in failures.failures:
+            failures.failures.remove(now)
+        self._pairs.pop((account, address), None)
+        self._accounts.pop(account, None)
+
+    def unlock(self, account: str) -> None:
+        """An engineer lifted the account's waits (rules 2 and 3; an address keeps its own)."""
+        for key in [key for key in self._pairs if key[0] == account]:
+            del self._pairs[key]
+        self._accounts.pop(account, None)
+
+    def restricted(self, account: str, now: float) -> bool:
+        """True while the account waits, from some address (rule 2) or from all (rule 3)."""
+        run = self._accounts.get(account)
+        if run is not None and run.failures >= self.max_failures and now < run.last + ACCOUNT_DELAY:
+            return True
+        return any(
+            key[0] == account
+            and run.failures >= self.max_failures
+            and now < run.last + self.lockout_seconds
+            for key, run in self._pairs.items()
+        )
+
+    def _recent(self, address: str, now: float, *, create: bool) -> deque[float]:
+        """The address's wrong passwords within the lockout time (older ones dropped)."""
+        state = self._addresses.get(address)
+        if state is None:
+            if not create:
+                return deque()
+            state = self._addresses[address] = _Address()
+        failures = state.failures
+        while failures and failures[0] <= now - self.lockout_seconds:
+            failures.popleft()
+        while len(failures) > self.address_limit:
+            failures.popleft()
+        return failures
+
+
+K = TypeVar("K", str, tuple[str, str])
+V = TypeVar("V")
+
+
+def _remember(table: OrderedDict[K, V], key: K) -> None:
+    """Mark ``key`` as just used; forget the least recently used beyond MAX_REMEMBERED."""
+    table.move_to_end(key)
+    while len(table) > MAX_REMEMBERED:
+        table.popitem(last=False)
+
+
+def _run(table: OrderedDict[K, _Run], key: K) -> _Run:
+    """The run of wrong passwords kept under ``key`` (a new one if none), marked as used."""
+    run = table.get(key)
+    if run is None:
+        run = table[key] = _Run()
+    _remember(table, key)
+    return run
 
 
 class LoginThrottle:
-    """Decides whether a login may be tried now, and counts its outcome."""
+    """:class:`Throttle` on the panel's clock, safe for FastAPI's worker threads."""
 
-    def __init__(
-        self, users: UserStore, clock: Clock, max_failures: int, lockout_seconds: float
-    ) -> None:
-        self._users = users
+    def __init__(self, clock: Clock, max_failures: int, lockout_seconds: float) -> None:
         self._clock = clock
-        self.max_failures = max_failures
-        self.lockout_seconds = lockout_seconds
-        self._addresses: OrderedDict[str, _AddressState] = OrderedDict()
+        self._throttle = Throttle(max_failures, lockout_seconds)
         self._lock = threading.Lock()
 
-    def blocked_for(self, username: str, address: str) -> float | None:
-        """Seconds until a login for this name from this address may be tried, or None."""
+    @property
+    def lockout_seconds(self) -> float:
+        """How long a lock lasts (rules 1 and 2)."""
+        return self._throttle.lockout_seconds
+
+    def begin(self, account: str, address: str) -> tuple[Verdict, float]:
+        """May this password be checked now? If so it counts as wrong until succeeded();
+        also the time to hand to succeeded()."""
         now = self._clock.now()
-        waits: list[float] = []
-        until = self._users.locked_until(username)
-        if until is not None and until > now:
-            waits.append(until - now)
         with self._lock:
-            state = self._addresses.get(address)
-            if state is not None and state.locked_until is not None:
-                if state.locked_until > now:
-                    waits.append(state.locked_until - now)
-                else:
-                    del self._addresses[address]
-        return max(waits) if waits else None
+            return self._throttle.begin(account, address, now), now
 
-    def failed(self, username: str, address: str) -> bool:
-        """Count a wrong password; True if the account or the address is now locked."""
-        locked = self._users.record_failure(username, self.max_failures, self.lockout_seconds)
+    def succeeded(self, account: str, address: str, begun: float) -> None:
+        """The password begun at ``begun`` was right."""
         with self._lock:
-            state = self._addresses.pop(address, None) or _AddressState()
-            state.failures += 1
-            if state.failures >= self.max_failures * ADDRESS_FACTOR:
-                state.failures = 0
-                state.locked_until = self._clock.now() + self.lockout_seconds
-                locked = True
-            self._addresses[address] = state  # most recent last
-            while len(self._addresses) > MAX_ADDRESSES:
-                self._addresses.popitem(last=False)
-        return locked
+            self._throttle.succeeded(account, address, begun)
 
-    def succeeded(self, username: str, address: str) -> None:
-        """A right password: both counts start again from zero."""
-        self._users.clear_failures(username)
+    def check(self, account: str, address: str) -> Verdict:
+        """Would a password for ``account`` from ``address`` wait now? (Counts nothing.)"""
+        now = self._clock.now()
         with self._lock:
-            self._addresses.pop(address, None)
+            return self._throttle.check(account, address, now)
+
+    def unlock(self, account: str) -> None:
+        """An engineer's Unlock on /users."""
+        with self._lock:
+            self._throttle.unlock(account)
+
+    def restricted(self, account: str) -> bool:
+        """True while the account waits (shown as "locked" on /users)."""
+        now = self._clock.now()
+        with self._lock:
+            return self._throttle.restricted(account, now)

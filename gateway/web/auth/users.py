@@ -1,4 +1,4 @@
-"""Panel accounts: user name, role, argon2id password hash, failed-login count and lock.
+"""Panel accounts: user name, role and argon2id password hash (throttling: auth.throttle).
 
 There is no default account and no default password: the first engineer is created with the
 one-time setup token (gateway.web.auth.setup). The last engineer can be neither removed nor
@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway.clock import Clock
 from gateway.sqltxn import transaction
+from gateway.web.auth.commonpw import is_common
 from gateway.web.auth.db import PanelDb
 
 MIN_PASSWORD = 10
@@ -133,42 +134,6 @@ class UserStore:
                 _keep_one_engineer(conn)
             conn.execute("DELETE FROM users WHERE username = ?", (username,))
 
-    # --- failed logins (per account; gateway.web.auth.throttle decides) ----------------------
-
-    def locked_until(self, username: str) -> float | None:
-        """Until when the account is locked (epoch seconds), or None."""
-        with self._db.connect() as conn:
-            row = conn.execute(
-                "SELECT locked_until FROM users WHERE username = ?", (username,)
-            ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def record_failure(self, username: str, max_failures: int, lock_seconds: float) -> bool:
-        """Count a wrong password; lock when the count reaches ``max_failures``. True if locked."""
-        now = self._clock.now()
-        with self._db.connect() as conn, transaction(conn, synced=False):
-            row = conn.execute(
-                "SELECT failures FROM users WHERE username = ?", (username,)
-            ).fetchone()
-            if row is None:
-                return False
-            failures = int(row[0]) + 1
-            locked = failures >= max_failures
-            conn.execute(
-                "UPDATE users SET failures = ?, locked_until = ? WHERE username = ?",
-                (0 if locked else failures, now + lock_seconds if locked else None, username),
-            )
-        return locked
-
-    def clear_failures(self, username: str) -> None:
-        """A successful login (or an engineer's unlock): count from zero, lift the lock."""
-        with self._db.connect() as conn:
-            conn.execute(
-                "UPDATE users SET failures = 0, locked_until = NULL "
-                "WHERE username = ? AND (failures != 0 OR locked_until IS NOT NULL)",
-                (username,),
-            )
-
     def _store_hash(self, username: str, digest: str) -> None:
         with self._db.connect() as conn, transaction(conn):
             conn.execute(
@@ -186,13 +151,19 @@ def check_username(username: str) -> None:
 
 
 def check_password(password: str, username: str) -> None:
-    """Refuse a password that is too short, too long, or the user name itself."""
+    """Refuse a password that is too short, too long, the user name itself (in any case), or
+    one of the commonest (gateway.web.auth.commonpw): at setup, for a new user and at a change."""
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"the password needs at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"the password may have at most {MAX_PASSWORD} characters")
     if password.strip().lower() == username.lower():
         raise AccountError("the password must not be the user name")
+    if is_common(password):
+        raise AccountError(
+            "this password is one of the commonest, the first a guesser tries: choose another "
+            "(a few unrelated words make a good one)"
+        )
 
 
 def _quietly_verify(hasher: PasswordHasher, digest: str, password: str) -> bool:

@@ -8,7 +8,6 @@ Read-only; it carries no patient data (counts, names of sources and destinations
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from gateway.spool.space import describe as describe_storage
+from gateway.spool.space import free_for_ingest, used_percent
 from gateway.storagefault import StorageNotReadyError
 from gateway.update.status import read_status
 from gateway.web.deps import User, current_user
@@ -63,11 +63,12 @@ class DiskView:
     path: str
     total: str
     used: str
-    free: str
-    used_percent: int
+    free: str  # as the queue counts it (gateway.spool.space.free_for_ingest)
+    used_percent: int  # as df prints it: used / (used + available)
     spool_used: str
     spool_limit: str
     low_water: str  # ingest pauses below this much free space
+    ingest_room: str  # what the queue may still take before ingest pauses (disk or limit)
     storage_problem: str  # what is wrong with the state storage and what it stops ("" if ok)
 
 
@@ -191,23 +192,29 @@ def worklist_freshness(services: WebServices, now: float) -> WorklistFreshness:
 
 
 def disk_view(services: WebServices) -> DiskView:
-    """Disk use of the filesystem holding state_dir, and the spool within its limit."""
-    usage = shutil.disk_usage(services.state_dir)
+    """The filesystem holding state_dir as the queue sees it (the spool's own probe), and the
+    queue within its limit: the same figures that decide when ingest pauses."""
     spool = services.spool
     status = spool.storage_status()
+    free = free_for_ingest(status)
+    room = max(free - status.low_water, 0)
     try:
-        spool_used = size_text(spool.used_bytes())
+        used = spool.used_bytes()
     except StorageNotReadyError:
         spool_used = "unknown"
+    else:
+        spool_used = size_text(used)
+        room = min(room, max(spool.max_bytes - used, 0))
     return DiskView(
         path=str(services.state_dir),
-        total=size_text(usage.total),
-        used=size_text(usage.used),
-        free=size_text(usage.free),
-        used_percent=round(100 * usage.used / usage.total) if usage.total else 0,
+        total=size_text(status.space.total),
+        used=size_text(status.space.used),
+        free=size_text(free),
+        used_percent=used_percent(status.space),
         spool_used=spool_used,
         spool_limit=size_text(spool.max_bytes),
         low_water=size_text(status.low_water),
+        ingest_room=size_text(room),
         storage_problem=describe_storage(status),
     )
 

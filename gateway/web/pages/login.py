@@ -1,8 +1,9 @@
 """Who may use the panel: first-run setup, login, logout, one's own password, the user list.
 
-/setup exists only while no account does: the setup token makes the first engineer. /login is
-throttled per account and per address (gateway.web.auth.throttle). A password change ends the
-user's other sessions; removing a user or changing a role ends all of theirs. Every change, and
+/setup exists only while no account does: the setup token makes the first engineer. Every
+password check (login, the setup token, the current password on /account) is throttled per
+address and per account (gateway.web.auth.throttle). A password change ends the user's other
+sessions; removing a user or changing a role ends all of theirs. Every change, and
 every login and failed login, is in the audit log as ``web:<user>`` (no passwords, ever).
 """
 
@@ -18,6 +19,8 @@ from starlette.datastructures import FormData
 
 from gateway.logsetup import event
 from gateway.web.auth import PanelAuth
+from gateway.web.auth.setup import WRONG_TOKEN
+from gateway.web.auth.throttle import Verdict
 from gateway.web.auth.users import AccountError, Role, User
 from gateway.web.deps import (
     SESSION_COOKIE,
@@ -35,6 +38,8 @@ from gateway.web.templating import NavLink, redirect, render, set_cookie
 NAV = (NavLink("/users", "Users", Role.ENGINEER),)
 
 log = logging.getLogger("gateway.web.login")
+
+SETUP_ACCOUNT = ""  # the setup token is throttled as the password of a nameless account
 
 Form = Annotated[FormData, Depends(read_form)]
 Engineer = Annotated[User, Depends(require_engineer)]
@@ -75,11 +80,6 @@ def routes(services: WebServices) -> APIRouter:
             return redirect("/login", "The panel is already set up; log in.")
         address = _address(request)
         username = _field(form, "username").strip().lower()
-        wait = auth.throttle.blocked_for("", address)
-        if wait is not None:
-            return render(
-                request, "setup.html", status_code=429, error=_locked(wait), username=username
-            )
         password = _field(form, "password", 1000)
         if password != _field(form, "password2", 1000):
             return render(
@@ -89,14 +89,26 @@ def routes(services: WebServices) -> APIRouter:
                 error="The two passwords differ.",
                 username=username,
             )
+        token = _field(form, "token")
+        verdict, begun = auth.throttle.begin(SETUP_ACCOUNT, address)
+        if not verdict.allowed:
+            return render(
+                request, "setup.html", status_code=429, error=_wait_text(verdict), username=username
+            )
+        if not auth.setup.check(token):
+            event(log, logging.WARNING, "wrong setup token", address=address)
+            return render(
+                request,
+                "setup.html",
+                status_code=422,
+                error=WRONG_TOKEN,
+                username=username,
+            )
+        auth.throttle.succeeded(SETUP_ACCOUNT, address, begun)
         try:
-            user = auth.setup.create_first_engineer(_field(form, "token"), username, password)
+            user = auth.setup.create_first_engineer(token, username, password)
         except AccountError as exc:
-            if "setup token" in str(exc):
-                auth.throttle.failed("", address)
-                event(log, logging.WARNING, "wrong setup token", address=address)
             return render(request, "setup.html", status_code=422, error=str(exc), username=username)
-        auth.throttle.succeeded("", address)
         audit.append(
             web_actor(user),
             "user create",
@@ -122,24 +134,30 @@ def routes(services: WebServices) -> APIRouter:
         address = _address(request)
         username = _field(form, "username").strip().lower()
         password = _field(form, "password", 1000)
-        wait = auth.throttle.blocked_for(username, address)
-        if wait is not None:
-            event(log, logging.WARNING, "login refused: locked", user=username, address=address)
+        verdict, begun = auth.throttle.begin(username, address)
+        if not verdict.allowed:
+            event(
+                log,
+                logging.WARNING,
+                "login refused: locked",
+                user=username,
+                address=address,
+                rule=str(verdict.rule),
+            )
             return render(
-                request, "login.html", status_code=429, error=_locked(wait), username=username
+                request, "login.html", status_code=429, error=_wait_text(verdict), username=username
             )
         user = auth.users.verify(username, password)
         if user is None:
-            locked = auth.throttle.failed(username, address)
+            after = auth.throttle.check(username, address)
+            locked = not after.allowed
             event(
                 log, logging.WARNING, "login failed", user=username, address=address, locked=locked
             )
             audit.append(
                 f"web:{username or '-'}", "login failed", f"address:{address}", {"locked": locked}
             )
-            error = (
-                _locked(auth.throttle.lockout_seconds) if locked else "Wrong user name or password."
-            )
+            error = _wait_text(after) if locked else "Wrong user name or password."
             return render(
                 request,
                 "login.html",
@@ -147,7 +165,7 @@ def routes(services: WebServices) -> APIRouter:
                 error=error,
                 username=username,
             )
-        auth.throttle.succeeded(username, address)
+        auth.throttle.succeeded(username, address, begun)
         audit.append(web_actor(user), "login", f"address:{address}", {})
         event(log, logging.INFO, "login", user=user.username, address=address)
         return _start_session(auth, user, f"Logged in as {user.username}.")
@@ -172,8 +190,19 @@ def routes(services: WebServices) -> APIRouter:
     @router.post("/account")
     def change_password(request: Request, user: Anyone, form: Form) -> Response:
         auth = panel_auth(request)
+        address = _address(request)
+        verdict, begun = auth.throttle.begin(user.username, address)
+        if not verdict.allowed:
+            return _account(request, _wait_text(verdict), 429)
         if auth.users.verify(user.username, _field(form, "current", 1000)) is None:
+            event(
+                log, logging.WARNING, "wrong current password", user=user.username, address=address
+            )
+            after = auth.throttle.check(user.username, address)
+            if not after.allowed:
+                return _account(request, _wait_text(after), 429)
             return _account(request, "The current password is wrong.", 422)
+        auth.throttle.succeeded(user.username, address, begun)
         new = _field(form, "password", 1000)
         if new != _field(form, "password2", 1000):
             return _account(request, "The two new passwords differ.", 422)
@@ -232,7 +261,7 @@ def routes(services: WebServices) -> APIRouter:
         auth = panel_auth(request)
         if auth.users.get(username) is None:
             return _users(request, f"no user {username}", 404)
-        auth.users.clear_failures(username)
+        auth.throttle.unlock(username)
         audit.append(web_actor(user), "user unlock", f"user:{username}", {})
         return redirect("/users", f"{username} may log in again.")
 
@@ -258,9 +287,12 @@ def _role(value: str) -> Role | None:
         return None
 
 
-def _locked(seconds: float) -> str:
-    minutes = max(1, math.ceil(seconds / 60))
-    return f"Too many failed logins: try again in {minutes} min."
+def _wait_text(verdict: Verdict) -> str:
+    """What a refused password check is told: how long to wait (never which rule holds)."""
+    seconds = max(1, math.ceil(verdict.wait or 0.0))
+    if seconds < 60:
+        return f"Too many failed logins: try again in {seconds} s."
+    return f"Too many failed logins: try again in {math.ceil(seconds / 60)} min."
 
 
 def _account(request: Request, error: str | None, status: int = 200) -> HTMLResponse:
@@ -270,13 +302,7 @@ def _account(request: Request, error: str | None, status: int = 200) -> HTMLResp
 
 def _users(request: Request, error: str | None, status: int = 200) -> HTMLResponse:
     auth = panel_auth(request)
-    rows = [(u, auth.users.locked_until(u.username)) for u in auth.users.list()]
-    now = request.app.state.services.clock.now()
+    rows = [(u, auth.throttle.restricted(u.username)) for u in auth.users.list()]
     return render(
-        request,
-        "users.html",
-        status_code=status,
-        error=error,
-        rows=[(u, until is not None and until > now) for u, until in rows],
-        roles=list(Role),
+        request, "users.html", status_code=status, error=error, rows=rows, roles=list(Role)
     )
