@@ -208,6 +208,29 @@ def test_ctrl_c_stops_the_demo_without_an_error(tmp_path: Path, consoles: list[C
     assert len(delivered_files(demo)) == received
 
 
+def test_a_closed_console_ends_the_demo_and_its_cable(tmp_path: Path) -> None:
+    # `make demo | head`: the banner meets a closed pipe. The gateway thread used to outlive
+    # the dead main thread, so the process (and socat) ran on for good.
+    root = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [str(SCRIPT), "demo", "--dir", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=shell_env(),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not (root / "serial-gateway").exists()  # socat stopped (it removes its links)
+
+
 def test_deliveries_wait_for_the_banner_and_lines_stay_whole() -> None:
     out = io.StringIO()
     console = DemoConsole(out)

@@ -115,68 +115,71 @@ def run_demo(
         command=cmd, root=_quoted(root), config=_quoted(config_path), port=port, web_port=web_port
     )
     device = DemoSerialDevice(root) if DemoSerialDevice.available() else None
-    if device is not None:
-        device.start()
-        config_text += device.config_section()
-    config_path.write_text(config_text, "utf-8")
-    config = load_config(config_path)
-
     pacs = DemoPacs(
         root / "pacs",
         port,
         _server_context(authority, pacs_cert.cert, pacs_cert.key),
         on_stored=lambda path, ds: console.event(delivery_line(path, ds)),
     )
-    pacs.start()
-    gateway = Gateway(config, SystemClock(), SystemdNotifier(environ={}))
     code: list[int] = []
     gateway_stop = threading.Event()
-    runner = threading.Thread(
-        target=lambda: code.append(gateway.run(gateway_stop)), name="demo-gateway"
-    )
-    runner.start()
-    samples = write_samples(root / "drop")
-    if device is not None:
-        device.play(lambda: all(r.port.is_open for r in gateway.serial_readers))
-    say = console.say
-    say(f"demo: working folder   {root}")
-    say(f"demo: configuration    {config_path}")
-    say(f"demo: drop files into  {root / 'drop'}  (name them PATIENTID_NAME_anything.ext)")
-    say(f"demo: demo PACS (TLS)  127.0.0.1:{port}, received files in {root / 'pacs'}")
-    say(f"demo: the command      {cmd}")
-    hint = path_hint(started)
-    if hint is not None:
-        say(f"demo:                  ({hint})")
-    say(f"demo: queue            {cmd} queue list --config {_quoted(config_path)}")
-    _print_panel(console, config.gateway.state_dir, web_port, runner)
-    if device is not None:
-        say(f"demo: serial device    line-kv vital-signs reports played onto {device.device_end}")
-        say(f"demo:                  (the gateway reads {device.gateway_end})")
-        say(
-            f"demo: play more with   {cmd} simulate-device --profile line-kv "
-            f"--port {_quoted(device.device_end)}"
-        )
-    else:
-        say("demo: serial device    skipped: socat is not installed (apt install socat)")
-    say(f"demo: {len(samples)} sample files dropped; {stop_hint(duration)}")
-    console.open()
-
-    deadline = None if duration is None else time.monotonic() + duration
+    runner: threading.Thread | None = None
+    # Everything started is stopped whatever fails after it (a closed stdout included): a
+    # gateway thread left running would keep the process alive after its main thread died.
     try:
+        if device is not None:
+            device.start()
+            config_text += device.config_section()
+        config_path.write_text(config_text, "utf-8")
+        config = load_config(config_path)
+        pacs.start()
+        gateway = Gateway(config, SystemClock(), SystemdNotifier(environ={}))
+        runner = threading.Thread(
+            target=lambda: code.append(gateway.run(gateway_stop)), name="demo-gateway"
+        )
+        runner.start()
+        samples = write_samples(root / "drop")
+        if device is not None:
+            device.play(lambda: all(r.port.is_open for r in gateway.serial_readers))
+        say = console.say
+        say(f"demo: working folder   {root}")
+        say(f"demo: configuration    {config_path}")
+        say(f"demo: drop files into  {root / 'drop'}  (name them PATIENTID_NAME_anything.ext)")
+        say(f"demo: demo PACS (TLS)  127.0.0.1:{port}, received files in {root / 'pacs'}")
+        say(f"demo: the command      {cmd}")
+        hint = path_hint(started)
+        if hint is not None:
+            say(f"demo:                  ({hint})")
+        say(f"demo: queue            {cmd} queue list --config {_quoted(config_path)}")
+        _print_panel(console, config.gateway.state_dir, web_port, runner)
+        if device is not None:
+            say(f"demo: serial device    line-kv reports played onto {device.device_end}")
+            say(f"demo:                  (the gateway reads {device.gateway_end})")
+            say(
+                f"demo: play more with   {cmd} simulate-device --profile line-kv "
+                f"--port {_quoted(device.device_end)}"
+            )
+        else:
+            say("demo: serial device    skipped: socat is not installed (apt install socat)")
+        say(f"demo: {len(samples)} sample files dropped; {stop_hint(duration)}")
+        console.open()
+
+        deadline = None if duration is None else time.monotonic() + duration
         while not stop.is_set() and runner.is_alive():
             if deadline is not None and time.monotonic() >= deadline:
                 break
             stop.wait(0.2)
     finally:
         gateway_stop.set()
-        runner.join(15)
+        if runner is not None:
+            runner.join(15)
         if device is not None:
             device.stop()
         pacs.stop()
     failed = _count_failed(gateway)
     for line in kept_lines(root):
-        say(line)
-    say(f"demo: {pacs.received} received, {failed} failed")
+        console.say(line)
+    console.say(f"demo: {pacs.received} received, {failed} failed")
     return code[0] if code else 1
 
 
