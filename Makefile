@@ -1,4 +1,6 @@
 # Quick start on a fresh Debian 12 machine:  make demo   |   make test
+# The command is then .venv/bin/dicom-gateway (make cannot put it on the calling shell's PATH;
+# `. .venv/bin/activate` does).
 # As root, missing Debian packages (python3-venv; for tests dcmtk dicom3tools socat) are installed.
 
 PYTHON ?= python3
@@ -12,13 +14,18 @@ IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 all: test
 
+# Quiet: pip's hundred lines before the demo's first one would bury it. On failure the log's
+# end is shown and the stamp is not written, so the next make tries again.
 $(BIN)/.installed: pyproject.toml
 	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 	  if [ "$(IS_ROOT)" = yes ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  else echo "python3-venv is missing: run 'sudo apt-get install python3-venv'" >&2; exit 1; fi; fi
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	@echo "setting up $(VENV) (the first time takes a few minutes; pip's output: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@if ! { $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[test]'; } \
+	    >$(VENV)/install.log 2>&1; then \
+	  tail -n 40 $(VENV)/install.log >&2; \
+	  echo "pip failed; the whole log: $(VENV)/install.log" >&2; exit 1; fi
 	@touch $@
 
 venv: $(BIN)/.installed

@@ -18,7 +18,7 @@ class SocatMissingError(RuntimeError):
 
 
 class PtyPair:
-    """``socat pty,link=A pty,link=B`` started and stopped by its owner."""
+    """``socat pty,link=A pty,link=B`` started and stopped by its owner (and only by it)."""
 
     def __init__(self, a: Path, b: Path, log: Path | None = None) -> None:
         self.a = a
@@ -49,6 +49,11 @@ class PtyPair:
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
+                # Its own session: Ctrl-C in a terminal signals the whole foreground process
+                # group, and socat dying with it pulled the cable out from under the gateway
+                # before the gateway had closed its port (the demo's "serial port lost" error
+                # on every Ctrl-C). Only its owner stops it, with stop().
+                start_new_session=True,
             )
         finally:
             if self.log is not None and not isinstance(out, int):

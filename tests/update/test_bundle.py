@@ -133,7 +133,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wheels")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     subprocess.run([*pip, "wheel", "-q", "-w", str(folder), str(TREE)], check=True)
-    subprocess.run([*pip, "wheel", "-q", "-w", str(folder), "setuptools>=68", "wheel"], check=True)
+    subprocess.run([*pip, "wheel", "-q", "-w", str(folder), "setuptools>=77", "wheel"], check=True)
     for built in folder.glob("dicom_edge_gateway-*.whl"):
         built.unlink()  # the bundle builds its own from the tree
     return folder
