@@ -47,11 +47,13 @@ ALLOWED: dict[tuple[str, str], str] = {
     ),
 }
 
-# A backticked name ending so is a file (gateway.toml, web.key), not a key or a module.
+# A backticked name ending so is a file (gateway.toml, web.key, gateway.csr) or a host name
+# (gateway.example.org), not a key or a module.
 FILE_SUFFIXES = (
     *(".toml", ".py", ".json", ".jsonl", ".sqlite", ".pem", ".key", ".crt", ".md", ".service"),
     *(".timer", ".conf", ".sock", ".log", ".txt", ".cfg", ".dcm", ".png", ".pdf", ".gz", ".tar"),
     *(".whl", ".lock", ".tmp", ".html", ".css", ".js", ".yaml", ".yml", ".sh", ".rules"),
+    *(".csr", ".der", ".p12", ".org", ".com", ".net", ".local", ".lan"),
 )
 TREE_DIRS = ("gateway/", "tests/", "systemd/", "hardware/", "image-build/", "bench/", "docs/")
 
