@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.contextlog import log_request
 from gateway.listener import handshake
 from gateway.listener.admission import AdmissionLimits, PendingTable
 from gateway.listener.guard import (
@@ -243,6 +244,7 @@ class Gate:
             self._count("rejected")
             calling = handshake.calling_ae(primitive)
             event(self._log, logging.WARNING, "association rejected", calling_ae=calling)
+            log_request(self._log, primitive, "listener")
             self._answer(door, handshake.CALLING_AE_REJECT)
             return
         self._selector.unregister(door.sock)
@@ -255,6 +257,7 @@ class Gate:
         self._selector.register(door.sock, selectors.EVENT_READ, door)
         self._count("refused_busy")
         event(self._log, logging.WARNING, "association refused: at limit")
+        log_request(self._log, primitive, "listener")
         self._answer(door, handshake.BUSY_REJECT)
 
     def _refused(self, door: _Door, exc: PeerRefusedError) -> None:
