@@ -12,7 +12,8 @@ event                           when
 presentation_context_accepted   the association was accepted; this context with ``transfer_syntax``
 presentation_context_rejected   the association was accepted; this context not (``result`` says
                                 why: abstract syntax or transfer syntaxes not supported, ...)
-presentation_context_proposed   the association itself was rejected: what was proposed, unanswered
+presentation_context_proposed   the association itself was rejected, or refused "local limit
+                                exceeded": what was proposed, unanswered
 ==============================  =================================================================
 
 Every line has ``side`` (``listener``: a caller proposed to us; ``forwarder``: we proposed to a
@@ -20,7 +21,9 @@ PACS), both AE titles, ``context_id``, ``abstract_syntax`` (UID and name) and ``
 AE titles and UIDs of SOP classes identify devices and services, never patients.
 
 The handlers are pynetdicom event handlers (EVT_ACCEPTED, EVT_REJECTED): the listener binds them
-on each association, the forwarder passes them to ``AE.associate``.
+on each association, the forwarder passes them to ``AE.associate``. The listener's front door
+answers some requests itself, before pynetdicom sees them (a calling AE title not allowed, no
+association slot free): it logs those with :func:`log_request`, from the request it decoded.
 """
 
 from __future__ import annotations
@@ -87,17 +90,34 @@ def log_negotiation(logger: logging.Logger, assoc: Any, side: str, *, accepted: 
     if not logger.isEnabledFor(logging.DEBUG):
         return
     negotiated = [*assoc.accepted_contexts, *assoc.rejected_contexts] if accepted else None
-    calling = str(assoc.requestor.ae_title or "").strip()
-    called = str(assoc.acceptor.ae_title or "").strip()
-    for line in context_lines(assoc.requestor.requested_contexts, negotiated):
+    lines = context_lines(assoc.requestor.requested_contexts, negotiated)
+    _log_lines(logger, side, assoc.requestor.ae_title, assoc.acceptor.ae_title, lines)
+
+
+def log_request(logger: logging.Logger, request: Any, side: str) -> None:
+    """Log every context an A-ASSOCIATE-RQ proposed, at DEBUG, for a request answered unheard.
+
+    ``request`` is the A-ASSOCIATE primitive of a request rejected (or refused for want of an
+    association slot) before any negotiation: each context is logged as PROPOSED.
+    """
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    lines = context_lines(request.presentation_context_definition_list, None)
+    _log_lines(logger, side, request.calling_ae_title, request.called_ae_title, lines)
+
+
+def _log_lines(
+    logger: logging.Logger, side: str, calling: object, called: object, lines: list[ContextLine]
+) -> None:
+    for line in lines:
         fields = {k: v for k, v in vars(line).items() if k != "name" and v is not None}
         log_event(
             logger,
             logging.DEBUG,
             line.name,
             side=side,
-            calling_ae=calling,
-            called_ae=called,
+            calling_ae=str(calling or "").strip(),
+            called_ae=str(called or "").strip(),
             **fields,
         )
 

@@ -15,6 +15,10 @@ that hangs up is forgotten as soon as its end of file is read. A refused request
 (A-ABORT, or A-ASSOCIATE-RJ), then the connection is closed after the caller has hung up or
 after ``ARTIM`` seconds, whichever comes first, as PS3.8's ARTIM timer has it (closing at once,
 with the caller's bytes unread, would send a TCP reset that can destroy the answer).
+
+No error ends the loop: were this thread to end, the port would stay open and every caller hang.
+An error in one turn is counted and logged, and the next turn runs; what accept() errors mean,
+and when the loop pauses rather than spin, is in :mod:`~gateway.listener.faults`.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.contextlog import log_request
 from gateway.listener import handshake
 from gateway.listener.admission import AdmissionLimits, PendingTable
+from gateway.listener.faults import ACCEPT_PAUSE, Faults, accept_error_is_resource, signature
 from gateway.listener.guard import (
     ABORT_INVALID_PARAMETER,
     RECV_CHUNK,
@@ -112,6 +118,8 @@ class Gate:
         self._selector = selectors.DefaultSelector()
         self._crowd_logged_at = float("-inf")
         self._crowd_unlogged = 0
+        self._faults = Faults()  # of the loop's turns
+        self._accept_faults = Faults()  # of accept() out of a resource
 
     def pending(self) -> int:
         """Connections in their pre-authentication phase now (closing ones included)."""
@@ -124,18 +132,39 @@ class Gate:
         selector.register(self._wake, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
-                for key, _ in selector.select(self._timeout()):
-                    if key.fileobj is self._listening:
-                        self._accept_some()
-                    elif isinstance(key.data, _Door) and key.data in self._doors:
-                        self._step(key.data)
-                self._expire()
+                try:
+                    self._turn()
+                except Exception as exc:  # noqa: BLE001 - nothing may end the front door: faults.py
+                    self._turn_failed(exc)
+                else:
+                    self._faults.succeeded()
         finally:
             for door in list(self._doors):
                 self._close(door)
             selector.close()
 
     # -- the loop's parts ---------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        for key, _ in self._selector.select(self._timeout()):
+            if key.fileobj is self._listening:
+                self._accept_some()
+            elif isinstance(key.data, _Door) and key.data in self._doors:
+                self._step(key.data)
+        self._expire()
+
+    def _turn_failed(self, exc: Exception) -> None:
+        """Count and log a failed turn, and pause if it failed as the one before (faults.py)."""
+        self._count("errors")
+        fault = self._faults.failed(signature(exc), self._clock())
+        self._log.log(
+            logging.ERROR if fault.loud else logging.DEBUG,
+            "front door error",
+            exc_info=exc if fault.loud else None,
+            extra={"error": f"{type(exc).__name__}: {exc}", "streak": fault.streak},
+        )
+        if fault.pause:
+            self._stopping.wait(fault.pause)
 
     def _timeout(self) -> float | None:
         deadline = self._table.next_deadline()
@@ -147,11 +176,25 @@ class Gate:
                 raw, address = self._listening.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: keep serving those we have
-                event(self._log, logging.ERROR, "accept failed", error=str(exc))
-                self._stopping.wait(0.1)
+            except OSError as exc:
+                if not accept_error_is_resource(exc):  # that caller's: take the next one now
+                    event(self._log, logging.DEBUG, "accept failed", error=str(exc))
+                    continue
+                # Out of descriptors or memory: the caller waits in the backlog; serve those
+                # we have and try again shortly.
+                fault = self._accept_faults.failed(f"accept {exc.errno}", self._clock())
+                level = logging.ERROR if fault.loud else logging.DEBUG
+                event(self._log, level, "accept failed", error=str(exc))
+                self._stopping.wait(ACCEPT_PAUSE)
                 return
-            self._admit(raw, (str(address[0]), int(address[1])))
+            self._accept_faults.succeeded()
+            try:
+                self._admit(raw, (str(address[0]), int(address[1])))
+            except Exception:
+                # A bug, or an error of wrap_socket's that is not the caller's: this caller is
+                # closed; the loop's guard logs the error and the next turn takes the next one.
+                handshake.close_quietly(raw)
+                raise
 
     def _admit(self, raw: socket.socket, peer: Peer) -> None:
         raw.setblocking(False)
@@ -165,16 +208,23 @@ class Gate:
             self._crowded(peer)
             handshake.close_quietly(raw)
             return
-        if verdict.evicted is not None:
-            self._crowded(verdict.evicted.peer)
-            self._close(verdict.evicted)
+        try:
+            self._open(door, verdict.evicted, context)
+        except Exception:
+            self._close(door)  # its place in the table is given back
+            raise
+
+    def _open(self, door: _Door, evicted: _Door | None, context: ssl.SSLContext | None) -> None:
+        """Take an admitted caller in: close the one it displaces, start its TLS handshake."""
+        if evicted is not None:
+            self._crowded(evicted.peer)
+            self._close(evicted)
         self._count("accepted")
         if context is not None:
             try:
-                door.sock = handshake.start_tls(raw, context)
+                door.sock = handshake.start_tls(door.sock, context)
             except OSError:  # the caller reset the connection already
-                self._table.remove(door)
-                handshake.close_quietly(raw)
+                self._close(door)
                 return
         self._doors.add(door)
         self._selector.register(door.sock, selectors.EVENT_READ, door)
@@ -243,6 +293,7 @@ class Gate:
             self._count("rejected")
             calling = handshake.calling_ae(primitive)
             event(self._log, logging.WARNING, "association rejected", calling_ae=calling)
+            log_request(self._log, primitive, "listener")
             self._answer(door, handshake.CALLING_AE_REJECT)
             return
         self._selector.unregister(door.sock)
@@ -255,6 +306,7 @@ class Gate:
         self._selector.register(door.sock, selectors.EVENT_READ, door)
         self._count("refused_busy")
         event(self._log, logging.WARNING, "association refused: at limit")
+        log_request(self._log, primitive, "listener")
         self._answer(door, handshake.BUSY_REJECT)
 
     def _refused(self, door: _Door, exc: PeerRefusedError) -> None:

@@ -193,7 +193,13 @@ class DicomListener:
     # -- admitting ---------------------------------------------------------------------------
 
     def _hand_off(self, sock: socket.socket, peer: tuple[str, int], first: bytes) -> bool:
-        """Called by the front door: serve this authenticated caller if a slot is free."""
+        """Called by the front door: serve this authenticated caller if a slot is free.
+
+        False (the front door answers "local limit exceeded") when every slot is taken, or when
+        the system will not start another thread: the slot is given back then, or each such
+        failure would keep one for good and, after ``max_associations`` of them, the listener
+        would refuse everyone until restarted.
+        """
         assert self._plan is not None
         conn = Connection(sock, peer, first, self._plan, count=self._count, logger=self._log)
         thread = threading.Thread(
@@ -203,7 +209,14 @@ class DicomListener:
             if len(self._served) >= self._settings.max_associations:
                 return False
             self._served[conn] = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": out of memory or of tasks
+            with self._lock:
+                del self._served[conn]
+                self._counts["errors"] += 1
+            event(self._log, logging.ERROR, "association thread not started", error=str(exc))
+            return False
         return True
 
     def _serve(self, conn: Connection) -> None:

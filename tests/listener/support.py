@@ -85,6 +85,18 @@ def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
     return True
 
 
+def reply(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the listener sends until it closes the connection."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return bytes(data)
+
+
 def echoscu(
     port: int,
     *,

@@ -67,6 +67,35 @@ def test_a_rejected_association_logs_what_was_proposed(
         assert len(lines) == 2
 
 
+def test_a_request_refused_for_want_of_a_slot_logs_what_was_proposed(
+    start_listener: StartListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    listener = start_listener(listener_settings(max_associations=1))
+    destination = make_destination(listener.address[1], ae_title=LISTENER_AE)
+    held = Connector(destination, "MODALITY_1", None).open(PAIRS)
+    assert isinstance(held, Link), held
+    try:
+        outcome = Connector(destination, "MODALITY_2", None).open(PAIRS)
+    finally:
+        held.release()
+    assert not isinstance(outcome, Link)
+    assert "local limit exceeded" in outcome.reason.lower()
+
+    proposed = [
+        line
+        for line in _lines(caplog, "listener")
+        if line["event"] == "presentation_context_proposed"
+    ]
+    assert {str(line["abstract_syntax"]).split()[0] for line in proposed} == {
+        VERIFICATION,
+        CTImageStorage,
+    }
+    assert {(line["calling_ae"], line["called_ae"]) for line in proposed} == {
+        ("MODALITY_2", LISTENER_AE)
+    }
+
+
 def test_nothing_is_built_above_debug(
     start_listener: StartListener, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,7 +7,6 @@ after its caller had gone).
 
 from __future__ import annotations
 
-import socket
 import struct
 
 from pynetdicom import AE
@@ -21,24 +20,13 @@ from tests.listener.support import (
     echoscu,
     listener_settings,
     pdu_header,
+    reply,
 )
 
 # A-ABORT, source 2 (service-provider), reason 6 (invalid PDU parameter value): PS3.8 9.3.8.
 A_ABORT = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
 # The header says A-ASSOCIATE-RQ; the body is not one (no AE titles, no items).
 MALFORMED_RQ = pdu_header(0x01, 68) + bytes(68)
-
-
-def _reply(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything the listener sends until it closes the connection."""
-    sock.settimeout(timeout)
-    data = bytearray()
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return bytes(data)
 
 
 def test_malformed_requests_whose_callers_hang_up_leave_every_slot_free(
@@ -61,7 +49,7 @@ def test_a_malformed_request_is_answered_with_an_abort_before_the_close(
     listener = start_listener(listener_settings())
     with connect(listener.address[1]) as sock:
         sock.sendall(MALFORMED_RQ)
-        assert _reply(sock) == A_ABORT
+        assert reply(sock) == A_ABORT
     assert listener.stats()["refused_malformed"] == 1
 
 
@@ -71,7 +59,7 @@ def test_an_oversize_request_is_answered_with_an_abort_before_the_close(
     listener = start_listener(listener_settings())
     with connect(listener.address[1]) as sock:
         sock.sendall(pdu_header(0x01, 400 * 1024 * 1024))
-        assert _reply(sock) == A_ABORT
+        assert reply(sock) == A_ABORT
     assert listener.stats()["refused_oversize"] == 1
 
 
@@ -89,7 +77,7 @@ def test_an_oversize_pdata_in_an_association_is_answered_with_an_abort_before_th
         while len(accept) < length:
             accept += sock.recv(length - len(accept))
         sock.sendall(pdu_header(0x04, 64 * 1024 * 1024) + bytes(4096))
-        assert _reply(sock) == A_ABORT
+        assert reply(sock) == A_ABORT
     assert wait_until(lambda: listener.stats()["refused_oversize"] == 1)
 
 
@@ -97,7 +85,7 @@ def test_a_first_pdu_that_is_an_abort_is_not_answered(start_listener: StartListe
     listener = start_listener(listener_settings())
     with connect(listener.address[1]) as sock:
         sock.sendall(A_ABORT)
-        assert _reply(sock) == b""
+        assert reply(sock) == b""
     assert wait_until(lambda: listener.stats()["refused_malformed"] == 1)
 
 
@@ -112,7 +100,7 @@ def test_a_request_without_presentation_contexts_is_malformed(
     listener = start_listener(listener_settings())
     with connect(listener.address[1]) as sock:
         sock.sendall(pdu_header(0x01, len(body)) + body)
-        assert _reply(sock) == A_ABORT
+        assert reply(sock) == A_ABORT
     assert listener.stats()["refused_malformed"] == 1
     assert echoscu(listener.address[1]).returncode == 0
 
