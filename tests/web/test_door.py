@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from gateway.web.admission import DoorLimits
 from gateway.web.server import WebServer, panel_ssl_context
@@ -201,15 +201,25 @@ def test_login_and_healthz_answer_within_2_s_while_a_neighbour_holds_300_connect
     assert max(held) <= limits.total, f"connections held: {held}"
 
 
+UPLOADS_STARTED: list[int] = []  # one entry per /upload the app began to read (the tiny app's)
+
+
 @pytest.fixture
 def tiny_server(pki: Pki) -> Iterator[Callable[[DoorLimits], int]]:
-    """The panel's HTTPS server (its door included) with short deadlines, serving /healthz."""
+    """The panel's HTTPS server (its door included) with short deadlines, serving /healthz and
+    /upload (reads the body, answers its length; counts the uploads it began in UPLOADS_STARTED)."""
     servers: list[WebServer] = []
     app = FastAPI()
+    UPLOADS_STARTED.clear()
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        UPLOADS_STARTED.append(1)
+        return {"length": len(await request.body())}
 
     def start(limits: DoorLimits) -> int:
         context = panel_ssl_context(pki.gateway.cert, pki.gateway.key)
@@ -251,3 +261,53 @@ def test_idle_connections_are_closed_on_their_deadlines(
     finally:
         for sock in (bare, half, idle, trickle):
             sock.close()
+
+
+def _stalled_body(port: int, source: str, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TLS connection that sent a POST's headers announcing a megabyte, two bytes of it, and
+    nothing more (the reviewer's probe of the merged issue 11 door)."""
+    sock = context.wrap_socket(_tcp(port, source))
+    sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nab")
+    return sock
+
+
+def test_stalled_request_bodies_are_closed_and_never_lock_out_a_newcomer(
+    tiny_server: Callable[[DoorLimits], int],
+) -> None:
+    limits = DoorLimits(total=8, per_address=4, request_seconds=0.5, body_seconds=1.0)
+    port = tiny_server(limits)
+    context = _client_context()
+    stalled = [_stalled_body(port, f"127.0.0.{2 + n % 2}", context) for n in range(limits.total)]
+    try:
+        # Every place in the door is a request whose body has stopped: the app is reading it.
+        assert wait_until(lambda: len(UPLOADS_STARTED) == limits.total, 5.0, 0.02)
+        with httpx.Client(verify=False, timeout=5) as web:  # on the old code: refused
+            assert web.get(f"https://127.0.0.1:{port}/healthz").status_code == 200
+        # Each stalled body is closed on its deadline (on the old code: never).
+        for sock in stalled:
+            assert _closed_within(sock, 5.0), "a stalled request body was never closed"
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_an_upload_that_keeps_sending_outlives_the_body_deadline(
+    tiny_server: Callable[[DoorLimits], int],
+) -> None:
+    port = tiny_server(DoorLimits(request_seconds=0.5, body_seconds=0.5))
+    chunks = 8
+
+    def slow_body() -> Iterator[bytes]:
+        for _ in range(chunks):
+            yield b"x" * 1000
+            time.sleep(0.2)  # the stimulus: a byte well within 0.5 s, 1.6 s in all
+
+    started = time.monotonic()
+    with httpx.Client(verify=False, timeout=10) as web:
+        answer = web.post(
+            f"https://127.0.0.1:{port}/upload",
+            content=slow_body(),
+            headers={"Content-Length": str(chunks * 1000)},
+        )
+    assert answer.status_code == 200 and answer.json() == {"length": chunks * 1000}
+    assert time.monotonic() - started > 1.0  # it did take longer than the body deadline
