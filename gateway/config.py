@@ -451,7 +451,8 @@ class WebSection(_Strict):
         description=(
             "Wrong passwords in a row for one account from one address before that account is "
             "locked from that address (three times as many from one address, any names, lock "
-            "the address); from other addresses the account only waits a few seconds per try."
+            "the address); once an account is under attack each other address waits 10 s "
+            "between its own tries, and never for another address's."
         ),
     )
     lockout_minutes: float = Field(

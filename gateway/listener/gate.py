@@ -46,6 +46,7 @@ from gateway.listener.guard import (
     check_header,
 )
 from gateway.logsetup import event
+from gateway.netaddr import address_key
 
 ARTIM = 1.0  # seconds a refused caller gets to read our answer and hang up
 LINGER_BYTES = 256 * 1024  # read and dropped while closing, at most: then the reset it is
@@ -203,7 +204,7 @@ class Gate:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         context = self._plan.ssl_context
         door = _Door(raw, peer, _Phase.TLS if context is not None else _Phase.HEADER)
-        verdict = self._table.admit(door, peer[0], self._clock())
+        verdict = self._table.admit(door, address_key(peer[0]), self._clock())
         if not verdict.admitted:
             self._crowded(peer)
             handshake.close_quietly(raw)

@@ -11,34 +11,49 @@ phase      from → to                                            deadline      
 HANDSHAKE  accepted → TLS up                                    ``handshake_seconds``  yes
 WAITING    TLS up, or the last response sent → a request's      ``request_seconds``    yes
            headers complete
-REQUEST    headers complete → response sent                     none (the app answers) no
+BODY       headers complete → the request's body complete       ``body_seconds``       yes
+                                                                without a byte
+REQUEST    body complete → response sent                        none (the app answers) no
 =========  ===================================================  =====================  =========
 
 A connection past its phase's deadline is closed. The deadline of WAITING counts from the start
 of the phase, not from the last byte, so a client trickling a header a byte at a time is closed
 as surely as one that sends nothing (the server's keep-alive timeout closes quiet ones sooner).
+The deadline of BODY counts from the body's last byte (:meth:`ConnectionTable.received`): a
+large upload (a release bundle, a configuration) may take as long as it keeps sending, while a
+request that announced a body and stopped sending it is closed. Without it, 64 connections each
+sending ``POST /login`` with ``Content-Length: 1000000`` and two bytes of body held every place
+in the door for ever, and nobody could log in or read ``/healthz``.
 
 Limits, checked when a connection is accepted, before its TLS handshake:
 
-1. At most ``per_address`` connections from one address (an IPv6 /64 counts as one address:
-   a host has a whole one). Over it, the address's own oldest evictable connection is closed.
+1. At most ``per_address`` connections from one address (as gateway.netaddr counts them: an
+   IPv6 /64 is one address, a host has a whole one). Over it, the address's own oldest
+   evictable connection is closed.
 2. At most ``total`` connections in all. Over it, the oldest evictable connection of the address
    holding the most connections is closed: a newcomer is let in at the expense of whoever holds
    the most, not of a browser that has one.
 3. When nothing may be evicted (every connection is in REQUEST), the new connection is refused.
 
-"Oldest" is the longest in its phase. A connection in REQUEST is never evicted: it is being
-answered. Nobody is answered 503: a legitimate browser whose idle keep-alive connection was
-closed opens a new one.
+"Oldest" is the longest in its phase, for BODY the longest silent: a body still arriving goes
+last. A connection in REQUEST is never evicted and has no deadline from the door: the app is
+answering it, and the app's own work (an argon2 hash, a support bundle) takes what it takes. A
+client can hold a connection there only as long as the app takes to answer it, not by sending or
+not sending anything (a client that does not read a large answer is the one case: the
+per-address limit bounds those, and the answers that large are behind a login). Nobody is
+answered 503: a legitimate browser whose idle keep-alive connection was closed opens a new one.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from gateway.netaddr import address_key
+
+__all__ = ["EVICTABLE", "Admission", "ConnectionTable", "DoorLimits", "Phase", "address_key"]
 
 
 class Phase(StrEnum):
@@ -46,10 +61,11 @@ class Phase(StrEnum):
 
     HANDSHAKE = "handshake"
     WAITING = "waiting"
+    BODY = "body"
     REQUEST = "request"
 
 
-EVICTABLE = frozenset({Phase.HANDSHAKE, Phase.WAITING})
+EVICTABLE = frozenset({Phase.HANDSHAKE, Phase.WAITING, Phase.BODY})
 
 
 @dataclass(frozen=True)
@@ -60,13 +76,16 @@ class DoorLimits:
     per_address: int = 16
     handshake_seconds: float = 10.0  # a TLS handshake takes milliseconds on a hospital LAN
     request_seconds: float = 10.0  # to send a complete request's headers
+    body_seconds: float = 30.0  # without a byte of a request's body (a slow link stalls seconds)
 
     def deadline(self, phase: Phase) -> float | None:
-        """Seconds a connection may stay in ``phase``; None: no limit."""
+        """Seconds a connection may stay in ``phase`` (BODY: without a byte); None: no limit."""
         if phase is Phase.HANDSHAKE:
             return self.handshake_seconds
         if phase is Phase.WAITING:
             return self.request_seconds
+        if phase is Phase.BODY:
+            return self.body_seconds
         return None
 
 
@@ -88,19 +107,6 @@ class _Entry:
     address: str
     phase: Phase
     since: float
-
-
-def address_key(host: str) -> str:
-    """The address a limit counts by: IPv4 as is (also when IPv4-mapped), IPv6 by its /64."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host  # not an IP address (a Unix socket, a test): count it by what it is
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class ConnectionTable:
@@ -150,7 +156,21 @@ class ConnectionTable:
         if entry.phase is not phase:
             entry.phase = phase
             entry.since = now
-        deadline = self.limits.deadline(phase)
+        return self.remaining(conn, now)
+
+    def received(self, conn: int, now: float) -> None:
+        """A byte of ``conn``'s request body arrived at ``now``: its BODY deadline starts again
+        (no-op in any other phase: there the deadline counts from the start of the phase)."""
+        entry = self._entries.get(conn)
+        if entry is not None and entry.phase is Phase.BODY:
+            entry.since = now
+
+    def remaining(self, conn: int, now: float) -> float | None:
+        """Seconds until ``conn``'s deadline (0 when past it); None: no deadline, or not held."""
+        entry = self._entries.get(conn)
+        if entry is None:
+            return None
+        deadline = self.limits.deadline(entry.phase)
         return None if deadline is None else max(entry.since + deadline - now, 0.0)
 
     def phase(self, conn: int) -> Phase | None:
@@ -159,12 +179,8 @@ class ConnectionTable:
         return None if entry is None else entry.phase
 
     def overdue(self, conn: int, now: float) -> bool:
-        """True when ``conn`` has stayed in its phase past the phase's deadline."""
-        entry = self._entries.get(conn)
-        if entry is None:
-            return False
-        deadline = self.limits.deadline(entry.phase)
-        return deadline is not None and now >= entry.since + deadline
+        """True when ``conn`` has stayed in its phase (BODY: silent) past the phase's deadline."""
+        return self.remaining(conn, now) == 0.0
 
     def release(self, conn: int) -> None:
         """``conn`` is closed (or about to be): forget it. Idempotent."""

@@ -7,7 +7,7 @@ sends no first request, and answers 503 to everyone once ``limit_concurrency`` i
 are open. Instead uvicorn's protocol class is :class:`DoorProtocol`: on a raw connection it asks
 the :class:`~gateway.web.admission.ConnectionTable`, then does the TLS handshake itself
 (``loop.start_tls``) and hands the TLS transport to uvicorn's own h11 protocol, which reports
-each request's start and end back (:class:`_CountedH11`).
+each request's start, its body's bytes and its end back (:class:`_CountedH11`).
 
 A connection the door closes is aborted (no TLS close_notify): a peer that sends nothing would
 otherwise hold it through the TLS shutdown too. Everything here runs in the server's event loop
@@ -92,6 +92,11 @@ class Door:
         if self.table.phase(conn) is not phase:
             self._arm(conn, phase)
 
+    def received(self, conn: int) -> None:
+        """Bytes arrived on ``conn``: in BODY, its deadline counts from now. The timer is not
+        re-armed for every chunk of an upload; when it fires early, :meth:`_expire` re-arms it."""
+        self.table.received(conn, asyncio.get_running_loop().time())
+
     def release(self, conn: int) -> None:
         """``conn`` was closed by its peer or by the server: forget it."""
         self._forget(conn)
@@ -111,12 +116,20 @@ class Door:
             self._timers[conn] = loop.call_later(delay, self._expire, conn)
 
     def _expire(self, conn: int) -> None:
+        loop = asyncio.get_running_loop()
         self._timers.pop(conn, None)
-        if self.table.overdue(conn, asyncio.get_running_loop().time()):
+        if self.table.overdue(conn, loop.time()):
             self._close(conn, f"no {self._awaited(conn)} in time")
+            return
+        left = self.table.remaining(conn, loop.time())  # a body byte came since it was armed
+        if left is not None:
+            self._timers[conn] = loop.call_later(left, self._expire, conn)
 
     def _awaited(self, conn: int) -> str:
-        return "TLS handshake" if self.table.phase(conn) is Phase.HANDSHAKE else "request"
+        phase = self.table.phase(conn)
+        if phase is Phase.HANDSHAKE:
+            return "TLS handshake"
+        return "request body byte" if phase is Phase.BODY else "request"
 
     def _close(self, conn: int, why: str) -> None:
         transport = self._transports.get(conn)
@@ -239,7 +252,8 @@ class _CountedH11(H11Protocol):
         if self._early is not None:
             self._early += data
             return
-        super().data_received(data)
+        super().data_received(data)  # handle_events: the phase follows h11's state
+        self._door.received(self._door_id)
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -250,8 +264,14 @@ class _CountedH11(H11Protocol):
         self._track()
 
     def _track(self) -> None:
-        idle = self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE
-        self._door.enter(self._door_id, Phase.WAITING if idle else Phase.REQUEST)
+        theirs = self.conn.their_state
+        if self.conn.our_state is h11.IDLE and theirs is h11.IDLE:
+            phase = Phase.WAITING
+        elif theirs is h11.SEND_BODY:  # headers in, body still coming (also if answered early)
+            phase = Phase.BODY
+        else:
+            phase = Phase.REQUEST
+        self._door.enter(self._door_id, phase)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._door.release(self._door_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.listener.admission import Admission, AdmissionLimits, PendingTable
+from gateway.netaddr import address_key
 
 
 def _table(max_pending: int = 8, per_address: int = 3, deadline: float = 10.0) -> PendingTable[str]:
@@ -119,3 +120,15 @@ def test_a_key_cannot_be_admitted_twice_and_unknown_keys_are_ignored() -> None:
 def test_limits_below_one_are_refused(max_pending: int, per_address: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         AdmissionLimits(max_pending=max_pending, per_address=per_address)
+
+
+def test_two_addresses_of_one_ipv6_64_share_the_per_address_limit() -> None:
+    # The gate keys the table by gateway.netaddr.address_key, as the web door does: a host
+    # holding a whole /64 cannot take a fresh address per connection to pass the limit.
+    table = _table(per_address=1)
+    assert table.admit("a", address_key("2001:db8:1:2::1"), now=0.0).admitted
+    assert not table.admit("b", address_key("2001:db8:1:2:ffff::2"), now=1.0).admitted
+    assert not table.admit("c", address_key("2001:db8:1:2::1%eth0"), now=1.0).admitted
+    assert table.admit("d", address_key("2001:db8:1:3::1"), now=2.0).admitted  # another /64
+    assert table.admit("e", address_key("::ffff:10.0.0.5"), now=3.0).admitted
+    assert not table.admit("f", address_key("10.0.0.5"), now=4.0).admitted  # the same host

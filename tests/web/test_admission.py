@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from gateway.web.admission import ConnectionTable, DoorLimits, Phase, address_key
+from gateway.web.admission import ConnectionTable, DoorLimits, Phase
 
 LIMITS = DoorLimits(total=6, per_address=3, handshake_seconds=10.0, request_seconds=5.0)
 
@@ -83,16 +81,28 @@ def test_release_is_idempotent_and_frees_the_address() -> None:
     assert not table.overdue(conn, 100.0)
 
 
-@pytest.mark.parametrize(
-    ("host", "key"),
-    [
-        ("192.0.2.7", "192.0.2.7"),
-        ("::ffff:192.0.2.7", "192.0.2.7"),
-        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
-        ("fe80::1%eth0", "fe80::/64"),
-        ("unknown", "unknown"),
-    ],
-)
-def test_an_ipv6_host_counts_by_its_64_and_a_mapped_ipv4_as_ipv4(host: str, key: str) -> None:
-    assert address_key(host) == key
+def test_a_request_body_has_a_deadline_from_its_last_byte() -> None:
+    table = ConnectionTable(DoorLimits(body_seconds=30.0))
+    conn = _admit(table, "10.0.0.1", 0.0)
+    table.enter(conn, Phase.WAITING, 1.0)
+    assert table.enter(conn, Phase.BODY, 2.0) == 30.0
+    table.received(conn, 20.0)  # a byte of the body: a large upload lives as long as it sends
+    assert not table.overdue(conn, 49.9)
+    assert table.remaining(conn, 40.0) == 10.0
+    assert table.overdue(conn, 50.0)  # 30 s without a byte: a stalled body is closed
+
+
+def test_stalled_bodies_give_way_to_a_newcomer_the_longest_silent_first() -> None:
+    table = ConnectionTable(DoorLimits(total=3, per_address=3))
+    silent = _admit(table, "10.0.0.9", 0.0)
+    sending = _admit(table, "10.0.0.9", 0.0)
+    answered = _admit(table, "10.0.0.9", 0.0)
+    for conn in (silent, sending):
+        table.enter(conn, Phase.BODY, 1.0)
+    table.received(sending, 5.0)
+    table.enter(answered, Phase.REQUEST, 1.0)
+    admission = table.admit("10.0.0.1", 6.0)
+    assert admission.conn is not None and admission.evict == (silent,)
+    admission = table.admit("10.0.0.2", 7.0)
+    assert admission.conn is not None and admission.evict == (sending,)
+    assert table.phase(answered) is Phase.REQUEST

@@ -147,13 +147,16 @@ def test_a_neighbour_cannot_lock_the_engineer_out_from_their_own_desk(
     for _ in range(5):
         panel.post_login(neighbour, ENGINEER[0], "wrong-password")
     assert panel.post_login(neighbour, *ENGINEER).status_code == 429
-    # From the engineer's own address: a short wait, never the lockout.
-    desk = panel.browser()
-    first = panel.post_login(desk, *ENGINEER)
-    assert first.status_code == 429
-    assert "try again in 10 s" in first.text
-    clock.advance(10)
-    assert panel.post_login(desk, *ENGINEER).status_code == 303
+    # The neighbour goes on from another address, a guess each time its own delay is over
+    # (review of issue 11: when rule 3's delay was the account's, these guesses took every
+    # slot and the engineer was refused for as long as they went on).
+    other = panel.browser(source="127.0.0.3")
+    for _ in range(2):
+        panel.post_login(other, ENGINEER[0], "wrong-password")  # 429: its own 10 s from now on
+        clock.advance(10)
+        panel.post_login(other, ENGINEER[0], "wrong-password")
+    # From the engineer's own address: in at once, whatever the neighbour does elsewhere.
+    assert panel.post_login(panel.browser(), *ENGINEER).status_code == 303
     assert panel.post_login(neighbour, *ENGINEER).status_code == 429  # still locked there
 
 

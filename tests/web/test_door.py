@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from gateway.web.admission import DoorLimits
 from gateway.web.server import WebServer, panel_ssl_context
@@ -202,14 +202,26 @@ def test_login_and_healthz_answer_within_2_s_while_a_neighbour_holds_300_connect
 
 
 @pytest.fixture
-def tiny_server(pki: Pki) -> Iterator[Callable[[DoorLimits], int]]:
-    """The panel's HTTPS server (its door included) with short deadlines, serving /healthz."""
+def uploads_started() -> list[int]:
+    """One entry per /upload the tiny server's app began to read."""
+    return []
+
+
+@pytest.fixture
+def tiny_server(pki: Pki, uploads_started: list[int]) -> Iterator[Callable[[DoorLimits], int]]:
+    """The panel's HTTPS server (its door included) with short deadlines, serving /healthz and
+    /upload (reads the body, answers its length; counted in ``uploads_started``)."""
     servers: list[WebServer] = []
     app = FastAPI()
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        uploads_started.append(1)
+        return {"length": len(await request.body())}
 
     def start(limits: DoorLimits) -> int:
         context = panel_ssl_context(pki.gateway.cert, pki.gateway.key)
@@ -251,3 +263,59 @@ def test_idle_connections_are_closed_on_their_deadlines(
     finally:
         for sock in (bare, half, idle, trickle):
             sock.close()
+
+
+def _stalled_body(port: int, source: str, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TLS connection that sent a POST's headers announcing a megabyte, two bytes of it, and
+    nothing more (the reviewer's probe of the merged issue 11 door)."""
+    sock = context.wrap_socket(_tcp(port, source))
+    sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nab")
+    return sock
+
+
+def test_stalled_request_bodies_are_closed_and_never_lock_out_a_newcomer(
+    tiny_server: Callable[[DoorLimits], int], uploads_started: list[int]
+) -> None:
+    # The reviewer's probe: the door's own limits (64 in all, 16 per address), filled from
+    # 127.0.0.2-5 by requests whose bodies stopped; only the deadlines are short.
+    limits = DoorLimits(request_seconds=0.5, body_seconds=1.0)
+    port = tiny_server(limits)
+    context = _client_context()
+    sources = [f"127.0.0.{2 + n % 4}" for n in range(limits.total)]
+    stalled = [_stalled_body(port, source, context) for source in sources]
+    try:
+        # Every place in the door is a request whose body has stopped: the app is reading it.
+        assert wait_until(lambda: len(uploads_started) == limits.total, 10.0, 0.02)
+        with httpx.Client(verify=False, timeout=5) as web:  # on the old code: refused
+            assert web.get(f"https://127.0.0.1:{port}/healthz").status_code == 200
+        # Each stalled body is closed on its deadline (on the old code: never), and the panel
+        # still answers once they are gone.
+        for sock in stalled:
+            assert _closed_within(sock, 5.0), "a stalled request body was never closed"
+        with httpx.Client(verify=False, timeout=5) as web:
+            assert web.get(f"https://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_an_upload_that_keeps_sending_outlives_the_body_deadline(
+    tiny_server: Callable[[DoorLimits], int],
+) -> None:
+    port = tiny_server(DoorLimits(request_seconds=0.5, body_seconds=0.5))
+    chunks = 8
+
+    def slow_body() -> Iterator[bytes]:
+        for _ in range(chunks):
+            yield b"x" * 1000
+            time.sleep(0.2)  # the stimulus: a byte well within 0.5 s, 1.6 s in all
+
+    started = time.monotonic()
+    with httpx.Client(verify=False, timeout=10) as web:
+        answer = web.post(
+            f"https://127.0.0.1:{port}/upload",
+            content=slow_body(),
+            headers={"Content-Length": str(chunks * 1000)},
+        )
+    assert answer.status_code == 200 and answer.json() == {"length": chunks * 1000}
+    assert time.monotonic() - started > 1.0  # it did take longer than the body deadline

@@ -1,0 +1,31 @@
+"""What counts as one address for a per-address limit: one definition for every door.
+
+The web panel's door (gateway.web.admission), the password throttle (gateway.web.auth.throttle)
+and the DICOM listener's front door (gateway.listener.gate) all limit per address; if they keyed
+differently, a host could get more from one than from another. Rules:
+
+1. IPv4: the address as is.
+2. IPv4-mapped IPv6 (``::ffff:10.0.0.5``, what a dual-stack socket reports for an IPv4 peer):
+   the IPv4 address, so one host is one address on either kind of socket.
+3. Other IPv6: its /64 network, because a host commonly holds a whole /64 (SLAAC privacy
+   addresses, RFC 8981) and could otherwise take a fresh address per connection. A zone index
+   (``fe80::1%eth0``) is dropped.
+4. Anything else (a Unix socket, a test's made-up peer): the text as is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def address_key(host: str) -> str:
+    """The address a limit counts ``host`` by (see the module docstring)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
