@@ -374,7 +374,7 @@ class Gate:
             kind="crowded",
             address=peer[0],
             pending=len(self._table),
-            from_address=self._table.count(peer[0]),
+            from_address=self._table.count(address_key(peer[0])),
             since_last=self._crowd_unlogged,
         )
         self._crowd_logged_at, self._crowd_unlogged = now, 0
