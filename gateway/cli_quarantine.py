@@ -33,6 +33,7 @@ from gateway.paging import Page, add_page_arguments, print_cli_note
 from gateway.spool.store import Spool
 from gateway.storagefault import StorageNotReadyError
 from gateway.textsafe import json_line, one_line
+from gateway.worklist.beside import open_worklist_cache
 
 QUARANTINE_DIR = "quarantine"
 
@@ -91,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
 @contextmanager
 def open_desk(config: GatewayConfig) -> Iterator[QuarantineDesk]:
     """The daemon's quarantine and queue, opened beside it (``held``'s way)."""
-    from gateway.cli_held import open_worklist_cache
     from gateway.ingest.coercion import WorklistCoercion
     from gateway.ingest.receiver import StoreReceiver
     from gateway.worklist.binding import Binder
