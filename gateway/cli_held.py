@@ -15,8 +15,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from gateway.audit import AUDIT_FILE, AuditLog, cli_actor
@@ -26,29 +26,12 @@ from gateway.identity import PatientIdentity
 from gateway.paging import Page, add_page_arguments, print_cli_note
 from gateway.spool.entries import ObjectSource
 from gateway.spool.store import Spool
+from gateway.worklist.beside import open_worklist_cache
 from gateway.worklist.item import WorklistItem
-from gateway.worklist.lookup import EmptyWorklist, WorklistLookup
+from gateway.worklist.lookup import WorklistLookup
 from gateway.worklist.reconcile import ReconcileError, Reconciler
 
-WORKLIST_FILE = "worklist.sqlite"
 CacheFactory = Callable[[GatewayConfig], AbstractContextManager[WorklistLookup]]
-
-
-@contextmanager
-def open_worklist_cache(config: GatewayConfig) -> Iterator[WorklistLookup]:
-    """The daemon's worklist cache, read beside it; an empty lookup when it does not exist."""
-    path = config.gateway.state_dir / WORKLIST_FILE
-    if not path.exists() or config.worklist is None:
-        yield EmptyWorklist()  # never create the daemon's file from a shell (owner, permissions)
-        return
-    from gateway.worklist.cache import WorklistCache
-
-    cache = WorklistCache(path, SystemClock(), config.worklist.expire_grace_hours)
-    cache.open()
-    try:
-        yield cache
-    finally:
-        cache.close()
 
 
 def register(

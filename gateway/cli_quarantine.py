@@ -5,6 +5,10 @@ runs under the spool's operator lock (gateway.ingest.requeue). Run it as the dae
 the files it writes (objects queued, files put back in a drop folder, the audit log) stay the
 daemon's. Every requeue is audited as ``cli:<user>``.
 
+What reaches the terminal is escaped (gateway.textsafe): a drop-folder file name, and so a
+reason or source quoting one, may hold CR, LF or an ESC sequence; the table shows each value on
+one line, the JSON (``show``, ``list --json``) has no raw control character.
+
 Exit codes: 0 done; 1 refused or not done (the reason on stderr; a requeue that could not
 queue the object leaves it in quarantine); 2 usage or configuration error.
 """
@@ -12,7 +16,6 @@ queue the object leaves it in quarantine); 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -29,6 +32,8 @@ from gateway.ingest.requeue import QuarantineDesk, QuarantineEntry, RequeueError
 from gateway.paging import Page, add_page_arguments, print_cli_note
 from gateway.spool.store import Spool
 from gateway.storagefault import StorageNotReadyError
+from gateway.textsafe import json_line, one_line
+from gateway.worklist.beside import open_worklist_cache
 
 QUARANTINE_DIR = "quarantine"
 
@@ -77,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
             try:
                 entry = desk.find(args.ident)
             except RequeueError as exc:
-                print(f"refused: {exc}", file=sys.stderr)
+                print(f"refused: {one_line(str(exc))}", file=sys.stderr)
                 return 1
-            print(json.dumps(entry_json(entry), indent=2, ensure_ascii=False))
+            print(json_line(entry_json(entry), indent=2))
             return 0
         return _requeue(desk, args.ident)
 
@@ -87,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
 @contextmanager
 def open_desk(config: GatewayConfig) -> Iterator[QuarantineDesk]:
     """The daemon's quarantine and queue, opened beside it (``held``'s way)."""
-    from gateway.cli_held import open_worklist_cache
     from gateway.ingest.coercion import WorklistCoercion
     from gateway.ingest.receiver import StoreReceiver
     from gateway.worklist.binding import Binder
@@ -157,7 +161,7 @@ def _list(desk: QuarantineDesk, args: argparse.Namespace) -> int:
     rows = entries[args.offset : args.offset + args.limit]
     page = Page(args.offset, args.limit, len(rows), len(entries))
     if args.json:
-        print(json.dumps([entry_json(e) for e in rows], indent=2, ensure_ascii=False))
+        print(json_line([entry_json(e) for e in rows], indent=2))
     else:
         print(
             f"{'id':<22} {'quarantined (UTC)':<20} {'channel':<10} {'source':<14} {'size':>10}"
@@ -165,12 +169,14 @@ def _list(desk: QuarantineDesk, args: argparse.Namespace) -> int:
         )
         for e in rows:
             f = e.file
+            # Names from a drop folder (a stray file's id is its name) and reasons quoting
+            # them reach the terminal: one line each, control characters escaped.
             print(
-                f"{e.ident:<22} {_utc(f.time):<20} {e.channel!s:<10} {f.source:<14}"
-                f" {f.size:>10}  {f.reason}"
+                f"{one_line(e.ident):<22} {_utc(f.time):<20} {e.channel!s:<10}"
+                f" {one_line(f.source):<14} {f.size:>10}  {one_line(f.reason)}"
             )
             if e.not_requeueable is not None:
-                print(f"{'':>23}not requeueable: {e.not_requeueable}")
+                print(f"{'':>23}not requeueable: {one_line(e.not_requeueable)}")
     print_cli_note(page, args.json)
     return 0
 
@@ -182,14 +188,17 @@ def _requeue(desk: QuarantineDesk, idents: list[str]) -> int:
         try:
             result = desk.requeue(ident, by)
         except RequeueError as exc:
-            print(f"refused: {exc}", file=sys.stderr)
+            print(f"refused: {one_line(str(exc))}", file=sys.stderr)
             code = 1
             continue
         except (StorageNotReadyError, OSError) as exc:
-            print(f"{ident}: not requeued, it stays in quarantine: {exc}", file=sys.stderr)
+            print(
+                f"{one_line(ident)}: not requeued, it stays in quarantine: {one_line(str(exc))}",
+                file=sys.stderr,
+            )
             code = 1
             continue
-        print(f"{ident}: {result.what}")
+        print(f"{one_line(ident)}: {one_line(result.what)}")
         if not result.ok:
             code = 1
     return code

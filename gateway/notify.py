@@ -2,29 +2,72 @@
 
 The protocol is one assignment a line, so a status text is sent as one line whatever it holds
 (a destination's pause reason may quote a peer): a line break in it cannot add an assignment.
+
+Rules:
+
+* NOTIFY_SOCKET names a Unix datagram socket: a path, or ``@name`` for the abstract namespace
+  (systemd's own convention, read as sd_notify(3) reads it). Messages go out in UTF-8.
+* Notifying never stops the gateway. A NOTIFY_SOCKET that cannot be connected (inherited from
+  a container or ``sudo -E``, a stale path) is logged once, as ``systemd notification
+  disabled``, and the notifier is then disabled (``enabled`` False): every later call does
+  nothing. A send that fails once connected (systemd gone while stopping) is dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+from collections.abc import Mapping
 from contextlib import suppress
 
-import sdnotify
-
+from gateway.logsetup import event
 from gateway.textsafe import one_line
+
+log = logging.getLogger("gateway.notify")
+
+
+def socket_address(value: str) -> str | bytes:
+    """The address for ``connect`` that NOTIFY_SOCKET ``value`` names (``@``: abstract)."""
+    if value.startswith("@"):
+        return b"\0" + os.fsencode(value[1:])
+    return value
+
+
+def connect(value: str) -> socket.socket:
+    """A datagram socket connected to NOTIFY_SOCKET ``value``; raises OSError if it cannot be."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(socket_address(value))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class SystemdNotifier:
     """Sends sd_notify messages when NOTIFY_SOCKET is set; does nothing otherwise.
 
-    ``environ`` decides whether to notify and the watchdog interval; sdnotify itself always
-    connects to the process's own $NOTIFY_SOCKET.
+    ``environ`` (default: the process's) gives NOTIFY_SOCKET and the watchdog interval. The
+    socket is connected here; if it cannot be, notification is disabled (module docstring).
     """
 
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        self.enabled = bool(env.get("NOTIFY_SOCKET"))
-        self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
+        address = env.get("NOTIFY_SOCKET", "")
+        self._socket: socket.socket | None = None
+        if address:
+            try:
+                self._socket = connect(address)
+            except OSError as exc:
+                event(
+                    log,
+                    logging.WARNING,
+                    "systemd notification disabled",
+                    notify_socket=address,
+                    error=str(exc),
+                )
+        self.enabled = self._socket is not None
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         ours = not pid or pid == str(os.getpid())
@@ -34,12 +77,11 @@ class SystemdNotifier:
         )
 
     def _send(self, message: str) -> None:
-        # UTF-8, as sd_notify(3) reads it: sdnotify's notify() encodes Latin-1 and drops the
-        # whole message, silently, on the first other character (a "—" in a reason, an
-        # accented AE title), so the status line went stale instead.
-        if self._notifier is not None:
+        # UTF-8, as sd_notify(3) reads it (sdnotify encoded Latin-1 and silently dropped a
+        # message with any other character: a "—" in a reason, an accented AE title).
+        if self._socket is not None:
             with suppress(OSError):  # systemd gone (stopping): nothing to tell
-                self._notifier.socket.sendall(message.encode("utf-8"))
+                self._socket.sendall(message.encode("utf-8"))
 
     def ready(self, status: str) -> None:
         """The queue is open and ingest and forwarders run."""
@@ -70,6 +112,6 @@ class SystemdNotifier:
 
     def close(self) -> None:
         """Close the datagram socket."""
-        sock = getattr(self._notifier, "socket", None)
-        if sock is not None:
-            sock.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.peers import free_port
-
 CONFIG = """\
 [gateway]
 ae_title = "EDGE_GW"
@@ -99,6 +97,9 @@ class GatewayProcess:
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> GatewayProcess:
         """Start; by default wait for READY=1."""
+        # Imported here: tests.peers imports this module (stop_process).
+        from tests.peers import free_port
+
         sock_path = self.root / f"notify-{free_port()}.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(sock_path))
@@ -205,6 +206,21 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """Stop a peer we started and reap it: SIGTERM, ``grace`` seconds to exit, then SIGKILL.
+
+    Harmless when ``proc`` is None or has already exited.
+    """
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_until(

@@ -17,6 +17,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.harness import stop_process
+
 
 def require_tool(name: str) -> str:
     """Path of a peer program; skip (or fail under REQUIRE_PEERS=1) when it is not installed."""
@@ -90,13 +92,7 @@ class StoreSCP:
 
     def stop(self) -> None:
         """Stop the peer and reap it."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def received(self) -> list[Path]:

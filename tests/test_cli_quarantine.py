@@ -21,6 +21,7 @@ import pytest
 from gateway.audit import AUDIT_FILE
 from gateway.clock import SystemClock
 from gateway.ingest.quarantine import Quarantine
+from gateway.spool.store import Spool
 from tests.forward.objects import write_ct
 from tests.harness import GatewayProcess, wait_until, write_config
 from tests.ingest.test_receiver import send_raw
@@ -138,3 +139,37 @@ def test_quarantined_files_are_listed_shown_and_put_back_through_ingest(
         f"quarantine:{cut_row['id']}",
     ]
     assert {a["actor"] for a in requeues} == {f"cli:{getpass.getuser()}"}
+
+
+def test_list_and_show_escape_control_characters_from_drop_folder_names(tmp_path: Path) -> None:
+    # A device's file name with CR, LF and an ESC sequence went to the terminal raw: a forged
+    # second row, or a terminal told to clear its screen.
+    config = write_config(tmp_path, free_port())
+    state = tmp_path / "state"
+    spool = Spool(state, ["pacs"], 1 << 30, SystemClock())
+    spool.open()
+    spool.close()
+    name = "P1_Doe_x\r\nFORGED ROW\x1b[2J.png"
+    (tmp_path / "staged").mkdir()
+    staged = drop(tmp_path / "staged", name, b"not an image")
+    Quarantine(state / "quarantine", SystemClock()).put(
+        staged, "export\x1b]0;title\x07", f"cannot read {name}"
+    )
+
+    text = cli(config, "quarantine", "list")
+    assert text.returncode == 0, text.stderr
+    assert "\x1b" not in text.stdout and "\r" not in text.stdout and "\x07" not in text.stdout
+    rows = [line for line in text.stdout.splitlines() if "FORGED ROW" in line]
+    assert len(rows) == 1 and rows[0].startswith("20"), text.stdout  # still one row
+    assert "x\\u000d\\u000aFORGED ROW\\u001b[2J.png" in rows[0]
+    assert "export\\u001b]0;title\\u0007" in rows[0]
+
+    listing = cli(config, "quarantine", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert "\x1b" not in listing.stdout and "\r" not in listing.stdout
+    (row,) = json.loads(listing.stdout)
+    assert row["reason"] == f"cannot read {name}"  # escaped, not altered
+    shown = cli(config, "quarantine", "show", row["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert json.loads(shown.stdout) == row

@@ -73,3 +73,40 @@ def test_without_notify_socket_nothing_is_sent() -> None:
     notifier = SystemdNotifier({})
     assert not notifier.enabled
     notifier.ready("x")  # must not raise
+
+
+@pytest.mark.parametrize("address", ["/nonexistent/notify", "@gateway-test-nobody-listens"])
+def test_a_notify_socket_that_cannot_be_connected_disables_notification(
+    address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A stale NOTIFY_SOCKET (a container, sudo -E): ready() raised AttributeError and the
+    # daemon stopped at READY. Logged once, then nothing is sent and nothing raises.
+    with caplog.at_level("WARNING", logger="gateway.notify"):
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"})
+        notifier.ready("up")
+        notifier.status("pacs: 0 queued")
+        notifier.watchdog()
+        notifier.extend_timeout(5)
+        notifier.stopping()
+        notifier.close()
+    assert not notifier.enabled
+    disabled = [r for r in caplog.records if r.getMessage() == "systemd notification disabled"]
+    assert len(disabled) == 1
+    assert disabled[0].__dict__["notify_socket"] == address
+
+
+def test_an_abstract_notify_socket_is_reached() -> None:
+    # "@name" is the abstract namespace (systemd's convention, as sd_notify(3) reads it).
+    name = f"gateway-test-notify-{os.getpid()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(b"\0" + name.encode())
+    server.settimeout(2)
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": f"@{name}"})
+        assert notifier.enabled
+        notifier.ready("up")
+        got = server.recv(4096).decode()
+        notifier.close()
+    finally:
+        server.close()
+    assert got == "READY=1\nSTATUS=up"

@@ -83,8 +83,6 @@ def test_extend_timeout_sends_microseconds(tmp_path: Path) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(path))
     server.settimeout(2)
-    old = os.environ.get("NOTIFY_SOCKET")
-    os.environ["NOTIFY_SOCKET"] = str(path)  # sdnotify reads the process's own variable
     try:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path)})
         notifier.extend_timeout(90)
@@ -93,13 +91,32 @@ def test_extend_timeout_sends_microseconds(tmp_path: Path) -> None:
         notifier.close()
     finally:
         server.close()
-        if old is None:
-            del os.environ["NOTIFY_SOCKET"]
-        else:
-            os.environ["NOTIFY_SOCKET"] = old
     assert got == ["EXTEND_TIMEOUT_USEC=90000000", "EXTEND_TIMEOUT_USEC=250000"]
     with pytest.raises(ValueError, match="positive"):
         notifier.extend_timeout(0)
+
+
+def test_a_daemon_whose_notify_socket_cannot_be_connected_still_runs(
+    tmp_path: Path, storescp_factory: type[StoreSCP], gateways: list[GatewayProcess]
+) -> None:
+    # A NOTIFY_SOCKET inherited from a container or sudo -E: READY=1 raised AttributeError
+    # (sdnotify left socket None) and the box stopped at start.
+    pacs = storescp_factory(tmp_path / "pacs").start()
+    gw = GatewayProcess(
+        write_config(tmp_path, pacs.port),
+        env={"NOTIFY_SOCKET": str(tmp_path / "nonexistent" / "notify")},
+    )
+    gateways.append(gw)
+    gw.start(wait_ready=False)
+    assert wait_until(lambda: '"gateway ready"' in gw.log() or gw.proc.poll() is not None, 30)
+    assert gw.proc is not None and gw.proc.poll() is None, gw.log()
+    lines = [json.loads(line) for line in gw.log().splitlines() if line.startswith("{")]
+    disabled = [line for line in lines if line.get("event") == "systemd notification disabled"]
+    assert len(disabled) == 1, gw.log()
+    assert disabled[0]["notify_socket"] == str(tmp_path / "nonexistent" / "notify")
+    drop(tmp_path / "drop", "P001_DOE^JANE_1.jpg", jpeg_bytes(1))
+    assert wait_until(lambda: len(pacs.received()) == 1, 30), gw.log()
+    assert gw.terminate() == 0, gw.log()
 
 
 PROBE = r"""

@@ -5,14 +5,21 @@ Layout of the quarantine folder (created 0700 on first use), one pair per file, 
     20250102T030405Z-7-<original basename>     the file, bytes unchanged (mode 0600)
     20250102T030405Z-7.reason.json             why, from which source, size, sha256, when
 
-The id ``<UTC time>-<counter>`` is unique in the folder: a name already taken, including one
-left from an earlier run or a clock that went back, is skipped, never overwritten. The reason
-file's name holds digits only between its dashes, so no quarantined file can pose as one.
+The id ``<UTC time>-<counter>`` is unique in the folder, also between processes (the daemon and
+a ``dicom-gateway quarantine requeue`` beside it each count from 1): an id is claimed by
+creating its temporary reason file ``.<id>.reason.tmp`` exclusively, and is skipped when that
+claim fails or its reason file already exists (an earlier run, a clock that went back, another
+process at work on it). A claim left by a crash is never taken over, so its id stays unused;
+the reason file is published without replacing one. The reason file's name holds digits only
+between its dashes, so no quarantined file can pose as one.
 
-Order of a move: the file is placed (hard link when the quarantine is on the same filesystem,
-else an exclusive copy), fsync'd with its directory, the reason file written and fsync'd, and
-only then is the original unlinked. A failure before that point removes our half of the work
-and raises, leaving the original where it was.
+Order of a move: the id is claimed, the file placed (a hard link when the quarantine is on the
+same filesystem and the file has no other name, else an exclusive copy that keeps its
+modification time), fsync'd with its directory, the reason file written and fsync'd, and only
+then is the original unlinked. A failure before that point removes our half of the work and
+raises, leaving the original where it was, mode included. A link shares the file's mode, so the
+quarantined file is made 0600 only once the original name is gone and it is the only name: a
+chmod before that would change the dropped file, and every other name of it, too.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ CHUNK = 1 << 20
 MAX_REASON_BYTES = 64 * 1024
 INTERRUPTED = "interrupted before its reason was recorded"
 FILE_MODE = 0o600  # a quarantined file, linked or copied (the folder is 0700)
+# What os.link raises where a hard link cannot be made (another filesystem, a filesystem or a
+# file that forbids them, too many links): the file is copied, the reason renamed instead.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES)
+_CLAIM_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
 class SourceChangedError(OSError):
@@ -92,6 +103,7 @@ class Quarantine:
             when = self.clock.now()
             ident, target, size, digest = self._place(path, time.gmtime(when))
             reason_file = self.folder / f"{ident}{REASON_SUFFIX}"
+            claim = _claim_path(self.folder, ident)
             try:
                 _check_unchanged(path, before)
                 _fsync_dir(self.folder)
@@ -105,11 +117,12 @@ class Quarantine:
                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
                     "epoch": when,
                 }
-                self._write_reason(ident, reason_file, record)
+                self._write_reason(claim, reason_file, record)
             except BaseException:
-                self._undo(target, reason_file)
+                self._undo(target, reason_file, claim)
                 raise
             self._remove_original(path, target, reason_file)
+            _make_private(target)
             return target
 
     def list(self) -> builtins.list[QuarantinedFile]:
@@ -174,32 +187,40 @@ class Quarantine:
         while True:
             self._counter += 1
             ident = f"{stamp}-{self._counter}"
+            claim = _claim_path(self.folder, ident)
+            try:
+                os.close(
+                    os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                )
+            except FileExistsError:
+                continue  # another process's id, or a crash's leftover: never taken over
+            # Checked after the claim: a reason published before it is seen here, and one
+            # published after it cannot be, for its writer would have held the claim.
             if (self.folder / f"{ident}{REASON_SUFFIX}").exists():
+                claim.unlink()
                 continue
             target = self.folder / f"{ident}-{basename}"
             try:
                 size, digest = _link_or_copy(path, target)
             except FileExistsError:
+                claim.unlink()
                 continue
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    claim.unlink()
+                raise
             return ident, target, size, digest
 
-    def _write_reason(self, ident: str, reason_file: Path, record: dict[str, Any]) -> None:
+    def _write_reason(self, claim: Path, reason_file: Path, record: dict[str, Any]) -> None:
+        """Write the reason into the claimed temporary file and publish it as ``reason_file``."""
         data = json.dumps(record, indent=2, ensure_ascii=True).encode("ascii") + b"\n"
-        temp = self.folder / f".{ident}.reason.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()  # a leftover of a crash at this very id
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(claim, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
         try:
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            temp.rename(reason_file)  # the id loop made sure reason_file did not exist
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _publish(claim, reason_file)
         _fsync_dir(self.folder)
 
     def _remove_original(self, path: Path, target: Path, reason_file: Path) -> None:
@@ -215,8 +236,10 @@ class Quarantine:
         with contextlib.suppress(OSError):
             _fsync_dir(path.parent)
 
-    def _undo(self, target: Path, reason_file: Path) -> None:
-        for leftover in (reason_file, target):
+    def _undo(self, target: Path, reason_file: Path, claim: Path | None = None) -> None:
+        for leftover in (reason_file, target, claim):
+            if leftover is None:
+                continue
             with contextlib.suppress(OSError):
                 leftover.unlink()
         with contextlib.suppress(OSError):
@@ -260,22 +283,45 @@ def _bounded_name(name: str) -> str:
     return stem + suffix
 
 
+def _claim_path(folder: Path, ident: str) -> Path:
+    """The temporary reason file whose exclusive creation claims ``ident`` (a dot file)."""
+    return folder / f".{ident}.reason.tmp"
+
+
+def _publish(temp: Path, reason_file: Path) -> None:
+    """Give ``temp`` the name ``reason_file`` without ever replacing an existing file."""
+    try:
+        os.link(temp, reason_file, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise  # FileExistsError included: someone else's reason, which must stay
+        # No hard links here: the claim already made the name ours.
+        temp.rename(reason_file)
+        return
+    temp.unlink()
+
+
 def _link_or_copy(source: Path, target: Path) -> tuple[int, str]:
-    """Create ``target`` with the bytes of ``source``, fsync'd; never replace an existing file."""
+    """Create ``target`` with the bytes of ``source``, fsync'd; never replace an existing file.
+
+    A hard link only when ``source`` has no other name and we may later make the link private
+    (our own file, or we are root): its mode is shared with every name, so the link is made
+    0600 only when it is the only one (:func:`_make_private`). Otherwise a copy.
+    """
+    st = source.lstat()
+    euid = os.geteuid()
+    if st.st_nlink != 1 or euid not in (0, st.st_uid):
+        return _copy_exclusive(source, target)
     try:
         os.link(source, target, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES):
+        if exc.errno not in _NO_LINK:
             raise
         return _copy_exclusive(source, target)
     try:
-        # A link shares the dropped file's mode, often 0644 from the device's share: make it as
-        # private as a copy is. A file we may not chmod (another user's) is copied instead.
-        try:
-            target.chmod(FILE_MODE)
-        except PermissionError:
+        if target.lstat().st_nlink != 2:  # a name added since the look above: copy after all
             target.unlink()
             return _copy_exclusive(source, target)
         return _hash_and_fsync(target)
@@ -283,6 +329,15 @@ def _link_or_copy(source: Path, target: Path) -> tuple[int, str]:
         with contextlib.suppress(OSError):
             target.unlink()
         raise
+
+
+def _make_private(target: Path) -> None:
+    """Make the quarantined file 0600 once the dropped name is gone (a copy already is)."""
+    # The move is done whatever happens here (the folder is 0700 in any case), so a failure
+    # must not raise as if it had not been.
+    with contextlib.suppress(OSError):
+        if target.lstat().st_nlink == 1:
+            target.chmod(FILE_MODE)
 
 
 def _hash_and_fsync(path: Path) -> tuple[int, str]:

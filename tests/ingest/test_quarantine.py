@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.ingest.quarantine import INTERRUPTED, Quarantine
+from gateway.ingest import quarantine as quarantine_module
+from gateway.ingest.quarantine import INTERRUPTED, REASON_SUFFIX, Quarantine
 
 
 def _drop(folder: Path, name: str, data: bytes) -> Path:
@@ -162,16 +164,27 @@ def test_the_original_is_removed_only_after_copy_and_reason_are_on_disk(
 def test_a_failure_before_the_reason_is_recorded_leaves_the_original_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_rename(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_link, real_rename = os.link, os.rename
+
+    def fail_for_reason(real: Callable[..., None]) -> Callable[..., None]:
+        # Publishing the reason file (a link, or a rename where links fail) runs out of space.
+        def call(src: str | Path, dst: str | Path, *args: object, **kwargs: object) -> None:
+            if str(dst).endswith(REASON_SUFFIX):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(src, dst, *args, **kwargs)
+
+        return call
 
     data = b"precious"
     src = _drop(tmp_path / "drop", "a.jpg", data)
+    src.chmod(0o644)
     folder = tmp_path / "q"
-    monkeypatch.setattr(os, "rename", no_rename)
+    monkeypatch.setattr(os, "link", fail_for_reason(real_link))
+    monkeypatch.setattr(os, "rename", fail_for_reason(real_rename))
     with pytest.raises(OSError, match="No space"):
         Quarantine(folder, FakeClock()).put(src, "s", "r")
     assert src.read_bytes() == data
+    assert stat.S_IMODE(src.stat().st_mode) == 0o644  # the link was never made 0600
     assert sorted(p.name for p in folder.iterdir()) == []
 
 
@@ -187,11 +200,103 @@ def test_a_file_that_cannot_be_removed_from_the_drop_folder_is_not_kept_twice(
             raise PermissionError(errno.EACCES, "Permission denied")
         real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
 
+    src.chmod(0o644)
     monkeypatch.setattr(os, "unlink", unlink)
     with pytest.raises(PermissionError):
         Quarantine(folder, FakeClock()).put(src, "s", "r")
     assert src.read_bytes() == b"data"
+    assert stat.S_IMODE(src.stat().st_mode) == 0o644  # the link was never made 0600
     assert list(folder.iterdir()) == []
+
+
+def test_a_file_with_another_name_is_copied_and_its_other_name_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    # A linked copy shares the inode's mode: chmod 0600 made archive/scan.jpg 0600 too.
+    src = _drop(tmp_path / "drop", "scan.jpg", b"jpeg bytes")
+    src.chmod(0o644)
+    os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    (tmp_path / "archive").mkdir()
+    other = tmp_path / "archive" / "scan.jpg"
+    os.link(src, other)
+    assert src.stat().st_nlink == 2
+    moved = Quarantine(tmp_path / "q", FakeClock()).put(src, "s", "r")
+    assert not src.exists()
+    assert stat.S_IMODE(other.stat().st_mode) == 0o644
+    assert other.stat().st_nlink == 1  # the quarantined file is a copy, not a third name
+    assert moved.read_bytes() == b"jpeg bytes"
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o600
+    assert moved.stat().st_mtime_ns == 1_600_000_000_000_000_000
+
+
+def test_a_file_that_changes_while_quarantined_keeps_its_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _drop(tmp_path / "drop", "a.jpg", b"first")
+    src.chmod(0o644)
+    folder = tmp_path / "q"
+    real_hash = quarantine_module._hash_and_fsync
+
+    def hash_then_device_writes(path: Path) -> tuple[int, str]:
+        got = real_hash(path)
+        with src.open("ab") as handle:  # the device is still writing
+            handle.write(b" and more")
+        return got
+
+    monkeypatch.setattr(quarantine_module, "_hash_and_fsync", hash_then_device_writes)
+    with pytest.raises(quarantine_module.SourceChangedError):
+        Quarantine(folder, FakeClock()).put(src, "s", "r")
+    assert src.read_bytes() == b"first and more"
+    assert stat.S_IMODE(src.stat().st_mode) == 0o644
+    assert list(folder.iterdir()) == []
+
+
+def test_two_processes_quarantining_in_the_same_second_keep_both_reasons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon and a `quarantine requeue` beside it: each Quarantine counts from 1, so in
+    # one second both took id ...-1, one unlinked the other's temporary reason and one file
+    # was left without a reason (listed "interrupted", not requeueable).
+    folder = tmp_path / "q"
+    clock = FakeClock()  # the same second for both
+    daemon, cli = Quarantine(folder, clock), Quarantine(folder, clock)
+    a = _drop(tmp_path / "drop", "a.jpg", b"a")
+    b = _drop(tmp_path / "drop", "b.jpg", b"b")
+    real_check = quarantine_module._check_unchanged
+    interleaved: list[Path] = []
+
+    def check(path: Path, before: os.stat_result) -> None:
+        # The other process quarantines its file between our placing and our reason.
+        if path == a:
+            interleaved.append(cli.put(b, "cli", "reason b"))
+        real_check(path, before)
+
+    monkeypatch.setattr(quarantine_module, "_check_unchanged", check)
+    moved_a = daemon.put(a, "daemon", "reason a")
+    monkeypatch.setattr(quarantine_module, "_check_unchanged", real_check)
+    listed = {item.path: item for item in Quarantine(folder, clock).list()}
+    assert set(listed) == {moved_a, interleaved[0]}
+    assert listed[moved_a].reason == "reason a"
+    assert listed[interleaved[0]].reason == "reason b"
+    assert listed[moved_a].ident != listed[interleaved[0]].ident
+    # Nothing left behind: no temporary reason, one reason file per file.
+    names = sorted(p.name for p in folder.iterdir())
+    assert len([n for n in names if n.endswith(REASON_SUFFIX)]) == 2
+    assert not [n for n in names if n.startswith(".")]
+
+
+def test_an_id_claimed_by_a_crash_is_skipped_not_taken_over(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    clock = FakeClock()
+    first = Quarantine(folder, clock)
+    first.put(_drop(tmp_path / "d", "a.jpg", b"a"), "s", "r")
+    stamp = first.list()[0].ident.rsplit("-", 1)[0]
+    leftover = folder / f".{stamp}-2.reason.tmp"  # another process is writing id 2 (or died)
+    leftover.write_bytes(b"")
+    moved = first.put(_drop(tmp_path / "d", "b.jpg", b"b"), "s", "r b")
+    assert moved.name == f"{stamp}-3-b.jpg"
+    assert leftover.exists()
+    assert Quarantine(folder, clock).find(f"{stamp}-3") is not None
 
 
 def test_list_reports_a_file_whose_reason_was_never_written(tmp_path: Path) -> None:

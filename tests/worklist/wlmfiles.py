@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
+from tests.harness import stop_process
 from tests.peers import free_port, require_tool, wait_for_port
 
 ReturnCharset = Literal["keep", "none"]
@@ -115,13 +116,7 @@ class WlmScp:
 
     def stop(self) -> None:
         """Stop it (an RIS outage) and reap the process; harmless when not running."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     @property

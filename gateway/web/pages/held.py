@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
@@ -19,6 +19,7 @@ from gateway.identity import PatientIdentity
 from gateway.paging import Page
 from gateway.spool.entries import ObjectInfo
 from gateway.web.deps import User, current_user, read_form, require_technologist, web_actor
+from gateway.web.pages.params import Offset
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, redirect, render
 from gateway.web.views import (
@@ -47,7 +48,6 @@ MAX_OTHERS = 300  # a page a tablet still renders; the usual room worklist is fa
 TYPED_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "accession_number")
 
 ObjectId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-Offset = Annotated[int, Query(ge=0, le=2**62, description="Rows to skip: the page to show.")]
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from gateway.ingest.requeue import QuarantineDesk, QuarantineEntry, RequeueError
 from gateway.paging import Page
 from gateway.storagefault import StorageNotReadyError
 from gateway.web.deps import User, current_user, require_technologist, web_actor
+from gateway.web.pages.params import Offset
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, redirect, render
 from gateway.web.views import PageView, ago, local_time, page_view, size_text
@@ -34,7 +35,6 @@ CHANNELS = {
 }
 
 Ident = Annotated[str, Path(pattern=r"^\d{8}T\d{6}Z-\d{1,12}$", max_length=40)]
-Offset = Annotated[int, Query(ge=0, le=2**62, description="Rows to skip: the page to show.")]
 
 
 @dataclass(frozen=True)
