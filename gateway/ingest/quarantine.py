@@ -104,6 +104,7 @@ class Quarantine:
             ident, target, size, digest = self._place(path, time.gmtime(when))
             reason_file = self.folder / f"{ident}{REASON_SUFFIX}"
             claim = _claim_path(self.folder, ident)
+            published = False  # whether reason_file is ours to remove on the way back
             try:
                 _check_unchanged(path, before)
                 _fsync_dir(self.folder)
@@ -117,9 +118,14 @@ class Quarantine:
                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
                     "epoch": when,
                 }
-                self._write_reason(claim, reason_file, record)
+                self._write_reason(claim, record)
+                _publish(claim, reason_file)
+                published = True
+                _fsync_dir(self.folder)
             except BaseException:
-                self._undo(target, reason_file, claim)
+                # A reason file we did not publish (FileExistsError: another writer's, despite
+                # the claim, e.g. an older CLI beside this daemon) is never ours to remove.
+                self._undo(target, reason_file if published else None, claim)
                 raise
             self._remove_original(path, target, reason_file)
             _make_private(target)
@@ -211,8 +217,8 @@ class Quarantine:
                 raise
             return ident, target, size, digest
 
-    def _write_reason(self, claim: Path, reason_file: Path, record: dict[str, Any]) -> None:
-        """Write the reason into the claimed temporary file and publish it as ``reason_file``."""
+    def _write_reason(self, claim: Path, record: dict[str, Any]) -> None:
+        """Write the reason into the claimed temporary file, fsync'd (published by the caller)."""
         data = json.dumps(record, indent=2, ensure_ascii=True).encode("ascii") + b"\n"
         fd = os.open(claim, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
         try:
@@ -220,8 +226,6 @@ class Quarantine:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _publish(claim, reason_file)
-        _fsync_dir(self.folder)
 
     def _remove_original(self, path: Path, target: Path, reason_file: Path) -> None:
         try:
@@ -236,7 +240,7 @@ class Quarantine:
         with contextlib.suppress(OSError):
             _fsync_dir(path.parent)
 
-    def _undo(self, target: Path, reason_file: Path, claim: Path | None = None) -> None:
+    def _undo(self, target: Path, reason_file: Path | None, claim: Path | None = None) -> None:
         for leftover in (reason_file, target, claim):
             if leftover is None:
                 continue

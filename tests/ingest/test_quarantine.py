@@ -340,3 +340,26 @@ def test_a_symlink_is_refused_and_left_alone(tmp_path: Path) -> None:
 
 def test_list_of_a_quarantine_never_used_is_empty(tmp_path: Path) -> None:
     assert Quarantine(tmp_path / "none", FakeClock()).list() == []
+
+
+def test_a_reason_published_by_another_writer_is_never_removed_by_our_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim protocol keeps two writers of this version apart; an older `quarantine` CLI
+    # beside a newer daemon (during an update) does not take claims. If its reason appears
+    # under our id just before we publish ours, our put fails and rolls back: its reason stays.
+    folder = tmp_path / "q"
+    ours = _drop(tmp_path / "drop", "a.jpg", b"a")
+    real_publish = quarantine_module._publish
+
+    def other_writer_first(temp: Path, reason_file: Path) -> None:
+        reason_file.write_text('{"reason": "the other writer\'s"}')
+        real_publish(temp, reason_file)
+
+    monkeypatch.setattr(quarantine_module, "_publish", other_writer_first)
+    with pytest.raises(FileExistsError):
+        Quarantine(folder, FakeClock()).put(ours, "s", "ours")
+    reasons = [p for p in folder.iterdir() if p.name.endswith(REASON_SUFFIX)]
+    assert [p.read_text() for p in reasons] == ['{"reason": "the other writer\'s"}']
+    assert ours.read_bytes() == b"a"  # our file is still where it was dropped
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # our claim is gone
