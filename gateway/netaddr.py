@@ -11,6 +11,10 @@ differently, a host could get more from one than from another. Rules:
    addresses, RFC 8981) and could otherwise take a fresh address per connection. A zone index
    (``fe80::1%eth0``) is dropped.
 4. Anything else (a Unix socket, a test's made-up peer): the text as is.
+
+:func:`host_address` is the exact address under the same rules 1, 2 and 4 (IPv6 in its canonical
+text, zone dropped): the DICOM front door limits per exact address and, looser, per
+:func:`address_key` group, so that one host of a /64 cannot refuse its neighbours there.
 """
 
 from __future__ import annotations
@@ -18,14 +22,24 @@ from __future__ import annotations
 import ipaddress
 
 
-def address_key(host: str) -> str:
-    """The address a limit counts ``host`` by (see the module docstring)."""
+def host_address(host: str) -> str:
+    """The exact address of ``host``, one text per host (see the module docstring)."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
     return str(ip)
+
+
+def address_key(host: str) -> str:
+    """The address a limit counts ``host`` by (see the module docstring)."""
+    exact = host_address(host)
+    try:
+        ip = ipaddress.ip_address(exact)
+    except ValueError:
+        return exact
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return exact

@@ -7,18 +7,23 @@ the accept loop, which pending connections stay. The rules:
 
 * every pending connection must be done (TLS handshake, A-ASSOCIATE-RQ read and checked) by its
   deadline, ``handshake_timeout`` after accept; :meth:`PendingTable.expired` names those past it;
-* at most ``per_address`` connections from one address are pending at once: a newcomer beyond
-  that is refused at once. The newcomer, not the oldest, because the older ones have already
+* at most ``per_address`` connections from one address are pending at once, and at most
+  ``per_network`` from one *group* of addresses (an IPv6 /64, as gateway.netaddr.address_key
+  names it; for IPv4 the group is the address itself): a newcomer beyond either is refused at
+  once. Two levels because one host may hold a whole /64 (privacy addresses) and take a fresh
+  address per connection, while a hospital VLAN is often one /64 too: the exact address's limit
+  keeps one flooding host from refusing a modality next to it, the looser group limit bounds a
+  flood spread over the /64. The newcomer, not the oldest, because the older ones have already
   cost a TLS handshake and the newcomer has cost nothing yet: a host that re-opens connections
   as fast as they are closed then makes the listener do no cryptography at all until its own
   connections time out. A modality needs one or two at a time, and a few more while retrying;
-* at most ``max_pending`` connections are pending in all: a newcomer (from an address under its
-  limit) then takes the place of one already pending, chosen in this order: a connection that is
-  only being closed (:meth:`PendingTable.closing`, it has had its answer), the oldest one; else
-  the oldest connection of the address with the most pending connections (of two such addresses,
-  the one whose oldest is older). So a flood from a few addresses never pushes out a lone
-  modality, and only a flood from more than ``max_pending`` addresses can evict it, and then only
-  once it is the oldest of them all;
+* at most ``max_pending`` connections are pending in all: a newcomer (under its limits) then
+  takes the place of one already pending, chosen in this order: a connection that is only being
+  closed (:meth:`PendingTable.closing`, it has had its answer), the oldest one; else, in the
+  group with the most pending connections, the oldest connection of its busiest address (of two
+  such groups or addresses, the one whose oldest is older). So a flood from a few addresses or
+  /64s never pushes out a lone modality, even one inside the flooding /64, and only a flood from
+  more than ``max_pending`` groups can evict it, and then only once it is the oldest of them all;
 * a closing connection keeps its place (it counts against its address) until its own, shorter,
   deadline: the time it gets to read our answer and hang up.
 """
@@ -33,17 +38,19 @@ K = TypeVar("K", bound=Hashable)
 
 MAX_PENDING = 256  # well under the 1024 descriptors a service gets by default
 PER_ADDRESS = 16
+PER_NETWORK = 4 * PER_ADDRESS  # an IPv6 /64: a VLAN of modalities, or one host's many addresses
 
 
 @dataclass(frozen=True)
 class AdmissionLimits:
-    """How many unauthenticated connections are kept: in all, and from one address."""
+    """How many unauthenticated connections are kept: in all, from one address, from one group."""
 
     max_pending: int = MAX_PENDING
     per_address: int = PER_ADDRESS
+    per_network: int = PER_NETWORK
 
     def __post_init__(self) -> None:
-        if self.max_pending < 1 or self.per_address < 1:
+        if min(self.max_pending, self.per_address, self.per_network) < 1:
             raise ValueError("admission limits must be at least 1")
 
 
@@ -58,6 +65,7 @@ class Admission(Generic[K]):
 @dataclass
 class _Record:
     address: str
+    group: str
     since: float  # accept time: the order of age
     deadline: float
     closing: bool = False
@@ -73,6 +81,7 @@ class PendingTable(Generic[K]):
         self.deadline_seconds = deadline_seconds
         self._records: dict[K, _Record] = {}  # insertion order is accept order
         self._per_address: dict[str, int] = {}
+        self._per_group: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -84,20 +93,32 @@ class PendingTable(Generic[K]):
         """Pending connections from ``address``."""
         return self._per_address.get(address, 0)
 
-    def admit(self, key: K, address: str, now: float) -> Admission[K]:
+    def count_group(self, group: str) -> int:
+        """Pending connections from the addresses of ``group``."""
+        return self._per_group.get(group, 0)
+
+    def admit(self, key: K, address: str, now: float, group: str | None = None) -> Admission[K]:
         """Decide on a newly accepted connection; if admitted it is pending from ``now``.
 
+        ``group`` is the group ``address`` belongs to (its IPv6 /64); None: the address alone.
         An evicted connection is already forgotten here: the caller closes it.
         """
         if key in self._records:
             raise ValueError(f"{key!r} is already pending")
-        if self.count(address) >= self.limits.per_address:
+        group = address if group is None else group
+        if (
+            self.count(address) >= self.limits.per_address
+            or self.count_group(group) >= self.limits.per_network
+        ):
             return Admission(admitted=False)
         evicted = self._victim() if len(self._records) >= self.limits.max_pending else None
         if evicted is not None:
             self.remove(evicted)
-        self._records[key] = _Record(address, since=now, deadline=now + self.deadline_seconds)
-        self._per_address[address] = self.count(address) + 1
+        self._records[key] = _Record(
+            address, group, since=now, deadline=now + self.deadline_seconds
+        )
+        _add(self._per_address, address, 1)
+        _add(self._per_group, group, 1)
         return Admission(admitted=True, evicted=evicted)
 
     def closing(self, key: K, until: float) -> None:
@@ -117,11 +138,8 @@ class PendingTable(Generic[K]):
         record = self._records.pop(key, None)
         if record is None:
             return
-        left = self._per_address[record.address] - 1
-        if left:
-            self._per_address[record.address] = left
-        else:
-            del self._per_address[record.address]
+        _add(self._per_address, record.address, -1)
+        _add(self._per_group, record.group, -1)
 
     def expired(self, now: float) -> list[K]:
         """Pending connections whose deadline has passed, oldest first (still pending)."""
@@ -135,8 +153,28 @@ class PendingTable(Generic[K]):
         for key, record in self._records.items():  # oldest first
             if record.closing:
                 return key
-        heaviest = max(self._per_address.values(), default=0)
+        heaviest = max(self._per_group.values(), default=0)
+        busiest = max(
+            (
+                self._per_address[r.address]
+                for r in self._records.values()
+                if self._per_group[r.group] == heaviest
+            ),
+            default=0,
+        )
         for key, record in self._records.items():  # the first found is its address's oldest
-            if self._per_address[record.address] == heaviest:
+            if (
+                self._per_group[record.group] == heaviest
+                and self._per_address[record.address] == busiest
+            ):
                 return key
         return None
+
+
+def _add(counts: dict[str, int], name: str, step: int) -> None:
+    """Add ``step`` to ``counts[name]``; a count that drops to zero is forgotten."""
+    left = counts.get(name, 0) + step
+    if left:
+        counts[name] = left
+    else:
+        del counts[name]

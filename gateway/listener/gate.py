@@ -10,7 +10,8 @@ ClientHello left hanging or a request trickled byte by byte therefore costs a so
 kilobytes here, never a thread or a slot, and delays nobody.
 
 What stays pending is decided by :class:`~gateway.listener.admission.PendingTable` (deadline
-``handshake_timeout`` from accept, limits per address and in all, eviction when full). A caller
+``handshake_timeout`` from accept, limits per address, per IPv6 /64 and in all, eviction when
+full). A caller
 that hangs up is forgotten as soon as its end of file is read. A refused request gets its answer
 (A-ABORT, or A-ASSOCIATE-RJ), then the connection is closed after the caller has hung up or
 after ``ARTIM`` seconds, whichever comes first, as PS3.8's ARTIM timer has it (closing at once,
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from gateway.contextlog import log_request
 from gateway.listener import handshake
 from gateway.listener.admission import AdmissionLimits, PendingTable
-from gateway.listener.faults import ACCEPT_PAUSE, Faults, accept_error_is_resource, signature
+from gateway.listener.faults import AcceptFaults, Faults, signature
 from gateway.listener.guard import (
     ABORT_INVALID_PARAMETER,
     RECV_CHUNK,
@@ -46,7 +47,7 @@ from gateway.listener.guard import (
     check_header,
 )
 from gateway.logsetup import event
-from gateway.netaddr import address_key
+from gateway.netaddr import address_key, host_address
 
 ARTIM = 1.0  # seconds a refused caller gets to read our answer and hang up
 LINGER_BYTES = 256 * 1024  # read and dropped while closing, at most: then the reset it is
@@ -120,7 +121,7 @@ class Gate:
         self._crowd_logged_at = float("-inf")
         self._crowd_unlogged = 0
         self._faults = Faults()  # of the loop's turns
-        self._accept_faults = Faults()  # of accept() out of a resource
+        self._accept_faults = AcceptFaults()  # of accept()
 
     def pending(self) -> int:
         """Connections in their pre-authentication phase now (closing ones included)."""
@@ -178,15 +179,15 @@ class Gate:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if not accept_error_is_resource(exc):  # that caller's: take the next one now
-                    event(self._log, logging.DEBUG, "accept failed", error=str(exc))
-                    continue
-                # Out of descriptors or memory: the caller waits in the backlog; serve those
-                # we have and try again shortly.
-                fault = self._accept_faults.failed(f"accept {exc.errno}", self._clock())
+                self._count("accept_failed")
+                fault = self._accept_faults.failed(exc.errno, self._clock())
                 level = logging.ERROR if fault.loud else logging.DEBUG
-                event(self._log, level, "accept failed", error=str(exc))
-                self._stopping.wait(ACCEPT_PAUSE)
+                event(self._log, level, "accept failed", error=str(exc), run=fault.run)
+                if not fault.pause:  # that caller's: take the next one now
+                    continue
+                # Out of descriptors or memory, or an errno that keeps coming (faults.py): the
+                # caller waits in the backlog; serve those we have and try again shortly.
+                self._stopping.wait(fault.pause)
                 return
             self._accept_faults.succeeded()
             try:
@@ -204,7 +205,9 @@ class Gate:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         context = self._plan.ssl_context
         door = _Door(raw, peer, _Phase.TLS if context is not None else _Phase.HEADER)
-        verdict = self._table.admit(door, address_key(peer[0]), self._clock())
+        verdict = self._table.admit(
+            door, host_address(peer[0]), self._clock(), group=address_key(peer[0])
+        )
         if not verdict.admitted:
             self._crowded(peer)
             handshake.close_quietly(raw)
@@ -374,7 +377,8 @@ class Gate:
             kind="crowded",
             address=peer[0],
             pending=len(self._table),
-            from_address=self._table.count(address_key(peer[0])),
+            from_address=self._table.count(host_address(peer[0])),
+            from_network=self._table.count_group(address_key(peer[0])),
             since_last=self._crowd_unlogged,
         )
         self._crowd_logged_at, self._crowd_unlogged = now, 0

@@ -53,6 +53,7 @@ STATS_KEYS = (
     "rejected",
     "aborted",
     "errors",
+    "accept_failed",
 )
 
 

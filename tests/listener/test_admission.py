@@ -5,11 +5,16 @@ from __future__ import annotations
 import pytest
 
 from gateway.listener.admission import Admission, AdmissionLimits, PendingTable
-from gateway.netaddr import address_key
+from gateway.netaddr import address_key, host_address
 
 
-def _table(max_pending: int = 8, per_address: int = 3, deadline: float = 10.0) -> PendingTable[str]:
-    return PendingTable(AdmissionLimits(max_pending=max_pending, per_address=per_address), deadline)
+def _table(
+    max_pending: int = 8, per_address: int = 3, deadline: float = 10.0, per_network: int = 12
+) -> PendingTable[str]:
+    limits = AdmissionLimits(
+        max_pending=max_pending, per_address=per_address, per_network=per_network
+    )
+    return PendingTable(limits, deadline)
 
 
 def test_a_connection_is_pending_until_its_deadline() -> None:
@@ -116,19 +121,54 @@ def test_a_key_cannot_be_admitted_twice_and_unknown_keys_are_ignored() -> None:
     assert len(table) == 1
 
 
-@pytest.mark.parametrize(("max_pending", "per_address"), [(0, 1), (1, 0)])
-def test_limits_below_one_are_refused(max_pending: int, per_address: int) -> None:
+@pytest.mark.parametrize(
+    ("max_pending", "per_address", "per_network"), [(0, 1, 1), (1, 0, 1), (1, 1, 0)]
+)
+def test_limits_below_one_are_refused(max_pending: int, per_address: int, per_network: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        AdmissionLimits(max_pending=max_pending, per_address=per_address)
+        AdmissionLimits(max_pending=max_pending, per_address=per_address, per_network=per_network)
 
 
-def test_two_addresses_of_one_ipv6_64_share_the_per_address_limit() -> None:
-    # The gate keys the table by gateway.netaddr.address_key, as the web door does: a host
-    # holding a whole /64 cannot take a fresh address per connection to pass the limit.
+def _admit(table: PendingTable[str], key: str, host: str, now: float) -> Admission[str]:
+    """Admit as the gate does: the exact address, grouped by its /64 (gateway.netaddr)."""
+    return table.admit(key, host_address(host), now, group=address_key(host))
+
+
+def test_a_modality_in_the_64_of_a_flooding_host_is_still_admitted() -> None:
+    # A hospital VLAN is often one /64: a host over its own limit there refuses only itself.
+    table = _table(max_pending=64, per_address=16, per_network=64)
+    for index in range(16):
+        assert _admit(table, f"flood-{index}", "2001:db8:1:2::66", now=float(index)).admitted
+    assert not _admit(table, "flood-16", "2001:db8:1:2::66", now=16.0).admitted
+    assert not _admit(table, "flood-17", "2001:db8:1:2::66%eth0", now=16.0).admitted  # the same
+    assert _admit(table, "modality", "2001:db8:1:2::104", now=17.0).admitted
+    assert table.count(host_address("2001:db8:1:2::66")) == 16
+    assert table.count_group(address_key("2001:db8:1:2::104")) == 17
+
+
+def test_a_flood_spread_over_one_64_is_bounded_by_the_64_limit() -> None:
+    # One host holding a whole /64 takes a fresh address per connection: the group limit holds.
+    table = _table(max_pending=256, per_address=16, per_network=64)
+    admitted = sum(
+        _admit(table, f"flood-{index}", f"2001:db8:1:2::{index + 1:x}", now=float(index)).admitted
+        for index in range(200)
+    )
+    assert admitted == 64
+    assert table.count_group(address_key("2001:db8:1:2::1")) == 64
+    assert _admit(table, "elsewhere", "2001:db8:1:3::1", now=300.0).admitted  # another /64
+
+
+def test_when_full_a_lone_modality_in_the_flooding_64_is_not_the_one_evicted() -> None:
+    table = _table(max_pending=4, per_address=3, per_network=8)
+    _admit(table, "modality", "2001:db8:1:2::104", now=0.0)  # the oldest of all
+    _admit(table, "flood-1", "2001:db8:1:2::66", now=1.0)
+    _admit(table, "flood-2", "2001:db8:1:2::66", now=2.0)
+    _admit(table, "other", "10.0.0.2", now=3.0)
+    assert _admit(table, "new", "10.0.0.3", now=4.0).evicted == "flood-1"
+
+
+def test_one_host_on_either_kind_of_socket_is_one_address() -> None:
     table = _table(per_address=1)
-    assert table.admit("a", address_key("2001:db8:1:2::1"), now=0.0).admitted
-    assert not table.admit("b", address_key("2001:db8:1:2:ffff::2"), now=1.0).admitted
-    assert not table.admit("c", address_key("2001:db8:1:2::1%eth0"), now=1.0).admitted
-    assert table.admit("d", address_key("2001:db8:1:3::1"), now=2.0).admitted  # another /64
-    assert table.admit("e", address_key("::ffff:10.0.0.5"), now=3.0).admitted
-    assert not table.admit("f", address_key("10.0.0.5"), now=4.0).admitted  # the same host
+    assert _admit(table, "e", "::ffff:10.0.0.5", now=3.0).admitted
+    assert not _admit(table, "f", "10.0.0.5", now=4.0).admitted  # the same host
+    assert _admit(table, "g", "10.0.0.6", now=4.0).admitted  # IPv4: each address its own group

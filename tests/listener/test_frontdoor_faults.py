@@ -25,6 +25,7 @@ import pytest
 from gateway.forward.tlsctx import server_context
 from gateway.listener import handshake
 from gateway.listener.admission import AdmissionLimits, PendingTable
+from gateway.listener.faults import ACCEPT_PAUSE, ACCEPT_RUN
 from gateway.listener.gate import Gate, GatePlan
 from gateway.listener.guard import PduLimits
 from tests.conftest import Pki
@@ -215,6 +216,7 @@ def test_an_accept_error_of_one_caller_does_not_stall_the_front_door(
     _ask(doors[0])
     assert errors == []  # every injected error was met
     assert doors[0].stop.pauses == []  # and none of them paused the loop
+    assert doors[0].counts["accept_failed"] == 4
     accept_failed = [r for r in caplog.records if r.getMessage() == "accept failed"]
     assert len(accept_failed) == 4
     assert {r.levelno for r in accept_failed} == {logging.DEBUG}
@@ -234,6 +236,26 @@ def test_out_of_descriptors_pauses_accept_and_says_so_once(
     assert doors[0].stop.pauses == [0.1, 0.1, 0.1]  # the caller waits in the backlog meanwhile
     levels = [r.levelno for r in caplog.records if r.getMessage() == "accept failed"]
     assert levels == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+
+
+def test_an_accept_errno_that_keeps_coming_pauses_and_is_logged_at_error(
+    front_door: Callable[[], _Door],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # EPERM from a seccomp policy on every accept: before, 0 pauses, DEBUG only, uncounted.
+    caplog.set_level(logging.DEBUG, logger="test.frontdoor")
+    doors: list[_Door] = []
+    errors = [errno.EPERM] * (ACCEPT_RUN + 3)
+    _failing_accept(monkeypatch, lambda: doors[0].listening, errors)
+    doors.append(front_door())
+    _ask(doors[0])
+    assert errors == []
+    assert doors[0].stop.pauses == [ACCEPT_PAUSE] * 4  # from the run's 64th on
+    assert doors[0].counts["accept_failed"] == ACCEPT_RUN + 3
+    levels = [r.levelno for r in caplog.records if r.getMessage() == "accept failed"]
+    assert levels.count(logging.ERROR) == 1
+    assert levels[ACCEPT_RUN - 1] == logging.ERROR
 
 
 def test_a_turn_that_fails_again_and_again_backs_off_and_the_loop_carries_on(
