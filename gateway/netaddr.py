@@ -1,8 +1,11 @@
 """What counts as one address for a per-address limit: one definition for every door.
 
-The web panel's door (gateway.web.admission), the password throttle (gateway.web.auth.throttle)
-and the DICOM listener's front door (gateway.listener.gate) all limit per address; if they keyed
-differently, a host could get more from one than from another. Rules:
+The web panel's door (gateway.web.admission) and the DICOM listener's front door
+(gateway.listener.gate) limit connections per address by :func:`address_key`; if they keyed
+differently, a host could get more from one than from another. The password throttle
+(gateway.web.auth.throttle) keys by :func:`host_address` instead, the exact address: one host's
+wrong passwords must not make its /64 neighbours wait (its account-wide budget bounds a guesser
+rotating addresses inside a /64). Rules of :func:`address_key`:
 
 1. IPv4: the address as is.
 2. IPv4-mapped IPv6 (``::ffff:10.0.0.5``, what a dual-stack socket reports for an IPv4 peer):

@@ -12,18 +12,23 @@ HANDSHAKE  accepted → TLS up                                    ``handshake_se
 WAITING    TLS up, or the last response sent → a request's      ``request_seconds``    yes
            headers complete
 BODY       headers complete → the request's body complete       ``body_seconds``       yes
-                                                                without a byte
+                                                                without a byte, and
+                                                                ``body_total_seconds``
+                                                                from the headers
 REQUEST    body complete → response sent                        none (the app answers) no
 =========  ===================================================  =====================  =========
 
 A connection past its phase's deadline is closed. The deadline of WAITING counts from the start
 of the phase, not from the last byte, so a client trickling a header a byte at a time is closed
 as surely as one that sends nothing (the server's keep-alive timeout closes quiet ones sooner).
-The deadline of BODY counts from the body's last byte (:meth:`ConnectionTable.received`): a
-large upload (a release bundle, a configuration) may take as long as it keeps sending, while a
-request that announced a body and stopped sending it is closed. Without it, 64 connections each
-sending ``POST /login`` with ``Content-Length: 1000000`` and two bytes of body held every place
-in the door for ever, and nobody could log in or read ``/healthz``.
+BODY has two deadlines: ``body_seconds`` without a byte (:meth:`ConnectionTable.received`), so
+a request that announced a body and stopped sending it is closed, and ``body_total_seconds``
+from the end of the headers, so a body trickled a byte at a time is closed too. No request body
+is larger than 256 KiB (app.py's BodyLimit: a configuration file or a certificate chain, pasted
+or uploaded; the panel takes no release bundle), which a link of 35 kbit/s sends in 60 s.
+Without the first, 64 connections each sending ``POST /login`` with ``Content-Length: 1000000``
+and two bytes of body held every place in the door for ever, and nobody could log in or read
+``/healthz``; without the second, one byte a second did the same.
 
 Limits, checked when a connection is accepted, before its TLS handshake:
 
@@ -35,8 +40,11 @@ Limits, checked when a connection is accepted, before its TLS handshake:
    the most, not of a browser that has one.
 3. When nothing may be evicted (every connection is in REQUEST), the new connection is refused.
 
-"Oldest" is the longest in its phase, for BODY the longest silent: a body still arriving goes
-last. A connection in REQUEST is never evicted and has no deadline from the door: the app is
+"Oldest" is the longest in its phase, for BODY the longest since its headers ended (not since
+its last byte: a connection trickling one byte a millisecond would otherwise always rank
+youngest, and a newcomer still in its TLS handshake would go before it).
+
+A connection in REQUEST is never evicted and has no deadline from the door: the app is
 answering it, and the app's own work (an argon2 hash, a support bundle) takes what it takes. A
 client can hold a connection there only as long as the app takes to answer it, not by sending or
 not sending anything (a client that does not read a large answer is the one case: the
@@ -77,9 +85,11 @@ class DoorLimits:
     handshake_seconds: float = 10.0  # a TLS handshake takes milliseconds on a hospital LAN
     request_seconds: float = 10.0  # to send a complete request's headers
     body_seconds: float = 30.0  # without a byte of a request's body (a slow link stalls seconds)
+    body_total_seconds: float = 60.0  # for a whole body (at most 256 KiB: app.MAX_BODY_BYTES)
 
     def deadline(self, phase: Phase) -> float | None:
-        """Seconds a connection may stay in ``phase`` (BODY: without a byte); None: no limit."""
+        """Seconds a connection may stay in ``phase`` (BODY: without a byte; its whole-body
+        limit is ``body_total_seconds``); None: no limit."""
         if phase is Phase.HANDSHAKE:
             return self.handshake_seconds
         if phase is Phase.WAITING:
@@ -106,7 +116,8 @@ class Admission:
 class _Entry:
     address: str
     phase: Phase
-    since: float
+    since: float  # when it entered its phase: deadlines and eviction rank count from here
+    last_byte: float  # BODY only: when a byte of the body last came (the silence deadline)
 
 
 class ConnectionTable:
@@ -143,7 +154,7 @@ class ConnectionTable:
             evict.append(victim)
             self.release(victim)
         conn = next(self._ids)
-        self._entries[conn] = _Entry(address, Phase.HANDSHAKE, now)
+        self._entries[conn] = _Entry(address, Phase.HANDSHAKE, now, now)
         self._per_address[address] = self.count(address) + 1
         return Admission(conn, tuple(evict))
 
@@ -155,15 +166,16 @@ class ConnectionTable:
             return None
         if entry.phase is not phase:
             entry.phase = phase
-            entry.since = now
+            entry.since = entry.last_byte = now
         return self.remaining(conn, now)
 
     def received(self, conn: int, now: float) -> None:
-        """A byte of ``conn``'s request body arrived at ``now``: its BODY deadline starts again
-        (no-op in any other phase: there the deadline counts from the start of the phase)."""
+        """A byte of ``conn``'s request body arrived at ``now``: its silence deadline starts
+        again; its whole-body deadline and its rank for eviction do not (no-op in any other
+        phase: there the deadline counts from the start of the phase)."""
         entry = self._entries.get(conn)
         if entry is not None and entry.phase is Phase.BODY:
-            entry.since = now
+            entry.last_byte = now
 
     def remaining(self, conn: int, now: float) -> float | None:
         """Seconds until ``conn``'s deadline (0 when past it); None: no deadline, or not held."""
@@ -171,7 +183,13 @@ class ConnectionTable:
         if entry is None:
             return None
         deadline = self.limits.deadline(entry.phase)
-        return None if deadline is None else max(entry.since + deadline - now, 0.0)
+        if deadline is None:
+            return None
+        if entry.phase is Phase.BODY:
+            end = min(entry.last_byte + deadline, entry.since + self.limits.body_total_seconds)
+        else:
+            end = entry.since + deadline
+        return max(end - now, 0.0)
 
     def phase(self, conn: int) -> Phase | None:
         """The phase of ``conn``, or None when it is not held."""
@@ -179,7 +197,8 @@ class ConnectionTable:
         return None if entry is None else entry.phase
 
     def overdue(self, conn: int, now: float) -> bool:
-        """True when ``conn`` has stayed in its phase (BODY: silent) past the phase's deadline."""
+        """True when ``conn`` is past its phase's deadline (BODY: silent too long, or the
+        whole body too long)."""
         return self.remaining(conn, now) == 0.0
 
     def release(self, conn: int) -> None:

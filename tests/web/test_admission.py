@@ -106,3 +106,28 @@ def test_stalled_bodies_give_way_to_a_newcomer_the_longest_silent_first() -> Non
     admission = table.admit("10.0.0.2", 7.0)
     assert admission.conn is not None and admission.evict == (sending,)
     assert table.phase(answered) is Phase.REQUEST
+
+
+def test_a_body_trickled_a_byte_a_millisecond_ranks_by_its_headers_not_its_last_byte() -> None:
+    # Review of issue 11: ranked by its last byte, a trickling body was always the youngest, and
+    # a newcomer still in its TLS handshake was evicted before it.
+    table = ConnectionTable(DoorLimits(total=2, per_address=2))
+    trickle = _admit(table, "10.0.0.9", 0.0)
+    table.enter(trickle, Phase.BODY, 1.0)
+    newcomer = _admit(table, "10.0.0.1", 2.0)
+    for ms in range(3000, 4000):
+        table.received(trickle, ms / 1000)
+    admission = table.admit("10.0.0.2", 4.0)
+    assert admission.conn is not None and admission.evict == (trickle,)
+    assert table.phase(newcomer) is Phase.HANDSHAKE
+
+
+def test_a_body_has_an_overall_deadline_from_the_end_of_its_headers() -> None:
+    table = ConnectionTable(DoorLimits(body_seconds=30.0, body_total_seconds=60.0))
+    conn = _admit(table, "10.0.0.1", 0.0)
+    assert table.enter(conn, Phase.BODY, 10.0) == 30.0
+    for second in range(11, 70):  # a byte a second: never silent for 30 s
+        table.received(conn, float(second))
+        assert table.overdue(conn, float(second)) == (second >= 70)
+    assert table.remaining(conn, 60.0) == 10.0  # the whole-body limit, not 30 s from the byte
+    assert table.overdue(conn, 70.0)

@@ -67,6 +67,19 @@ def routes(services: WebServices) -> APIRouter:
     router = APIRouter()
     audit = services.audit
 
+    def note_attack(verdict: Verdict, account: str, address: str) -> None:
+        """The account-wide budget (throttle rule 4) tripped: say so once, for a person to see
+        (once per lockout period; the address is the one whose try tripped it)."""
+        if not verdict.attack:
+            return
+        event(log, logging.WARNING, "login throttled: account under attack", user=account)
+        audit.append(
+            f"web:{account or '-'}",
+            "login throttled: account under attack",
+            f"user:{account}",
+            {"address": address},
+        )
+
     @router.get("/setup")
     def setup_page(request: Request) -> Response:
         if not panel_auth(request).setup.needed:
@@ -91,6 +104,7 @@ def routes(services: WebServices) -> APIRouter:
             )
         token = _field(form, "token")
         verdict, begun = auth.throttle.begin(SETUP_ACCOUNT, address)
+        note_attack(verdict, SETUP_ACCOUNT, address)
         if not verdict.allowed:
             return render(
                 request, "setup.html", status_code=429, error=_wait_text(verdict), username=username
@@ -109,6 +123,7 @@ def routes(services: WebServices) -> APIRouter:
             user = auth.setup.create_first_engineer(token, username, password)
         except AccountError as exc:
             return render(request, "setup.html", status_code=422, error=str(exc), username=username)
+        auth.throttle.known(user.username, address)  # the first engineer's desk (throttle rule 4)
         audit.append(
             web_actor(user),
             "user create",
@@ -135,6 +150,7 @@ def routes(services: WebServices) -> APIRouter:
         username = _field(form, "username").strip().lower()
         password = _field(form, "password", 1000)
         verdict, begun = auth.throttle.begin(username, address)
+        note_attack(verdict, username, address)
         if not verdict.allowed:
             event(
                 log,
@@ -192,6 +208,7 @@ def routes(services: WebServices) -> APIRouter:
         auth = panel_auth(request)
         address = _address(request)
         verdict, begun = auth.throttle.begin(user.username, address)
+        note_attack(verdict, user.username, address)
         if not verdict.allowed:
             return _account(request, _wait_text(verdict), 429)
         if auth.users.verify(user.username, _field(form, "current", 1000)) is None:
