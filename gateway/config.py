@@ -451,8 +451,9 @@ class WebSection(_Strict):
         description=(
             "Wrong passwords in a row for one account from one address before that account is "
             "locked from that address (three times as many from one address, any names, lock "
-            "the address); once an account is under attack each other address waits 10 s "
-            "between its own tries, and never for another address's."
+            "the address); as many from addresses that never logged in to it put the account "
+            "under attack: those addresses then share one try per 10 s, while an address that "
+            "logged in to it before is not held back."
         ),
     )
     lockout_minutes: float = Field(
