@@ -27,7 +27,11 @@ from tests.harness import wait_until
 from tests.listener.support import Child, echoscu, pdu_header
 
 IDLE, TLS_HELLO, MALFORMED = "idle", "tls", "malformed"
-ROLES = (IDLE,) * 200 + (TLS_HELLO,) * 50 + (MALFORMED,) * 50
+# Interleaved (four idle, one TLS, one malformed, ...), not in blocks: the hostile peer opens
+# roles in this order whenever slots free up, so in blocks the first 200 idle roles would take
+# every per-address slot from one address and the TLS and malformed roles would never reach the
+# listener, leaving that half of the flood untested.
+ROLES = ((IDLE,) * 4 + (TLS_HELLO, MALFORMED)) * 50
 REOPEN_AFTER = 0.1  # a role whose connection was closed re-opens it this much later
 HANDSHAKE_TIMEOUT = 2.0  # short, so that idle connections also time out during the test
 ECHO_BOUND = 2.0  # seconds, from starting echoscu to its exit: the correctness bound
