@@ -9,11 +9,13 @@ refresh-timestamp the timestamp (and snapshot) key; rotate-key the root keys too
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from gateway.clock import SystemClock
-from gateway.update.bundle import BundleError, build_bundle, read_release_info
+from gateway.update.bundle import DEFAULT_MTIME, BundleError, build_bundle, read_release_info
+from gateway.update.deb import DEFAULT_MAINTAINER, PACKAGE, DebError, build_deb
 from gateway.update.repo import (
     ARCHES,
     CHANNELS,
@@ -60,6 +62,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--source", type=Path, default=Path(), help="gateway source tree")
     build.add_argument("--python", default="/usr/bin/python3", help="base interpreter")
     build.set_defaults(func=cmd_build)
+
+    deb = sub.add_parser("deb", help="wrap a bundle into a .deb for a site's own Debian 12 box")
+    deb.add_argument("bundle", type=Path, help="a bundle made by `release build`")
+    deb.add_argument("--out", type=Path, required=True, help="folder to write the .deb to")
+    deb.add_argument("--source", type=Path, default=Path(), help="gateway source tree")
+    deb.add_argument("--maintainer", default=DEFAULT_MAINTAINER, help="the Maintainer: field")
+    deb.add_argument(
+        "--mtime",
+        type=int,
+        default=int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_MTIME)),
+        help="every file's time (default: $SOURCE_DATE_EPOCH, else 1980-01-01)",
+    )
+    deb.set_defaults(func=cmd_deb)
 
     publish = sub.add_parser("publish", help="sign a bundle into the repository")
     publish.add_argument("repo", type=Path)
@@ -143,6 +158,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{args.out}: {info.version} {info.arch}, python {info.python}, "
         f"{len(info.dependencies)} packages"
     )
+    return 0
+
+
+def cmd_deb(args: argparse.Namespace) -> int:
+    """Build the .deb of one bundle."""
+    try:
+        built = build_deb(
+            args.bundle, args.source, args.out, maintainer=args.maintainer, mtime=args.mtime
+        )
+    except DebError as exc:
+        return _fail(exc)
+    print(f"{built.path}: {PACKAGE} {built.version} {built.arch}")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 A bundle ``dicom-gateway-<version>-<arch>.tar.gz`` holds one top-level folder
 ``dicom-gateway-<version>/`` whose contents are the virtualenv (``bin/dicom-gateway``,
-``lib/python3.X/site-packages/...``, ``pyvenv.cfg``) plus ``RELEASE.json``. The box extracts that
-folder's contents to ``/opt/dicom-gateway/releases/<version>/``.
+``lib/python3.X/site-packages/...``, ``pyvenv.cfg``) plus ``RELEASE.json`` and the operator's
+documentation of that release in ``share/doc/dicom-gateway/`` (the units' ``Documentation=``
+points at ``/opt/dicom-gateway/current/share/doc/dicom-gateway/``, so it is always the running
+release's). The box extracts that folder's contents to ``/opt/dicom-gateway/releases/<version>/``.
 
 A virtualenv is not relocatable (its scripts name their interpreter by absolute path), so the
 bundle is built at its final path: ``<releases_root>/<version>/`` on the build machine, which
@@ -22,6 +24,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -37,6 +40,7 @@ from gateway.clock import Clock
 from gateway.spool.durable import durable_replace, temp_sibling
 
 RELEASE_FILE = "RELEASE.json"
+DOC_DIR = Path("share/doc/dicom-gateway")  # inside the release folder
 TRUSTED_ROOT = "trusted_root.json"  # beside gateway/update/client.py, which reads it
 # 1980-01-01: the earliest time every archive format (zip included) can hold.
 DEFAULT_MTIME = 315_532_800
@@ -174,7 +178,10 @@ def build_bundle(
     if venv.exists():
         raise BundleError(f"{venv} exists: remove it or build another version")
     releases_root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(mtime), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # Without the builder's PYTHONPATH/PYTHONHOME: pip would take a source tree on it (its
+    # egg-info) for the gateway already installed and leave it out of the venv.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = {**inherited, "SOURCE_DATE_EPOCH": str(mtime), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     index = ["--no-index", "--find-links", str(wheels)] if wheels is not None else []
 
     _run([python, "-m", "venv", "--copies", str(venv)], env)
@@ -197,8 +204,25 @@ def build_bundle(
         dependencies=_installed(vpython),
     )
     (venv / RELEASE_FILE).write_bytes(info.to_json())
+    copy_docs(source, venv / DOC_DIR)
     write_tarball(venv, bundle_folder(version), out, mtime)
     return info
+
+
+def copy_docs(source: Path, dest: Path) -> None:
+    """Copy the tree's ``docs/*.md`` and ``docs/screenshots/`` (the guides show them) to ``dest``.
+
+    A tree without ``docs/operations.md`` is refused: every unit names that file.
+    """
+    docs = source / "docs"
+    if not (docs / "operations.md").is_file():
+        raise BundleError(f"{docs / 'operations.md'} missing: the units' Documentation= names it")
+    dest.mkdir(parents=True, exist_ok=True)
+    for page in sorted(docs.glob("*.md")):
+        shutil.copyfile(page, dest / page.name)
+    shots = docs / "screenshots"
+    if shots.is_dir():
+        shutil.copytree(shots, dest / "screenshots", copy_function=shutil.copyfile)
 
 
 def _tree_version(source: Path) -> str:

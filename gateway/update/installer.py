@@ -68,6 +68,8 @@ from gateway.update.status import (
 LOCK_FILE = "install.lock"
 RELEASE_FILE = "RELEASE.json"
 KEEP_RELEASES = 2  # `current` and the one before it
+# Beside releases/<version>/, shipped by the .deb (gateway/update/deb.py): dpkg owns it.
+DPKG_MARKER = ".dpkg"
 
 
 class ReleaseOffer(Protocol):
@@ -375,6 +377,10 @@ class Installer:
             keep_names.add(current)
         for entry in sorted(self.releases_root.iterdir()):
             if entry.name in keep_names or not entry.is_dir() or entry.is_symlink():
+                continue
+            if entry.with_name(entry.name + DPKG_MARKER).exists():
+                # dpkg owns it (the .deb's release): `apt remove` deletes it, not the updater,
+                # or dpkg's file list would name files that are gone.
                 continue
             # Rename first: a crash mid-delete leaves a name no install will take for a release.
             doomed = entry

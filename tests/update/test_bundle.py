@@ -178,3 +178,13 @@ def test_bundle_built_offline_runs_once_unpacked_at_its_release_path(
     site = releases / __version__ / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     baked = site / "site-packages" / "gateway" / "update" / "trusted_root.json"
     assert baked.read_bytes() == anchor.read_bytes()
+    # The units' Documentation= (file:/opt/dicom-gateway/current/share/doc/dicom-gateway/...)
+    # names files that the release itself carries.
+    doc = releases / __version__ / "share" / "doc" / "dicom-gateway"
+    for unit in sorted(p for p in (TREE / "systemd").glob("dicom-gateway*.*") if p.is_file()):
+        for line in unit.read_text().splitlines():
+            if line.startswith("Documentation=file:/opt/dicom-gateway/current/"):
+                named = line.removeprefix("Documentation=file:/opt/dicom-gateway/current/")
+                assert (releases / __version__ / named).is_file(), (unit.name, named)
+    assert (doc / "operations.md").read_bytes() == (TREE / "docs" / "operations.md").read_bytes()
+    assert (doc / "screenshots" / "01-setup.png").is_file()

@@ -23,6 +23,7 @@ from gateway.clock import FakeClock
 from gateway.update import symlink
 from gateway.update.audit import UpdateAudit
 from gateway.update.installer import (
+    DPKG_MARKER,
     PENDING,
     InstallBusyError,
     Installer,
@@ -183,6 +184,23 @@ def test_only_current_and_previous_releases_are_kept(box: Box) -> None:
 
     assert sorted(p.name for p in box.releases.iterdir()) == ["1.2.0", "1.3.0"]
     assert read_floor(box.state) == "1.3.0"
+
+
+def test_a_release_dpkg_owns_is_never_pruned_and_the_others_still_are(box: Box) -> None:
+    # The .deb ships releases/1.0.0/ with the marker releases/1.0.0.dpkg: the updater moving on
+    # must leave dpkg's files to `apt remove`, else dpkg's file list names files that are gone.
+    (box.releases / f"1.0.0{DPKG_MARKER}").write_text("dpkg's\n")
+    for version in ("1.1.0", "1.2.0", "1.3.0"):
+        bundle, offer = box.bundle(version)
+        assert box.installer().install(bundle, offer).result == "committed"
+
+    assert sorted(p.name for p in box.releases.iterdir()) == [
+        "1.0.0",
+        "1.0.0.dpkg",
+        "1.2.0",
+        "1.3.0",
+    ]
+    assert (box.releases / "1.0.0" / "bin" / "dicom-gateway").is_file()
 
 
 def test_bundle_not_matching_the_signed_hash_is_refused_before_anything_changes(box: Box) -> None:
