@@ -10,7 +10,7 @@ PEER_PACKAGES := dcmtk dicom3tools socat time chromium
 PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: all venv peers lint test demo bench docs clean
+.PHONY: all venv peers lint test demo bench docs clean deb deb-test
 
 all: test
 
@@ -57,6 +57,19 @@ bench: venv peers
 docs: venv
 	$(BIN)/python -m gateway.configdoc > docs/configuration-reference.md
 	$(BIN)/python -m gateway.conformancedoc docs/conformance-statement.md
+
+# dist/dicom-gateway_<version>_<arch>.deb for this machine's arch (image-build/deb/build.sh says
+# what it needs): make deb TRUSTED_ROOT=REPO/metadata/root.json (or TRUSTED_ROOT=lab).
+deb: venv
+	TRUSTED_ROOT="$(TRUSTED_ROOT)" GATEWAY="$(BIN)/python -m gateway" PIP="$(BIN)/python -m pip" \
+	    image-build/deb/build.sh
+
+# The package built, inspected (dpkg-deb, lintian) and installed with apt into a Debian 12
+# chroot (mmdebstrap; as root). lintian and mmdebstrap are installed when root.
+deb-test: venv
+	@if [ "$(IS_ROOT)" = yes ] && ! command -v lintian >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lintian mmdebstrap >/dev/null; fi
+	$(BIN)/python -m pytest -q tests/test_deb.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

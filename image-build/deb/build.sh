@@ -13,7 +13,7 @@
 #   WHEELS         wheel folder for an offline build (default: $WORK/wheels, filled by pip)
 #   WORK           build folder (default build/deb); OUT: where the .deb goes (default dist)
 #   PYTHON         the box's base interpreter (default /usr/bin/python3, Debian 12's 3.11)
-#   GATEWAY        the dicom-gateway command (default: this tree's .venv)
+#   GATEWAY, PIP   the dicom-gateway and pip commands (default: this tree's .venv)
 #   SOURCE_DATE_EPOCH  file times in the package (default: the last commit's time)
 #
 # The virtualenv must be built at its path on the box (/opt/dicom-gateway/releases/<version>),
@@ -63,9 +63,9 @@ fi
 if [ -z "${WHEELS:-}" ]; then
     WHEELS="$WORK/wheels"
     mkdir -p "$WHEELS"
-    PIP="$TREE/.venv/bin/python -m pip --disable-pip-version-check"
+    PIP=${PIP:-"$TREE/.venv/bin/python -m pip"}
     # shellcheck disable=SC2086
-    $PIP wheel -q -w "$WHEELS" "$TREE" "setuptools>=77" wheel
+    $PIP --disable-pip-version-check wheel -q -w "$WHEELS" "$TREE" "setuptools>=77" wheel
     rm -f "$WHEELS"/dicom_edge_gateway-*.whl   # `release build` makes its own from the tree
 fi
 
