@@ -85,7 +85,7 @@ def test_every_file_of_systemd_is_placed(tmp_path: Path) -> None:
     root = tmp_path / "root"
     assert "dicom-gateway-firstboot.service" in units.install(fake, root)
     (fake / "stray.conf").write_text("")
-    with pytest.raises(ValueError, match="stray.conf"):
+    with pytest.raises(ValueError, match=r"stray\.conf"):
         units.placements(fake)
 
 
