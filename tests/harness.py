@@ -169,8 +169,9 @@ class GatewayProcess:
         """SIGTERM and wait; returns the exit code.
 
         30 s, under the unit's TimeoutStopSec=45s: on a loaded CI machine a clean stop took more
-        than 10 s. Should it time out all the same, the notify socket is still closed, so that
-        the failure is reported here and not later as another test's unclosed-socket warning.
+        than 10 s. Should it time out all the same, the process is killed and the notify socket
+        closed (``stop``), so that the failure is reported here and not later as another test's
+        unclosed-socket warning or a still-busy mount.
         """
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -178,7 +179,7 @@ class GatewayProcess:
             code = self.proc.wait(timeout)
             self._drain()
         finally:
-            self._close()
+            self.stop()
         return code
 
     def _drain(self) -> None:
