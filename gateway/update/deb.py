@@ -2,7 +2,8 @@
 
 ``build_deb(bundle, source, out_dir)`` wraps a bundle made by ``release build`` (the same
 tarball the updater installs) into ``dicom-gateway_<version>_<arch>.deb``. What goes where,
-and why (docs/operations.md, "Installing from the .deb", says it for the administrator):
+and why (docs/operations.md, "Install on an existing Debian 12 / Raspberry Pi OS machine",
+says it for the administrator):
 
 - ``/opt/dicom-gateway/releases/<version>/``: the bundle, unpacked by the updater's own
   ``installer.unpack``, so the tree is exactly what an update would leave. dpkg owns these files
@@ -22,9 +23,19 @@ and why (docs/operations.md, "Installing from the .deb", says it for the adminis
 - ``/usr/share/doc/dicom-gateway/``: copyright, changelog, README.Debian, ``examples/`` (the
   privileged-port drop-in, the udev rule, the device profiles) and ``manual`` -> the running
   release's documentation (``/opt/dicom-gateway/current/share/doc/dicom-gateway``).
+- ``/usr/share/lintian/overrides/dicom-gateway``: the lintian tags the package earns on
+  purpose, each with its reason (``LINTIAN_OVERRIDES``).
+
+``Depends:`` is ``python3.X`` (the minor the venv was built with), systemd, and what
+``dpkg-shlibdeps`` finds the release's ELF files need from the box (libc6, zlib1g, libexpat1
+for the copied interpreter; libstdc++6, libgcc-s1 for some wheels); the libraries a manylinux
+wheel carries in its ``*.libs`` folder are found through their RPATH inside the package.
 
 The package is reproducible: every file's mtime is ``mtime`` (SOURCE_DATE_EPOCH), modes are
 0755/0644, owners root (``dpkg-deb --root-owner-group``), and dpkg-deb sorts the members.
+Shared libraries are 0644 (Debian policy 8.1; the loader maps them without the x bit), the
+only mode that differs from the tree the updater unpacks; their bytes are the wheel's, so the
+``RECORD`` hashes of each ``*.dist-info`` still hold.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -62,9 +74,15 @@ DEFAULT_MAINTAINER = "DICOM edge gateway maintainers <maintainers@dicom-gateway.
 # bundle's interpreter is a copy of the build machine's python3.X, which runs on the box's
 # standard library of that same minor version (/usr/lib/python3.X): python3.X, not python3,
 # whose minor moves with the Debian release. Every wheel brings its own native libraries
-# (manylinux); systemd runs the units, sysusers and tmpfiles and answers systemctl/journalctl.
-BASE_DEPENDS = ("systemd (>= 252)",)
-RECOMMENDS = ("ca-certificates", "samba", "avahi-daemon")
+# (manylinux); systemd runs the units, sysusers and tmpfiles and answers systemctl/journalctl;
+# the maintainer scripts enable, start and stop units with init-system-helpers' deb-systemd-*
+# (as debhelper's would; 1.54 has every verb they use).
+BASE_DEPENDS = ("systemd (>= 252)", "init-system-helpers (>= 1.54~)")
+RECOMMENDS = ("ca-certificates",)
+# Only suggested: apt installs Recommends by default, and on a machine that is the site's a
+# package must not bring a file server or an mDNS responder along (Debian's samba starts smbd
+# with its default shares at once). The appliance image installs both itself.
+SUGGESTS = ("samba", "avahi-daemon")
 
 
 class DebError(Exception):
@@ -119,6 +137,7 @@ def control_text(
         f"Installed-Size: {installed_kib}\n"
         f"Depends: {', '.join(depends)}\n"
         f"Recommends: {', '.join(RECOMMENDS)}\n"
+        f"Suggests: {', '.join(SUGGESTS)}\n"
         "Section: net\n"
         "Priority: optional\n"
         "Description: DICOM edge gateway: legacy modality output to PACS\n"
@@ -142,17 +161,60 @@ def changelog_text(deb_version: str, maintainer: str, mtime: int) -> str:
     )
 
 
-COPYRIGHT = """\
-Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: dicom-gateway
-Comment: The gateway's own code is proprietary. The Python distributions it runs on are
- installed in /opt/dicom-gateway/releases/<version>/lib/python3.*/site-packages; each one's
- licence is in its *.dist-info folder there.
+def copyright_text(mtime: int) -> str:
+    """debian/copyright (machine-readable format), the year taken from the release's time."""
+    year = datetime.fromtimestamp(mtime, tz=UTC).year
+    return (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+        "Upstream-Name: dicom-gateway\n"
+        "Comment: The gateway's own code is proprietary. The Python distributions it runs on\n"
+        " are installed in /opt/dicom-gateway/releases/<version>/lib/python3.*/site-packages;\n"
+        " each one's licence is in its *.dist-info folder there.\n"
+        "\n"
+        "Files: *\n"
+        f"Copyright: {year} the DICOM edge gateway maintainers\n"
+        "License: LicenseRef-Proprietary\n"
+        " All rights reserved; use under the terms of the supply contract.\n"
+    )
 
-Files: *
-Copyright: the DICOM edge gateway maintainers
-License: LicenseRef-Proprietary
- All rights reserved; use under the terms of the supply contract.
+
+# What lintian reports about the package that is so by design. Every tag is limited to the
+# release folder (a tag on any other file still shows), and says why it stays: the release is
+# the signed updater's tree, byte for byte, so it cannot be "debianised" without the .deb box
+# and the updated box running different code.
+RELEASE_GLOB = "opt/dicom-gateway/releases/*"
+LINTIAN_OVERRIDES = f"""\
+# The release lives where the gateway's own updater installs releases (/opt/dicom-gateway,
+# docs/updates.md). This package is not for the Debian archive: FHS 3.13 gives /opt to add-on
+# software, and a box installed from the .deb must take the same signed updates as the image.
+{PACKAGE}: dir-or-file-in-opt [opt/dicom-gateway/*]
+# The bundle is compiled at build time: the appliance's root is read-only and the unit's
+# sandbox (ProtectSystem=strict) forbids writing *.pyc, so without them every start would
+# compile in memory. dpkg lists and removes them with the release.
+{PACKAGE}: package-installs-python-pycache-dir [{RELEASE_GLOB}]
+# Wheels from PyPI (hash-pinned), unchanged: stripping them would make the .deb's release other
+# bytes than the bundle the update repository signs, and than each *.dist-info/RECORD names;
+# manylinux wheels carry their own copies of libraries (pillow.libs, numpy.libs) by design,
+# linked by RPATH.
+{PACKAGE}: unstripped-binary-or-object [{RELEASE_GLOB}]
+{PACKAGE}: embedded-library * [{RELEASE_GLOB}]
+{PACKAGE}: library-not-linked-against-libc [{RELEASE_GLOB}]
+{PACKAGE}: shared-library-lacks-prerequisites [{RELEASE_GLOB}]
+# The venv's interpreter is a copy of Debian's own python3.X binary (venv --copies: the bundle
+# holds no link leaving its folder), built by Debian as it is; the venv's scripts name it by its
+# path in the release, which is what a venv is. It runs on python3.X's standard library, which
+# Depends: names.
+{PACKAGE}: hardening-no-pie [{RELEASE_GLOB}]
+{PACKAGE}: wrong-path-for-interpreter * [{RELEASE_GLOB}]
+{PACKAGE}: python3-script-but-no-python3-dep * [{RELEASE_GLOB}]
+# Files of third-party wheels: modules with a #! line that are imported, never run; test data.
+{PACKAGE}: script-not-executable [{RELEASE_GLOB}]
+{PACKAGE}: unusual-interpreter * [{RELEASE_GLOB}]
+{PACKAGE}: package-contains-vcs-control-file [{RELEASE_GLOB}]
+{PACKAGE}: package-contains-timestamped-gzip * [{RELEASE_GLOB}]
+# The command's manual is the operator's guide (/usr/share/doc/{PACKAGE}/manual/) and
+# `dicom-gateway --help`; there is no separate man page to drift from them.
+{PACKAGE}: no-manual-page [usr/bin/{PACKAGE}]
 """
 
 README_DEBIAN = """\
@@ -162,7 +224,8 @@ dicom-gateway for Debian
 The release is in /opt/dicom-gateway/releases/<version>/ and runs through the symlink
 /opt/dicom-gateway/current, exactly as the gateway's signed updater lays it out. The updater
 may install later releases beside it and switch `current`; the rules by which dpkg and the
-updater share /opt/dicom-gateway are in manual/operations.md ("Installing from the .deb").
+updater share /opt/dicom-gateway are in manual/operations.md ("Install on an existing
+Debian 12 / Raspberry Pi OS machine").
 
 In short:
 - dpkg owns releases/<package version>/ only; `current` is switched by the postinst only when
@@ -186,8 +249,10 @@ def build_deb(
     *,
     maintainer: str = DEFAULT_MAINTAINER,
     mtime: int = DEFAULT_MTIME,
+    build_machine: str = platform.machine(),
 ) -> DebInfo:
-    """Build the .deb for ``bundle`` into ``out_dir`` (see the module docstring)."""
+    """Build the .deb for ``bundle`` into ``out_dir`` (see the module docstring); the bundle
+    must be of ``build_machine``'s architecture."""
     try:
         info = read_release_info(bundle)
     except BundleError as exc:
@@ -195,6 +260,13 @@ def build_deb(
     arch = DEBIAN_ARCH.get(info.arch)
     if arch is None:
         raise DebError(f"{bundle}: arch {info.arch} has no Debian package (one of {DEBIAN_ARCH})")
+    if info.arch != build_machine:
+        # Depends: comes from dpkg-shlibdeps, which reads the libraries of the machine it runs
+        # on: a package of another architecture would name this one's.
+        raise DebError(
+            f"{bundle} is a {info.arch} release and this machine is {build_machine}: build the "
+            f"{arch} package on a {arch} machine (docs/operations.md, arm64)"
+        )
     deb_version = debian_version(info.version)
     with tempfile.TemporaryDirectory(prefix="dicom-gateway-deb-") as tmp:
         root = Path(tmp) / "root"
@@ -203,9 +275,9 @@ def build_deb(
             f"release {info.version} is dpkg's ({PACKAGE} {deb_version}): apt removes it\n"
         )
         _lay_files(root, source, deb_version, maintainer, mtime)
-        _control(
-            root, source, info.version, deb_version, arch, maintainer, depends_for(info.python)
-        )
+        (root / "DEBIAN").mkdir()
+        depends = (*depends_for(info.python), *shlib_depends(root))
+        _control(root, source, info.version, deb_version, arch, maintainer, depends)
         _normalise(root, mtime)
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"{PACKAGE}_{deb_version.split(':')[-1]}_{arch}.deb"
@@ -234,7 +306,7 @@ def _lay_files(root: Path, source: Path, deb_version: str, maintainer: str, mtim
 
     doc = root / "usr/share/doc" / PACKAGE
     doc.mkdir(parents=True)
-    (doc / "copyright").write_text(COPYRIGHT)
+    (doc / "copyright").write_text(copyright_text(mtime))
     (doc / "README.Debian").write_text(README_DEBIAN)
     (doc / "changelog.gz").write_bytes(
         gzip.compress(changelog_text(deb_version, maintainer, mtime).encode(), 9, mtime=0)
@@ -248,6 +320,9 @@ def _lay_files(root: Path, source: Path, deb_version: str, maintainer: str, mtim
     _copy(source / "hardware/udev/99-legacy-modality.rules", examples / "99-legacy-modality.rules")
     for profile in sorted((source / "hardware/profiles").glob("*.toml")):
         _copy(profile, examples / "profiles" / profile.name)
+    overrides = root / "usr/share/lintian/overrides" / PACKAGE
+    overrides.parent.mkdir(parents=True)
+    overrides.write_text(LINTIAN_OVERRIDES)
 
 
 def _control(
@@ -260,7 +335,7 @@ def _control(
     depends: Sequence[str],
 ) -> None:
     debian = root / "DEBIAN"
-    debian.mkdir()
+    debian.mkdir(exist_ok=True)
     sums = []
     kib = 0
     for path in _walk(root):
@@ -307,12 +382,65 @@ def _walk(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def is_shared_library(name: str) -> bool:
+    """``libfoo.so``, ``libfoo.so.6.2``, ``_ext.cpython-311-x86_64-linux-gnu.so``."""
+    return name.endswith(".so") or ".so." in name
+
+
 def _normalise(root: Path, mtime: int) -> None:
-    """Modes 0755 (folders, executables) or 0644, every mtime ``mtime``: reproducible."""
+    """Modes 0755 (folders, executables) or 0644 (files, shared libraries: policy 8.1), every
+    mtime ``mtime``: reproducible."""
     for path in [root, *_walk(root)]:
         if path.is_symlink():
             os.utime(path, (mtime, mtime), follow_symlinks=False)
             continue
-        executable = path.is_dir() or path.stat().st_mode & 0o111
+        executable = path.is_dir() or (
+            path.stat().st_mode & 0o111 and not is_shared_library(path.name)
+        )
         path.chmod(0o755 if executable else 0o644)
         os.utime(path, (mtime, mtime))
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def parse_shlibs(output: str) -> tuple[str, ...]:
+    """The dependencies in ``dpkg-shlibdeps -O`` output (``shlibs:Depends=a (>= 1), b``)."""
+    for line in output.splitlines():
+        if line.startswith("shlibs:Depends="):
+            value = line.removeprefix("shlibs:Depends=").strip()
+            return tuple(dep.strip() for dep in value.split(",") if dep.strip())
+    return ()
+
+
+def shlib_depends(root: Path) -> tuple[str, ...]:
+    """What the ELF files under ``root`` need from the box's packages, by ``dpkg-shlibdeps``.
+
+    It reads ``debian/control`` of a source package, so it runs in a scratch folder holding a
+    minimal one. ``root/DEBIAN`` must exist: that is how it knows the package's root, inside
+    which it resolves an RPATH of ``$ORIGIN`` (a wheel's own libraries, which need nothing).
+    """
+    elves = sorted(str(p) for p in _walk(root) if p.is_file() and not p.is_symlink() and _is_elf(p))
+    if not elves:
+        return ()
+    with tempfile.TemporaryDirectory(prefix="dicom-gateway-shlibs-") as scratch:
+        (Path(scratch) / "debian").mkdir()
+        (Path(scratch) / "debian/control").write_text(
+            f"Source: {PACKAGE}\n\nPackage: {PACKAGE}\nArchitecture: any\n"
+        )
+        try:
+            done = subprocess.run(
+                ["dpkg-shlibdeps", "-O", "--ignore-missing-info", *elves],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise DebError("dpkg-shlibdeps missing: apt-get install dpkg-dev") from None
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if ": error: " in line]
+        raise DebError(f"dpkg-shlibdeps failed ({done.returncode}): {'; '.join(errors[:5])}")
+    return parse_shlibs(done.stdout)
