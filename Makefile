@@ -6,8 +6,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PEER_PACKAGES := dcmtk dicom3tools socat time chromium
-PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium
+PEER_PACKAGES := dcmtk dicom3tools socat time chromium shellcheck dpkg-dev
+PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium \
+	shellcheck dpkg-shlibdeps
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 # The appliance image (image-build/, docs/image.md): as root on Debian 12. What it needs from
@@ -74,11 +75,12 @@ deb: venv
 	    image-build/deb/build.sh
 
 # The package built, inspected (dpkg-deb, lintian) and installed with apt into a Debian 12
-# chroot (mmdebstrap; as root). lintian and mmdebstrap are installed when root.
+# chroot (mmdebstrap; as root): the tests marked `deb`, which `make test` skips (about 8-10
+# minutes on 2 cores; tests/test_deb.py). lintian, mmdebstrap and dpkg-dev are installed when root.
 deb-test: venv
-	@if [ "$(IS_ROOT)" = yes ] && ! command -v lintian >/dev/null; then \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lintian mmdebstrap >/dev/null; fi
-	$(BIN)/python -m pytest -q tests/test_deb.py $(PYTEST_ARGS)
+	@if [ "$(IS_ROOT)" = yes ] && ! command -v lintian mmdebstrap dpkg-shlibdeps >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lintian mmdebstrap dpkg-dev >/dev/null; fi
+	$(BIN)/python -m pytest -q -m deb tests/test_deb.py $(PYTEST_ARGS)
 
 image-tools:
 	@missing=""; for p in $(IMAGE_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \

@@ -20,6 +20,18 @@ settings.register_profile("gateway", deadline=None)
 settings.load_profile("gateway")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``deb`` tests (the real .deb built, lintian, apt in a chroot: minutes) run only when the
+    marker expression names them (``make deb-test`` runs ``-m deb``); ``make test``, .ci/run and
+    a bare ``pytest`` skip them, saying how to run them."""
+    if "deb" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="builds and installs the .deb (minutes): make deb-test")
+    for item in items:
+        if item.get_closest_marker("deb") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _keep_umask() -> Iterator[None]:
     """`dicom-gateway` verbs that write state set the process umask (gateway.cli.STATE_UMASK);

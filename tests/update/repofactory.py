@@ -57,6 +57,8 @@ class FakeRelease:
     channel: str = "stable"
     rollout: int = 100
     script: str | None = None  # None: default_script(version)
+    # More files in the release folder: (relative path, bytes, mode), e.g. a real ELF library.
+    files: tuple[tuple[str, bytes, int], ...] = ()
 
     def fields(self) -> ReleaseFields:
         """The signed custom fields."""
@@ -82,6 +84,11 @@ def make_fake_bundle(release: FakeRelease, out_dir: Path) -> Path:
         release.script if release.script is not None else default_script(release.version)
     )
     script.chmod(0o755)
+    for name, data, mode in release.files:
+        extra = stage / name
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        extra.write_bytes(data)
+        extra.chmod(mode)
     info = ReleaseInfo(
         version=release.version,
         arch=release.arch,
