@@ -35,6 +35,8 @@ from gateway import __version__
 from gateway.update import symlink
 from gateway.update.deb import (
     DEBIAN_ARCH,
+    IMAGE_ONLY_UNITS,
+    UNITS,
     DebError,
     build_deb,
     debian_version,
@@ -137,6 +139,21 @@ def test_configure_switches_as_the_updater_does_and_leaves_a_newer_release(
     symlink.switch(root / "current", root / "releases" / "1.3.0")  # the updater moves on
     assert not configure("1.2.0", root, state).switch
     assert symlink.current_release(root / "current") == "1.3.0"
+
+
+def test_every_unit_of_the_tree_is_in_the_package_or_left_out_on_purpose() -> None:
+    units = {
+        p.name
+        for p in (TREE / "systemd").glob("dicom-gateway*")
+        if p.is_file() and p.suffix in (".service", ".timer", ".path", ".socket")
+    }
+    unplaced = sorted(units - set(UNITS) - set(IMAGE_ONLY_UNITS))
+    assert unplaced == [], (
+        f"{unplaced}: add each to gateway/update/deb.py UNITS (the .deb carries it) or "
+        "IMAGE_ONLY_UNITS (appliance only), with the reason"
+    )
+    assert set(UNITS) <= units  # the package never names a unit the tree lacks
+    assert not set(UNITS) & set(IMAGE_ONLY_UNITS)
 
 
 def test_maintainer_scripts_and_the_build_script_are_shellcheck_clean() -> None:

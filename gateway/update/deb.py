@@ -67,6 +67,18 @@ UNITS = (
     "dicom-gateway-update.service",
     "dicom-gateway-update.timer",
 )
+# Units of systemd/ the .deb leaves out: they make the machine the appliance (first boot on the
+# card, the box's network and its rollback timer) and would take over the network, hostname and
+# first-boot files of a machine that is the site's. Every unit in systemd/ is in UNITS or here
+# (tests/test_deb.py): a new unit is placed in the package, or left out, on purpose.
+IMAGE_ONLY_UNITS = (
+    "dicom-gateway-firstboot.service",
+    "dicom-gateway-network.service",
+    "dicom-gateway-network-apply.path",
+    "dicom-gateway-network-apply.service",
+    "dicom-gateway-network-rollback.service",
+    "dicom-gateway-network-rollback.timer",
+)
 JOURNALD_CONF = Path("etc/systemd/journald.conf.d/dicom-gateway.conf")
 MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
 DEFAULT_MAINTAINER = "DICOM edge gateway maintainers <maintainers@dicom-gateway.example>"
