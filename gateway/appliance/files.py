@@ -1,0 +1,144 @@
+"""File effects of the appliance's boot steps: durable, owned, and under a root path.
+
+Every path the steps touch is ``root / <absolute path>`` (:func:`under`), so a test runs the
+same code against a fake root in a temporary folder. Writes go through
+gateway.spool.durable (temporary sibling, fsync, rename, fsync of the folder): after a power
+cut a file is either its old self or wholly new. Ownership is set on the temporary file before
+the rename, so the name never points at a file the service cannot read.
+
+Owners are looked up in ``<root>/etc/passwd`` and ``<root>/etc/group`` (the box's own
+accounts, made by sysusers at image build), not through NSS: a fake root brings its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from gateway.spool.durable import fsync_dir, temp_sibling
+
+SERVICE_USER = "dicom-gateway"  # systemd/sysusers.d: the daemon's user and group
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A numeric owner for files the steps make."""
+
+    uid: int
+    gid: int
+
+
+ROOT_OWNER = Owner(0, 0)
+
+
+def under(root: Path, path: str | PurePosixPath) -> Path:
+    """``path`` (absolute, as on the box) inside ``root``."""
+    relative = PurePosixPath(path).relative_to("/")
+    return root / relative
+
+
+def _ids(table: str) -> dict[str, int]:
+    """name -> id from passwd/group text (third field), ignoring malformed lines."""
+    found: dict[str, int] = {}
+    for line in table.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2].isdigit():
+            found.setdefault(fields[0], int(fields[2]))
+    return found
+
+
+def lookup_owner(root: Path, user: str, group: str) -> Owner | None:
+    """The ids of ``user``:``group`` in the root's account files, or None when either is absent."""
+    try:
+        users = _ids(under(root, "/etc/passwd").read_text(encoding="utf-8", errors="replace"))
+        groups = _ids(under(root, "/etc/group").read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return None
+    if user not in users or group not in groups:
+        return None
+    return Owner(users[user], groups[group])
+
+
+def ensure_dir(path: Path, mode: int, owner: Owner | None = None) -> None:
+    """Make ``path`` (and parents) if missing, then give it exactly ``mode`` and ``owner``."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        fsync_dir(path.parent)
+    _own(path, mode, owner)
+
+
+def write_file(
+    path: Path, data: bytes, mode: int | None = 0o644, owner: Owner | None = None
+) -> bool:
+    """Replace ``path`` with ``data`` durably unless it already holds exactly that; True if written.
+
+    ``mode`` None: no chmod at all (FAT, where the mount options decide and chmod fails).
+    Mode and owner are set on the temporary file, before its name becomes ``path``.
+    """
+    try:
+        if path.read_bytes() == data:
+            if mode is not None:
+                _own(path, mode, owner)
+            return False
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        pass
+    tmp = temp_sibling(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is None else mode)
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+                if owner is not None:
+                    os.fchown(fd, owner.uid, owner.gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return True
+
+
+def remove_file(path: Path) -> bool:
+    """Remove ``path`` durably; True if it was there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    fsync_dir(path.parent)
+    return True
+
+
+def rename_file(src: Path, dst: Path) -> None:
+    """Rename ``src`` over ``dst`` (same folder or filesystem) so that it survives a power cut."""
+    src.replace(dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+
+
+def own_tree(path: Path, owner: Owner | None) -> None:
+    """Give ``path`` and everything below it to ``owner`` (modes unchanged); None: leave as is."""
+    if owner is None or not path.exists():
+        return
+    os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+    if path.is_dir() and not path.is_symlink():
+        for entry in sorted(path.rglob("*")):
+            os.chown(entry, owner.uid, owner.gid, follow_symlinks=False)
+
+
+def _own(path: Path, mode: int, owner: Owner | None) -> None:
+    if owner is not None:
+        st = path.stat()
+        if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
+            os.chown(path, owner.uid, owner.gid)
+    if (path.stat().st_mode & 0o7777) != mode:
+        path.chmod(mode)
