@@ -1,6 +1,7 @@
 """``dicom-gateway appliance ...``: the flashed box's own verbs (first boot, network).
 
-Each module in ``VERBS`` adds its verbs to the ``appliance`` group with ``register_cli``.
+Each module in :data:`VERBS` has ``register_cli(subparsers)`` adding its verbs under
+``appliance``; every verb takes ``--root`` so tests run it against a fake root.
 """
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-VERBS = ("gateway.appliance.cli_firstboot",)
+VERBS: tuple[str, ...] = ("gateway.appliance.network", "gateway.appliance.cli_firstboot")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``appliance`` and every module's verbs under it."""
-    group = subparsers.add_parser("appliance", help="the flashed box: first boot, network")
-    verbs = group.add_subparsers(dest="appliance_cmd", required=True)
+    """Add ``appliance`` to the ``dicom-gateway`` parser."""
+    appliance = subparsers.add_parser("appliance", help="the appliance: first boot, network")
+    verbs = appliance.add_subparsers(dest="appliance_verb", required=True)
     for name in VERBS:
         importlib.import_module(name).register_cli(verbs)
