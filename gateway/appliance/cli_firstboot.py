@@ -10,6 +10,10 @@ from gateway.appliance.firstboot import Firstboot, Host, NoHost, run
 from gateway.appliance.steps import NEEDS_A_PERSON
 from gateway.clock import SystemClock
 
+# Not 1 (an uncaught exception) nor 2 (a ConfigError): the unit takes this one as success, since
+# the console and the panel already say what needs a person and the boot must go on.
+EXIT_ATTENTION = 3
+
 
 def register_cli(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``firstboot`` to the ``appliance`` group."""
@@ -22,7 +26,7 @@ def register_cli(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def firstboot(args: argparse.Namespace) -> int:
-    """Run the steps; print one line per step; exit 1 when a person must fix something."""
+    """Run the steps; print one line per step; exit EXIT_ATTENTION when a person must act."""
     root: Path = args.root
     live = root.resolve() == Path("/")
     fb = Firstboot(
@@ -37,4 +41,4 @@ def firstboot(args: argparse.Namespace) -> int:
         print(f"{record.name:<18} {record.result.status:<9} {record.result.summary}")
         for detail in record.result.details:
             print(f"{'':<18} {'':<9} config error: {detail}")
-    return 1 if any(r.result.status in NEEDS_A_PERSON for r in records) else 0
+    return EXIT_ATTENTION if any(r.result.status in NEEDS_A_PERSON for r in records) else 0

@@ -2,8 +2,10 @@
 
 Pure text builders, and the two writes to the console:
 
-* ``/run/issue.d/50-dicom-gateway.issue``: agetty prints it above every login prompt on HDMI and
-  serial. Its address is agetty's own escape ``\\4`` (the first configured interface's IPv4
+* ``/run/dicom-gateway/issue``: agetty prints it above every login prompt on HDMI and serial,
+  through the image's link ``/etc/issue.d/50-dicom-gateway.issue`` (agetty reads /etc/issue and
+  /etc/issue.d; it looks at /run/issue.d only when there is no /etc/issue, and Debian ships
+  one). Its address is agetty's own escape ``\\4`` (the first configured interface's IPv4
   address, looked up when the prompt is shown and again whenever the addresses change), so the
   text is right even though first boot runs before the network is up. Every other backslash
   is doubled, so a name can never become an escape.
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from gateway.textsafe import one_line
 
-ISSUE_FILE = "/run/issue.d/50-dicom-gateway.issue"
+ISSUE_FILE = "/run/dicom-gateway/issue"  # /etc/issue.d/50-dicom-gateway.issue links here
 CONSOLE = "/dev/console"
 TOKEN_FILE = "SETUP-TOKEN.txt"  # noqa: S105 - a file name, not a secret
 REPORT_FILE = "FIRSTBOOT-REPORT.txt"

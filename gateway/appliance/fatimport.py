@@ -5,35 +5,33 @@ checks it (the same :func:`gateway.config.load_config`, the same messages naming
 then installed through the panel's own :class:`gateway.configstore.ConfigStore` apply, which
 checks it once more as ``/etc/dicom-gateway/gateway.toml`` (relative paths resolve there, as
 when the daemon starts), records the configuration as it was and the imported one as versions
-(the panel's history can go back to the defaults), and replaces the file durably. Then the
-card's copy is renamed ``dicom-gateway.toml.imported``, so it is not imported again over what
-the panel changes later; a new ``dicom-gateway.toml`` dropped on the card is imported at the
-next boot (a feature: a site can re-provision a box from the card). A refused file stays on the
-card as it is, the box keeps the configuration it has (the defaults on a new box), and the
-problems go to FIRSTBOOT-REPORT.txt, the console and the panel
-(``<state_dir>/firstboot-report.json``, shown on the dashboard).
+(the panel's history can go back to the defaults), and replaces the file durably. A refused
+file stays on the card as it is, the box keeps the configuration it has (the defaults on a new
+box), and the problems go to FIRSTBOOT-REPORT.txt, the console and the panel.
 
 ``network.toml`` is h-net's: validated by ``gateway.appliance.network.load_network`` and installed
-as ``/data/system/network.toml``, renamed ``network.toml.imported`` the same way.
+as ``/data/system/network.toml``.
+
+An imported file is renamed ``<name>.imported`` on the card (:func:`retire`), so it is not
+imported again over what the panel changes later; a new file dropped on the card is imported at
+the next boot (a site can re-provision a box from the card). The rename comes last, after
+FIRSTBOOT-REPORT.txt is written (gateway.appliance.firstboot), so a cut before it means the
+next boot imports the same file again and writes the report again.
 
 A power cut at any instant converges: nothing on the card changes before the new file is
 durable in its place; a re-run finds the card's file still there, sees the installed file
 already equal to it (or its version recorded but the file not yet replaced, and finishes that),
-sets the owner again and renames the card's copy. No version is recorded twice.
+sets the owner again and reports the same version. No version is recorded twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import json
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from gateway.appliance.files import Owner, own_tree, remove_file, rename_file, write_file
 from gateway.clock import Clock
@@ -65,6 +63,7 @@ class ImportOutcome:
     status: ImportStatus
     detail: str  # one sentence
     problems: tuple[str, ...] = ()  # as check-config prints them, key and line
+    card_file: Path | None = None  # an imported file, renamed by retire() once reported
 
 
 def _imported_name(path: Path) -> Path:
@@ -88,31 +87,33 @@ def import_config(
         return _refused(exc.problems)
     data = card_file.read_bytes()
     text = data.decode("utf-8")  # load_config has checked it is UTF-8
+    digest = hashlib.sha256(data).hexdigest()
     store = ConfigStore(config_path, state_dir, clock)
-    version = "unchanged"
-    if store.current_text() != text:
-        latest = next(iter(store.versions()), None)
-        digest = hashlib.sha256(data).hexdigest()
-        if latest is not None and latest.actor == ACTOR and latest.sha256 == digest:
-            # A cut fell between apply() recording this version and replacing the file.
-            write_file(config_path, data, CONFIG_MODE, config_owner)
-            version = latest.version_id
-        else:
-            result = store.apply(text, ACTOR, f"imported from the card's {CONFIG_NAME}")
-            if not result.ok:
-                return _refused(result.problems)
-            assert result.version is not None
-            version = result.version.version_id
-    # Every time, not only after a write: a cut may have come between the write and these.
+    latest = next(iter(store.versions()), None)
+    if store.current_text() == text:
+        # Installed at an earlier run that was cut before the card's copy was renamed.
+        version = next((v.version_id for v in store.versions() if v.sha256 == digest), None)
+    elif latest is not None and latest.actor == ACTOR and latest.sha256 == digest:
+        # A cut fell between apply() recording this version and replacing the file.
+        write_file(config_path, data, CONFIG_MODE, config_owner)
+        version = latest.version_id
+    else:
+        result = store.apply(text, ACTOR, f"imported from the card's {CONFIG_NAME}")
+        if not result.ok:
+            return _refused(result.problems)
+        assert result.version is not None
+        version = result.version.version_id
+    # Every time, not only after a write: apply() writes the file as root:root, and a cut may
+    # have come between that write and these.
     write_file(config_path, data, CONFIG_MODE, config_owner)
     own_tree(store.history_dir, service_owner)
-    rename_file(card_file, _imported_name(card_file))
-    where = f"configuration version {version}" if version != "unchanged" else "it was already"
+    where = f" (configuration version {version})" if version is not None else ""
     return ImportOutcome(
         CONFIG_NAME,
         ImportStatus.IMPORTED,
-        f"installed as {config_path.name} ({where}); the card's copy is now "
+        f"installed as {config_path.name}{where}; the card's copy is renamed "
         f"{CONFIG_NAME}{IMPORTED_SUFFIX}",
+        card_file=card_file,
     )
 
 
@@ -128,31 +129,9 @@ def _refused(problems: list[str] | tuple[str, ...]) -> ImportOutcome:
 NetworkValidator = Callable[[Path], object]
 
 
-def network_validator() -> NetworkValidator:
-    """h-net's ``load_network`` when it is there, else the interim check below.
-
-    INTERIM (until gateway.appliance.network is merged): the file is only checked to be TOML;
-    its schema is h-net's and is validated by their ``load_network`` once it exists.
-    """
-    with contextlib.suppress(ImportError):
-        module = importlib.import_module("gateway.appliance.network")
-        loader = getattr(module, "load_network", None)
-        if callable(loader):
-            return loader  # type: ignore[no-any-return]
-    return _toml_only
-
-
-def _toml_only(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path.name}: not UTF-8 text (byte {exc.start})"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path.name}: TOML syntax error: {exc}"]) from None
-
-
 def import_network(card_file: Path, installed: Path, validate: NetworkValidator) -> ImportOutcome:
-    """Import ``network.toml`` from the card to ``installed`` (/data/system/network.toml)."""
+    """Import ``network.toml`` from the card to ``installed`` (/data/system/network.toml);
+    ``validate`` raises ConfigError naming key and line (``network.load_network``)."""
     if not card_file.is_file():
         return ImportOutcome(NETWORK_NAME, ImportStatus.ABSENT, "not on the card")
     try:
@@ -165,12 +144,20 @@ def import_network(card_file: Path, installed: Path, validate: NetworkValidator)
             tuple(exc.problems),
         )
     write_file(installed, card_file.read_bytes(), 0o644)
-    rename_file(card_file, _imported_name(card_file))
     return ImportOutcome(
         NETWORK_NAME,
         ImportStatus.IMPORTED,
-        f"installed as {installed}; the card's copy is now {NETWORK_NAME}{IMPORTED_SUFFIX}",
+        f"installed as {installed.name}; the card's copy is renamed "
+        f"{NETWORK_NAME}{IMPORTED_SUFFIX}",
+        card_file=card_file,
     )
+
+
+def retire(outcome: ImportOutcome) -> None:
+    """Rename an imported file on the card to ``<name>.imported`` (once it is reported)."""
+    card = outcome.card_file
+    if outcome.status is ImportStatus.IMPORTED and card is not None and card.is_file():
+        rename_file(card, _imported_name(card))
 
 
 def report_lines(outcomes: list[ImportOutcome]) -> list[str]:
@@ -194,33 +181,27 @@ def report_lines(outcomes: list[ImportOutcome]) -> list[str]:
     return lines
 
 
-def panel_report(outcomes: list[ImportOutcome]) -> bytes:
-    """``<state_dir>/firstboot-report.json``: the refused files, for the dashboard."""
-    refused = [
-        {"file": o.name, "detail": o.detail, "problems": list(o.problems)}
-        for o in outcomes
-        if o.status is ImportStatus.REFUSED
-    ]
-    return (json_line({"refused": refused}) + "\n").encode("utf-8")
+def panel_report(problems: list[str]) -> bytes:
+    """``<state_dir>/firstboot-report.json``: what first boot could not do, for the dashboard."""
+    return (json_line({"problems": problems}) + "\n").encode("utf-8")
 
 
-def write_panel_report(state_dir: Path, outcomes: list[ImportOutcome], owner: Owner | None) -> None:
-    """Write (or, with nothing refused, remove) the dashboard's report file."""
+def write_panel_report(state_dir: Path, problems: list[str], owner: Owner | None) -> None:
+    """Write (or, with no problem, remove) the dashboard's report file."""
     path = state_dir / PANEL_REPORT
-    if not any(o.status is ImportStatus.REFUSED for o in outcomes):
+    if not problems:
         remove_file(path)
         return
-    write_file(path, panel_report(outcomes), 0o640, owner)
+    write_file(path, panel_report(problems), 0o640, owner)
 
 
 def read_panel_report(state_dir: Path) -> list[str]:
-    """The dashboard's lines: each refused card file with its problems; [] when none."""
+    """The dashboard's lines: what the last boot's first boot could not do; [] when nothing."""
     try:
         data = json.loads((state_dir / PANEL_REPORT).read_text(encoding="utf-8"))
-        refused = data["refused"]
-        return [
-            f"{r['file']} from the card was {r['detail']}: " + "; ".join(r["problems"])
-            for r in refused
-        ]
+        problems = data["problems"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    if not isinstance(problems, list):
+        return []
+    return [str(p) for p in problems]

@@ -1,10 +1,17 @@
 """File effects of the appliance's boot steps: durable, owned, and under a root path.
 
 Every path the steps touch is ``root / <absolute path>`` (:func:`under`), so a test runs the
-same code against a fake root in a temporary folder. Writes go through
-gateway.spool.durable (temporary sibling, fsync, rename, fsync of the folder): after a power
-cut a file is either its old self or wholly new. Ownership is set on the temporary file before
-the rename, so the name never points at a file the service cannot read.
+same code against a fake root in a temporary folder. The rules, which make a power cut at any
+instant leave either the old or the whole new state under every name:
+
+* a file is written to a temporary sibling (gateway.spool.durable's ``temp_sibling`` name),
+  given its mode and owner, synced, renamed over the name, and the folder synced;
+* a folder is made the same way: a temporary sibling is made, given its mode and owner, synced
+  and renamed into place, so a name never points at a folder with the wrong owner or mode (a
+  cut between ``mkdir`` and ``chmod`` would otherwise leave one for good, since a folder that
+  exists is left as it is: other parts may own it);
+* what a cut leaves behind is only ever a temporary sibling; the next write of the same name
+  (or the next :func:`ensure_dir` of the folder) removes those first.
 
 Owners are looked up in ``<root>/etc/passwd`` and ``<root>/etc/group`` (the box's own
 accounts, made by sysusers at image build), not through NSS: a fake root brings its own.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -61,12 +69,43 @@ def lookup_owner(root: Path, user: str, group: str) -> Owner | None:
     return Owner(users[user], groups[group])
 
 
-def ensure_dir(path: Path, mode: int, owner: Owner | None = None) -> None:
-    """Make ``path`` (and parents) if missing, then give it exactly ``mode`` and ``owner``."""
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
+def _stale_siblings(path: Path) -> list[Path]:
+    """Temporary siblings of ``path`` a cut left behind (``temp_sibling``'s naming)."""
+    if not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def _sweep(path: Path) -> None:
+    stale = _stale_siblings(path)
+    for leftover in stale:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    if stale:
         fsync_dir(path.parent)
-    _own(path, mode, owner)
+
+
+def ensure_dir(path: Path, mode: int, owner: Owner | None = None) -> bool:
+    """Make ``path`` with exactly ``mode`` and ``owner`` if it is missing; True if made.
+
+    A folder that exists is left as it is (its owner and mode may be another part's). Missing
+    parents are made first, root's, 0755.
+    """
+    if path.is_dir():
+        return False
+    if not path.parent.is_dir():
+        ensure_dir(path.parent, 0o755)
+    _sweep(path)
+    tmp = temp_sibling(path)
+    tmp.mkdir(0o700)
+    _own(tmp, mode, owner)
+    fsync_dir(tmp)
+    tmp.rename(path)
+    fsync_dir(path.parent)
+    return True
 
 
 def write_file(
@@ -75,8 +114,11 @@ def write_file(
     """Replace ``path`` with ``data`` durably unless it already holds exactly that; True if written.
 
     ``mode`` None: no chmod at all (FAT, where the mount options decide and chmod fails).
-    Mode and owner are set on the temporary file, before its name becomes ``path``.
+    Mode and owner are set on the temporary file, before its name becomes ``path``. A file that
+    already holds ``data`` only gets its mode and owner set again (a cut may have come between
+    an earlier write and a chown of it).
     """
+    _sweep(path)
     try:
         if path.read_bytes() == data:
             if mode is not None:

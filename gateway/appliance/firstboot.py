@@ -9,20 +9,26 @@ step                 once   what
 grow-data            yes    partition 4 grown to fill the card, ext4 grown online (partition)
 machine-id           yes    systemd's transient /etc/machine-id kept in /data/system/machine-id
 serial               yes    the device serial (gateway.appliance.serial) in /data/system/serial
-default-config       no     /etc/dicom-gateway/gateway.toml with every default, if there is none
+default-config       no     /etc/dicom-gateway/gateway.toml: the image's all-defaults file
+                            (/usr/share/dicom-gateway/gateway.toml), if there is none
 import-config        no     dicom-gateway.toml from the card (gateway.appliance.fatimport)
 import-network       no     network.toml from the card to /data/system/network.toml
-hostname             no     /data/system/hostname = dicom-gateway-<serial> if missing; live name
+hostname             no     /data/system/hostname: network.toml's name, else the stored one,
+                            else dicom-gateway-<serial>; the running kernel's name set to it
 panel-certificate    yes    the panel's self-signed certificate for hostname, hostname.local
 setup-token          no     the token (the panel's own store) in SETUP-TOKEN.txt; removed once
                             the panel is set up
 avahi                no     /run/dicom-gateway/avahi.service (port from [web])
-ssh                  no     ssh/authorized_keys on the card turns SSH on (root, key only)
+ssh                  no     says whether SSH is on: ssh/authorized_keys on the card turns it on
+                            (the image's ssh.service.d condition; sshd reads the card's keys)
 ===================  =====  ====================================================================
 
-Then, every boot: FIRSTBOOT-REPORT.txt on the card (when a card file was imported or refused),
-``<state_dir>/firstboot-report.json`` for the dashboard, the console text in
-``/run/issue.d/50-dicom-gateway.issue`` and a print on ``/dev/console``.
+Then, every boot (:func:`finish`): FIRSTBOOT-REPORT.txt on the card (when a card file was
+imported or refused, or a step needs a person), then the imported card files renamed
+``*.imported`` (after the report, so a cut between reports them again), the dashboard's
+``<state_dir>/firstboot-report.json``, the console text in ``/run/dicom-gateway/issue``
+(the image links ``/etc/issue.d/50-dicom-gateway.issue`` to it: agetty reads /etc/issue.d, and
+ignores /run/issue.d while Debian's /etc/issue exists) and a print on ``/dev/console``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway import __version__
-from gateway.appliance import avahi, console, fatimport, partition, serial
+from gateway.appliance import avahi, console, fatimport, network, partition, serial
 from gateway.appliance.commands import Runner
 from gateway.appliance.files import (
     ROOT_OWNER,
@@ -48,7 +54,14 @@ from gateway.appliance.files import (
     under,
     write_file,
 )
-from gateway.appliance.steps import Step, StepRecord, StepResult, StepStatus, run_steps
+from gateway.appliance.steps import (
+    NEEDS_A_PERSON,
+    Step,
+    StepRecord,
+    StepResult,
+    StepStatus,
+    run_steps,
+)
 from gateway.appliance.timesync import read_clock_status
 from gateway.clock import Clock
 from gateway.config import ConfigError, GatewayConfig, load_config
@@ -56,7 +69,9 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 SYSTEM_DIR = "/data/system"
 MARKERS = "/data/system/firstboot"
 CONFIG_FILE = "/etc/dicom-gateway/gateway.toml"
+IMAGE_DEFAULT_CONFIG = "/usr/share/dicom-gateway/gateway.toml"  # shipped by the image
 MACHINE_ID = "/etc/machine-id"
+# Only where the image ships no default file (a root made by hand): the same thing, every default.
 DEFAULT_CONFIG_TEXT = (
     "# dicom-gateway configuration, written by first boot: every key has its default.\n"
     "# Change it in the web panel (Configuration), or put a dicom-gateway.toml on the card's\n"
@@ -125,14 +140,41 @@ class Firstboot:
     def serial(self) -> str:
         return serial.stored_value(self.path(serial.SERIAL_FILE), serial.SERIAL_RE) or "unknown"
 
+    def network_hostname(self) -> str | None:
+        """The host name the installed network.toml sets, if it sets one and is valid."""
+        path = self.path(str(network.APPLIED_FILE))
+        if not path.is_file():
+            return None
+        try:
+            return network.load_network(path).hostname
+        except ConfigError:
+            return None  # the boot render falls back to DHCP and the stored name as well
+
+    def stored_hostname(self) -> str | None:
+        """The name in /data/system/hostname, if it is one systemd would take."""
+        stored = serial.stored_value(self.path(serial.HOSTNAME_FILE), serial.ANY_LINE_RE)
+        return stored if stored is not None and network.valid_hostname(stored) else None
+
     def hostname(self) -> str:
-        stored = serial.stored_value(self.path(serial.HOSTNAME_FILE), serial.HOSTNAME_RE)
-        return stored or serial.default_hostname(self.serial())
+        """network.toml's name, else the stored one, else ``dicom-gateway-<serial>``."""
+        return (
+            self.network_hostname()
+            or self.stored_hostname()
+            or serial.default_hostname(self.serial())
+        )
 
 
 def step_grow(fb: Firstboot) -> StepResult:
-    """Grow partition 4 and its filesystem (converges: gateway.appliance.partition)."""
-    part = partition.find_data_partition(fb.root)
+    """Grow partition 4 and its filesystem (converges: gateway.appliance.partition).
+
+    Nothing mounted at /data: ATTENTION (no marker; the unit's condition normally keeps first
+    boot from running at all then). Something that is not a partition (a tmpfs, a whole disk):
+    nothing to grow, done.
+    """
+    mount = partition.find_data_mount(fb.root)
+    if not mount.mounted:
+        return StepResult(StepStatus.ATTENTION, f"nothing is mounted at {partition.DATA_MOUNT}")
+    part = mount.partition
     if part is None:
         return StepResult(StepStatus.UNCHANGED, f"{partition.DATA_MOUNT} is not a partition")
     backup = fb.path(MARKERS) / "partition-table.before"
@@ -167,12 +209,15 @@ def step_serial(fb: Firstboot) -> StepResult:
 
 
 def step_default_config(fb: Firstboot) -> StepResult:
-    """Write the all-defaults configuration where there is none."""
+    """Install the image's all-defaults configuration where there is none (atomic: a cut
+    leaves no file, and the next run installs it)."""
     path = fb.path(CONFIG_FILE)
     if path.exists():
         return StepResult(StepStatus.UNCHANGED, "configuration present")
-    write_file(path, DEFAULT_CONFIG_TEXT.encode(), fatimport.CONFIG_MODE, fb.config_owner)
-    return StepResult(StepStatus.DONE, "default configuration written")
+    shipped = fb.path(IMAGE_DEFAULT_CONFIG)
+    data = shipped.read_bytes() if shipped.is_file() else DEFAULT_CONFIG_TEXT.encode()
+    write_file(path, data, fatimport.CONFIG_MODE, fb.config_owner)
+    return StepResult(StepStatus.DONE, "default configuration installed")
 
 
 def _import_result(outcome: fatimport.ImportOutcome) -> StepResult:
@@ -199,21 +244,18 @@ def step_import_config(fb: Firstboot) -> StepResult:
 def step_import_network(fb: Firstboot) -> StepResult:
     outcome = fatimport.import_network(
         fb.boot / fatimport.NETWORK_NAME,
-        fb.path(f"{SYSTEM_DIR}/network.toml"),
-        fatimport.network_validator(),
+        fb.path(str(network.APPLIED_FILE)),
+        network.load_network,
     )
     fb.imports.append(outcome)
     return _import_result(outcome)
 
 
 def step_hostname(fb: Firstboot) -> StepResult:
-    """The default name if none is stored (network settings may set another); the live name."""
-    path = fb.path(serial.HOSTNAME_FILE)
-    wrote = False
-    if serial.stored_value(path, serial.HOSTNAME_RE) is None:
-        write_file(path, f"{serial.default_hostname(fb.serial())}\n".encode(), 0o644)
-        wrote = True
+    """Store the name (:meth:`Firstboot.hostname`: the one the network settings' render writes
+    too) and give it to the running kernel, before networkd and Avahi start."""
     name = fb.hostname()
+    wrote = write_file(fb.path(serial.HOSTNAME_FILE), f"{name}\n".encode(), 0o644)
     if fb.host.hostname() != name:
         fb.host.set_hostname(name)
     return StepResult(StepStatus.DONE if wrote else StepStatus.UNCHANGED, f"host name {name}")
@@ -221,14 +263,19 @@ def step_hostname(fb: Firstboot) -> StepResult:
 
 def step_certificate(fb: Firstboot) -> StepResult:
     """The panel's self-signed pair; a pair cut half-way is made again (key first, then cert)."""
-    from gateway.web.tlscert import cert_paths, generate_self_signed, local_names_and_addresses
+    from gateway.web.tlscert import (
+        cert_paths,
+        generate_self_signed,
+        local_names_and_addresses,
+        pair_matches,
+    )
 
     config = fb.config()
     if config.web.cert is not None:
         return StepResult(StepStatus.UNCHANGED, "the configuration names its own certificate")
     state = fb.state_dir()
     cert, key = cert_paths(state)
-    if cert.exists() and key.exists():
+    if pair_matches(cert, key):
         own_tree(cert.parent, fb.service_owner)
         return StepResult(StepStatus.UNCHANGED, "panel certificate present")
     name = fb.hostname()
@@ -276,24 +323,29 @@ def step_avahi(fb: Firstboot) -> StepResult:
     return StepResult(StepStatus.DONE if written else StepStatus.UNCHANGED, "mDNS _https._tcp")
 
 
-SSH_DIR = "/data/system/ssh"
-SSH_FLAG = "/run/dicom-gateway/ssh-enabled"
+CARD_SSH_KEYS = "ssh/authorized_keys"  # on the card; the image's sshd reads it there
 
 
 def step_ssh(fb: Firstboot) -> StepResult:
-    """ssh/authorized_keys on the card turns SSH on (root, key only); without it SSH is off."""
-    card = fb.boot / "ssh" / "authorized_keys"
-    keys = fb.path(f"{SSH_DIR}/authorized_keys")
-    flag = fb.path(SSH_FLAG)
+    """Say whether SSH is on. The image decides it, not this step: ssh.service starts only with
+    ssh/authorized_keys on the card (ConditionPathExists) and sshd takes keys from that file
+    alone, no passwords (image-build/rootfs/etc/ssh). One rule, one place: nothing is copied."""
+    card = fb.boot / CARD_SSH_KEYS
     if not card.is_file():
-        remove_file(flag)
-        remove_file(keys)
-        return StepResult(StepStatus.UNCHANGED, "SSH off (no ssh/authorized_keys on the card)")
-    ensure_dir(keys.parent, 0o700, ROOT_OWNER if fb.service_owner else None)
-    write_file(keys, card.read_bytes(), 0o600)
-    ensure_dir(flag.parent, 0o755)
-    write_file(flag, b"ssh/authorized_keys is on the card\n", 0o644)
-    return StepResult(StepStatus.DONE, "SSH on for root with the card's keys (no passwords)")
+        return StepResult(StepStatus.UNCHANGED, f"SSH off (no {CARD_SSH_KEYS} on the card)")
+    keys = [
+        line
+        for line in card.read_text(encoding="utf-8", errors="replace").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not keys:
+        return StepResult(
+            StepStatus.ATTENTION, f"SSH on, but {CARD_SSH_KEYS} on the card holds no key"
+        )
+    return StepResult(
+        StepStatus.UNCHANGED,
+        f"SSH on for root with the {len(keys)} key(s) in {CARD_SSH_KEYS} (no passwords)",
+    )
 
 
 STEPS: tuple[Step[Firstboot], ...] = (
@@ -311,25 +363,39 @@ STEPS: tuple[Step[Firstboot], ...] = (
 )
 
 
-def finish(fb: Firstboot, records: list[StepRecord]) -> None:
-    """The reports (card, panel) and the console text, from what the steps did."""
-    from gateway.web.auth.setup import read_token
-
-    if any(o.status is not fatimport.ImportStatus.ABSENT for o in fb.imports):
-        when = datetime.datetime.fromtimestamp(fb.clock.now(), datetime.UTC)
-        text = console.report_text(
-            when.strftime("%Y-%m-%d %H:%M UTC"), fatimport.report_lines(fb.imports)
-        )
-        write_file(fb.boot / console.REPORT_FILE, text.encode("utf-8"), None)
-    state = fb.state_dir()
-    if state.is_dir():
-        fatimport.write_panel_report(state, fb.imports, fb.config_owner)
-    problems = [
+def problems_of(records: list[StepRecord]) -> list[str]:
+    """One line per step that needs a person: the console's, the report's and the panel's."""
+    return [
         f"{r.name}: {r.result.summary}"
         + (f" ({'; '.join(r.result.details)})" if r.result.details else "")
         for r in records
-        if r.result.status in (StepStatus.ATTENTION, StepStatus.FAILED)
+        if r.result.status in NEEDS_A_PERSON
     ]
+
+
+def finish(fb: Firstboot, records: list[StepRecord]) -> None:
+    """The reports (card, panel), the card files retired, and the console text.
+
+    The order matters for a cut: the card's report is durable before an imported file is
+    renamed, so an import is always reported (a cut between: the next boot imports the same
+    file again, finds it installed, and reports it again).
+    """
+    from gateway.web.auth.setup import read_token
+
+    problems = problems_of(records)
+    card_lines = fatimport.report_lines(fb.imports)
+    other = [p for p in problems if not p.startswith(("import-config:", "import-network:"))]
+    if other:
+        card_lines += ["Needs attention:", *(f"  {p}" for p in other), ""]
+    if any(o.status is not fatimport.ImportStatus.ABSENT for o in fb.imports) or other:
+        when = datetime.datetime.fromtimestamp(fb.clock.now(), datetime.UTC)
+        text = console.report_text(when.strftime("%Y-%m-%d %H:%M UTC (box clock)"), card_lines)
+        write_file(fb.boot / console.REPORT_FILE, text.encode("utf-8"), None)
+    for outcome in fb.imports:
+        fatimport.retire(outcome)
+    state = fb.state_dir()
+    if state.is_dir():
+        fatimport.write_panel_report(state, problems, fb.config_owner)
     config = fb.config()
     token = read_token(state) if config.web.enabled else None
     clock = read_clock_status(fb.root)

@@ -117,34 +117,52 @@ def plan_grow(
     return GrowPlan(True, new_size, f"{target.size} -> {new_size} sectors")
 
 
-def find_data_partition(root: Path, mount: str = DATA_MOUNT) -> DataPartition | None:
-    """The partition mounted at ``mount``, from mountinfo and sysfs; None if it is not mounted.
+@dataclass(frozen=True)
+class DataMount:
+    """What is mounted at the data mount point: nothing, something that is not a partition of
+    a disk (``partition`` None: a tmpfs, a whole disk), or a partition."""
 
-    The mount is matched by its major:minor in ``/proc/self/mountinfo``, and
-    ``/sys/dev/block/<major:minor>`` names the partition, its disk (the parent in sysfs) and its
-    number: this holds however the initramfs named the device (``LABEL=``, a by-label link).
+    mounted: bool
+    partition: DataPartition | None
+
+
+def find_data_mount(root: Path, mount: str = DATA_MOUNT) -> DataMount:
+    """What is mounted at ``mount``, from mountinfo and sysfs.
+
+    The mount is matched by its major:minor in ``/proc/self/mountinfo`` (the last entry for the
+    mount point: the one on top), and ``/sys/dev/block/<major:minor>`` names the partition, its
+    disk (the parent in sysfs) and its number: this holds however the initramfs named the device
+    (``LABEL=``, a by-label link).
     """
     try:
         mountinfo = under(root, "/proc/self/mountinfo").read_text()
     except FileNotFoundError:
-        return None
+        return DataMount(False, None)
+    devnum = None
     for line in mountinfo.splitlines():
         fields = line.split()
         if len(fields) > 4 and fields[4] == mount:
             devnum = fields[2]
-            break
-    else:
-        return None
+    if devnum is None:
+        return DataMount(False, None)
     node = under(root, f"/sys/dev/block/{devnum}").resolve()
     try:
         number = int((node / "partition").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None  # not a partition (a whole disk, a loop device without a table)
-    return DataPartition(
-        disk=under(root, f"/dev/{node.parent.name}"),
-        number=number,
-        device=under(root, f"/dev/{node.name}"),
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return DataMount(True, None)  # not a partition (a whole disk, a loop device, a tmpfs)
+    return DataMount(
+        True,
+        DataPartition(
+            disk=under(root, f"/dev/{node.parent.name}"),
+            number=number,
+            device=under(root, f"/dev/{node.name}"),
+        ),
     )
+
+
+def find_data_partition(root: Path, mount: str = DATA_MOUNT) -> DataPartition | None:
+    """The partition mounted at ``mount``; None if nothing or no partition is mounted there."""
+    return find_data_mount(root, mount).partition
 
 
 def disk_size(disk: Path) -> int:

@@ -35,8 +35,7 @@ HOSTNAME_FILE = "/data/system/hostname"
 HOSTNAME_PREFIX = "dicom-gateway-"
 SERIAL_RE = re.compile(r"^[0-9a-f]{8}$")
 MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-# One RFC 1123 label (mDNS adds .local).
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ANY_LINE_RE = re.compile(r"^[^\n]+$")  # a value checked elsewhere (the host name: network.py)
 
 
 def _hex_only(value: str) -> str:

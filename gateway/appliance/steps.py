@@ -12,8 +12,9 @@ The rules:
   time (the console text, files dropped on the card, the setup token's state);
 * ATTENTION is a result that needs a person (a refused file, a card that cannot be grown); it
   gets no marker, so the step is looked at again at the next boot;
-* a step that raises an ``Exception`` is FAILED (the message kept), gets no marker, and the next
-  steps still run: a card that cannot be grown must not keep the setup token from the console.
+* a step that raises an ``Exception``, or whose marker cannot be written, is FAILED (the
+  message kept), gets no marker, and the next steps still run: a card that cannot be grown
+  must not keep the setup token from the console.
   ``BaseException``s that are not ``Exception`` (KeyboardInterrupt, SystemExit, the tests'
   simulated power cut) stop everything, as a power cut would.
 """
@@ -92,7 +93,14 @@ def run_steps(steps: Sequence[Step[C]], context: C, markers: Path) -> list[StepR
         except Exception as exc:  # noqa: BLE001 - the outcome is data: reported, tried next boot
             result = StepResult(StepStatus.FAILED, f"{type(exc).__name__}: {exc}")
         if step.once and result.status in (StepStatus.DONE, StepStatus.UNCHANGED):
-            ensure_dir(markers, 0o755)
-            write_file(marker, f"{result.summary}\n".encode(), 0o644)
+            try:
+                ensure_dir(markers, 0o755)
+                write_file(marker, f"{result.summary}\n".encode(), 0o644)
+            except OSError as exc:
+                # The effect is there but not known to be: the step runs again next boot (it
+                # converges), and this boot says why instead of stopping the later steps.
+                result = StepResult(
+                    StepStatus.FAILED, f"{result.summary}; its marker was not written: {exc}"
+                )
         records.append(StepRecord(step.name, result))
     return records
