@@ -10,13 +10,15 @@ FAT folder, and ``/proc/self/mountinfo`` saying /data is mounted (a tmpfs: nothi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.appliance.commands import CommandResult
+from gateway.appliance.commands import CommandResult, SubprocessRunner
 from gateway.appliance.firstboot import Firstboot, NoHost
 from gateway.clock import FakeClock
 
@@ -86,3 +88,82 @@ def firstboot_for(root: Path, runner: RecordingRunner | None = None) -> Firstboo
         random_hex=lambda n: "ab" * n,
         version="12.0.0",
     )
+
+
+# --- a card with the image's partition table, for the grow step ---------------------------------
+
+MIB = 1024 * 1024
+DATA_DEVNUM = "254:4"  # what a virtio disk's 4th partition is
+
+
+def image_layout() -> object:
+    """image-build/layout.py, the module the image's own table comes from."""
+    import importlib
+    import sys
+
+    recipe = str(REPO / "image-build")
+    if recipe not in sys.path:
+        sys.path.insert(0, recipe)
+    return importlib.import_module("layout")
+
+
+def write_card_table(disk: Path, image_mib: int, card_mib: int) -> None:
+    """A sparse ``disk`` of ``card_mib`` MiB holding the image's table, shrunk to ``image_mib``
+    (each partition a quarter of the image after the first 4 MiB), written by the real sfdisk."""
+    layout = image_layout()
+    quarter = (image_mib - 4) // 4
+    specs = tuple(
+        layout.PartitionSpec(s.label, s.fs, quarter, s.mbr_type, s.bootable)  # type: ignore[attr-defined]
+        for s in layout.TABLE  # type: ignore[attr-defined]
+    )
+    parts = layout.plan(specs)  # type: ignore[attr-defined]
+    with disk.open("wb") as fh:
+        fh.truncate(image_mib * MIB)
+    script = layout.sfdisk_script(parts, "0c0ffee0")  # type: ignore[attr-defined]
+    subprocess.run(
+        ["sfdisk", "--no-reread", "--no-tell-kernel", str(disk)],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    with disk.open("r+b") as fh:
+        fh.truncate(card_mib * MIB)  # the card is larger than the image
+
+
+def add_data_partition(root: Path, card_mib: int = 128, image_mib: int = 68) -> Path:
+    """Make /data a partition of a virtio disk in the fake root: mountinfo, sysfs and
+    ``/dev/vda`` as a sparse file with the image's table; returns the disk file."""
+    (root / "proc/self/mountinfo").write_text(
+        f"30 1 {DATA_DEVNUM} / /data rw,noatime shared:1 - ext4 /dev/vda4 rw,data=journal\n"
+    )
+    part = root / "sys/devices/platform/virtio/block/vda/vda4"
+    part.mkdir(parents=True)
+    (part / "partition").write_text("4\n")
+    link = root / "sys/dev/block" / DATA_DEVNUM
+    link.parent.mkdir(parents=True)
+    link.symlink_to("../../devices/platform/virtio/block/vda/vda4")
+    disk = root / "dev/vda"
+    write_card_table(disk, image_mib, card_mib)
+    return disk
+
+
+def sfdisk_json(disk: Path) -> dict[str, object]:
+    """The real sfdisk's view of ``disk``'s table."""
+    done = subprocess.run(
+        ["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True, timeout=30
+    )
+    table: dict[str, object] = json.loads(done.stdout)["partitiontable"]
+    return table
+
+
+class SfdiskRunner(RecordingRunner):
+    """sfdisk for real (on the image file), the rest recorded: partx and resize2fs need the
+    kernel and a mounted file system (tests/appliance/test_firstboot_grow.py runs those too)."""
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
+        self.calls.append(tuple(argv))
+        if argv[0] == "sfdisk":
+            return SubprocessRunner().run(argv, stdin)
+        return CommandResult(tuple(argv), 0, "", "")
