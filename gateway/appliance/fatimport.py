@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from gateway.appliance.files import Owner, own_tree, remove_file, rename_file, write_file
+from gateway.appliance.files import (
+    Owner,
+    own_tree,
+    remove_file,
+    rename_file,
+    sweep_temporaries,
+    write_file,
+)
 from gateway.clock import Clock
 from gateway.config import ConfigError, load_config
 from gateway.configstore import ConfigStore
@@ -89,6 +96,7 @@ def import_config(
     text = data.decode("utf-8")  # load_config has checked it is UTF-8
     digest = hashlib.sha256(data).hexdigest()
     store = ConfigStore(config_path, state_dir, clock)
+    sweep_temporaries(store.history_dir)  # what a cut left of an earlier import's apply()
     latest = next(iter(store.versions()), None)
     if store.current_text() == text:
         # Installed at an earlier run that was cut before the card's copy was renamed.
@@ -160,24 +168,51 @@ def retire(outcome: ImportOutcome) -> None:
         rename_file(card, _imported_name(card))
 
 
-def report_lines(outcomes: list[ImportOutcome]) -> list[str]:
-    """FIRSTBOOT-REPORT.txt's body: one paragraph per file that was on the card."""
+def paragraph(outcome: ImportOutcome) -> list[str]:
+    """FIRSTBOOT-REPORT.txt's paragraph for one file that was on the card ([] when absent)."""
+    if outcome.status is ImportStatus.ABSENT:
+        return []
+    lines = [f"{outcome.name}: {outcome.detail}"]
+    lines += [f"  config error: {problem}" for problem in outcome.problems]
+    if outcome.status is ImportStatus.REFUSED:
+        lines.append(
+            "  Fix the file on the card and restart the box, or set it up in the web panel."
+        )
+    elif outcome.name == CONFIG_NAME:
+        lines.append(
+            f"  A new {CONFIG_NAME} put on the card is imported at the next boot and "
+            "replaces what the panel set (the panel's history keeps the old version)."
+        )
+    return [*lines, ""]
+
+
+def last_import_path(markers: Path, name: str) -> Path:
+    """Where the paragraph of a file's last import is kept (on /data, beside the markers)."""
+    return markers / f"last-import-{name}.txt"
+
+
+def report_lines(outcomes: list[ImportOutcome], markers: Path) -> list[str]:
+    """FIRSTBOOT-REPORT.txt's body: one paragraph per card file, this boot's outcome or, for a
+    file not on the card now, the paragraph of its last import.
+
+    The kept paragraphs are what makes the report whole after a cut between the renames of
+    two imported files: the next boot no longer sees the first one on the card, and without
+    them would write a report that forgets it.
+    """
     lines: list[str] = []
     for outcome in outcomes:
-        if outcome.status is ImportStatus.ABSENT:
-            continue
-        lines.append(f"{outcome.name}: {outcome.detail}")
-        lines += [f"  config error: {problem}" for problem in outcome.problems]
-        if outcome.status is ImportStatus.REFUSED:
-            lines.append(
-                "  Fix the file on the card and restart the box, or set it up in the web panel."
-            )
-        elif outcome.name == CONFIG_NAME:
-            lines.append(
-                f"  A new {CONFIG_NAME} put on the card is imported at the next boot and "
-                "replaces what the panel set (the panel's history keeps the old version)."
-            )
-        lines.append("")
+        if outcome.status is ImportStatus.IMPORTED:
+            text = "\n".join(paragraph(outcome))
+            write_file(last_import_path(markers, outcome.name), text.encode("utf-8"), 0o644)
+            lines += paragraph(outcome)
+        elif outcome.status is ImportStatus.REFUSED:
+            lines += paragraph(outcome)
+        else:
+            try:
+                kept = last_import_path(markers, outcome.name).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            lines += kept.split("\n")
     return lines
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -74,6 +75,28 @@ def _stale_siblings(path: Path) -> list[Path]:
     if not path.parent.is_dir():
         return []
     return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # temp_sibling's names
+
+
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Remove every temporary sibling in ``folder`` (not below it); the ones removed.
+
+    Only for folders no other process writes to while first boot runs (it runs before the
+    daemon): there, a temporary file is what a cut left of a write by gateway.spool.durable
+    (the configuration history, the panel's token and certificate), never read and never
+    removed by anything else.
+    """
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if TEMP_NAME.match(p.name) and p.is_file())
+    for leftover in stale:
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    if stale:
+        fsync_dir(folder)
+    return stale
 
 
 def _sweep(path: Path) -> None:

@@ -51,6 +51,7 @@ from gateway.appliance.files import (
     lookup_owner,
     own_tree,
     remove_file,
+    sweep_temporaries,
     under,
     write_file,
 )
@@ -275,6 +276,7 @@ def step_certificate(fb: Firstboot) -> StepResult:
         return StepResult(StepStatus.UNCHANGED, "the configuration names its own certificate")
     state = fb.state_dir()
     cert, key = cert_paths(state)
+    sweep_temporaries(cert.parent)  # a cut during an earlier run's key or certificate write
     if pair_matches(cert, key):
         own_tree(cert.parent, fb.service_owner)
         return StepResult(StepStatus.UNCHANGED, "panel certificate present")
@@ -288,9 +290,15 @@ def step_certificate(fb: Firstboot) -> StepResult:
 
 def step_setup_token(fb: Firstboot) -> StepResult:
     """The daemon's own token store; the card's copy follows it (removed once set up)."""
+    from argon2 import PasswordHasher
+
     from gateway.web.auth.db import PanelDb, web_dir
     from gateway.web.auth.setup import SetupToken
     from gateway.web.auth.users import UserStore
+
+    # First boot only counts the accounts; UserStore hashes a dummy password when it is made,
+    # which with the panel's own argon2 cost takes a second on a Pi for nothing.
+    count_only = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
     config = fb.config()
     card = fb.boot / console.TOKEN_FILE
@@ -298,8 +306,10 @@ def step_setup_token(fb: Firstboot) -> StepResult:
         remove_file(card)
         return StepResult(StepStatus.UNCHANGED, "the panel is disabled")
     state = fb.state_dir()
+    sweep_temporaries(web_dir(state))  # a cut during an earlier run's token write
     db = PanelDb.under(state)
-    token = SetupToken(db, state, UserStore(db, fb.clock), fb.clock).ensure()
+    users = UserStore(db, fb.clock, count_only)
+    token = SetupToken(db, state, users, fb.clock).ensure()
     own_tree(web_dir(state), fb.service_owner)
     if token is None:
         removed = remove_file(card)
@@ -383,7 +393,9 @@ def finish(fb: Firstboot, records: list[StepRecord]) -> None:
     from gateway.web.auth.setup import read_token
 
     problems = problems_of(records)
-    card_lines = fatimport.report_lines(fb.imports)
+    markers = fb.path(MARKERS)
+    ensure_dir(markers, 0o755)
+    card_lines = fatimport.report_lines(fb.imports, markers)
     other = [p for p in problems if not p.startswith(("import-config:", "import-network:"))]
     if other:
         card_lines += ["Needs attention:", *(f"  {p}" for p in other), ""]
