@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-VERBS: tuple[str, ...] = ("gateway.appliance.network",)
+VERBS: tuple[str, ...] = ("gateway.appliance.network", "gateway.appliance.cli_firstboot")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,6 +25,7 @@ UNITS = (
     "dicom-gateway-update.service",
     "dicom-gateway-update.timer",
     "dicom-gateway-healthcheck.service",
+    "dicom-gateway-firstboot.service",
 )
 DROP_IN = "dicom-gateway.service.d"
 OK_EXPOSURE = 2.5  # systemd-analyze's "OK" band ends here
@@ -211,3 +212,119 @@ def test_journald_drop_in_keeps_a_bounded_persistent_journal() -> None:
     assert "SystemKeepFree" in keys and "MaxRetentionSec" in keys
     span = analyze("timespan", keys["MaxRetentionSec"])
     assert span.returncode == 0, span.stderr
+
+
+# --- the appliance's first boot: its unit, the console text agetty shows, SSH -------------------
+
+IMAGE_ROOTFS = SYSTEMD.parent / "image-build/rootfs"
+
+
+def unit_settings(unit: Path) -> dict[str, list[str]]:
+    """Every ``Section.Key`` of a unit with its values, repeated keys and lists split."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for raw in unit.read_text("utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, value = line.split("=", 1)
+        settings.setdefault(f"{section}.{key.strip()}", []).extend(value.split())
+    return settings
+
+
+def test_firstboot_runs_after_the_mounts_and_before_what_reads_its_files() -> None:
+    from gateway.appliance.cli_firstboot import EXIT_ATTENTION
+
+    unit = unit_settings(SYSTEMD / "dicom-gateway-firstboot.service")
+    # An ordinary service: after sysinit/basic (fstab binds, tmpfiles), not part of sysinit,
+    # where a long resize2fs would hold up the whole boot, the gettys included.
+    assert "Unit.DefaultDependencies" not in unit
+    assert "sysinit.target" not in unit["Unit.Before"] + unit["Install.WantedBy"]
+    assert unit["Install.WantedBy"] == ["multi-user.target"]
+    for consumer in (
+        "network-pre.target",  # networkd and any other network manager wait for it
+        "systemd-networkd.service",
+        "dicom-gateway-network.service",  # renders the network.toml first boot imports
+        "avahi-daemon.service",  # reads the service file and the host name
+        "dicom-gateway.service",  # the configuration, certificate and token
+        "getty-pre.target",  # the console text before the first prompt
+    ):
+        assert consumer in unit["Unit.Before"], consumer
+    assert {"network-pre.target", "getty-pre.target"} <= set(unit["Unit.Wants"])  # passive
+    assert unit["Unit.ConditionPathIsMountPoint"] == ["/data"]  # never on a .deb install's /
+    assert {"/data", "/boot/firmware", "/etc/dicom-gateway", "/var/lib/dicom-gateway"} <= set(
+        unit["Unit.RequiresMountsFor"]
+    )
+    assert "fake-hwclock.service" in unit["Unit.After"]  # the certificate's dates
+    assert unit["Service.SuccessExitStatus"] == [str(EXIT_ATTENTION)]
+    assert unit["Service.Type"] == ["oneshot"] and unit["Service.RemainAfterExit"] == ["yes"]
+
+
+def test_agetty_shows_the_console_text_through_etc_issue_d_not_run_issue_d(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from gateway.appliance import console
+
+    agetty = require_tool("agetty")
+    require_tool("unshare")
+    require_tool("script")
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private mount namespace")
+    link = IMAGE_ROOTFS / "etc/issue.d/50-dicom-gateway.issue"
+    assert link.is_symlink() and os.readlink(link) == console.ISSUE_FILE
+    text = console.issue_text("dicom-gateway-4c4c4544", 8443, "ab12-cd34-ef56-0789-abcd")
+    ours = tmp_path / "ours.issue"
+    ours.write_text(text)
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    script = f"""set -e
+mount --make-rprivate /
+mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc
+mount -t tmpfs tmpfs /run
+test -e /etc/issue  # Debian's, as in the image
+mkdir -p /etc/issue.d {Path(console.ISSUE_FILE).parent} /run/issue.d
+cp -P {link} /etc/issue.d/
+cp {ours} {console.ISSUE_FILE}
+echo OLD-PLACE > /run/issue.d/50-dicom-gateway.issue
+script -qc '{agetty} --show-issue' /dev/null
+"""
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout.replace("\r\n", "\n")
+    assert "One-time setup token: ab12-cd34-ef56-0789-abcd" in shown
+    assert "https://dicom-gateway-4c4c4544.local:8443" in shown
+    assert "OLD-PLACE" not in shown  # /run/issue.d is ignored while /etc/issue exists
+
+
+def test_ssh_is_on_only_with_the_card_key_file_and_takes_keys_only() -> None:
+    from gateway.appliance.firstboot import CARD_SSH_KEYS
+
+    card_keys = f"/boot/firmware/{CARD_SSH_KEYS}"
+    drop_in = unit_settings(IMAGE_ROOTFS / "etc/systemd/system/ssh.service.d/dicom-gateway.conf")
+    # The file first boot reports on is the one that starts sshd.
+    assert drop_in["Unit.ConditionPathExists"] == [card_keys]
+    sshd: dict[str, list[str]] = {}
+    for line in (
+        (IMAGE_ROOTFS / "etc/ssh/sshd_config.d/dicom-gateway.conf").read_text().splitlines()
+    ):
+        if line.strip() and not line.startswith("#"):
+            key, *values = line.split()
+            sshd.setdefault(key.lower(), values)  # sshd: the first value of a keyword wins
+    assert sshd["authorizedkeysfile"] == [card_keys]
+    assert sshd["passwordauthentication"] == ["no"]
+    assert sshd["kbdinteractiveauthentication"] == ["no"]
+    assert sshd["permitemptypasswords"] == ["no"]
+    assert sshd["permitrootlogin"] == ["prohibit-password"]

@@ -69,8 +69,13 @@ DOMAIN_RE = re.compile(rf"^~?{_LABEL}(?:\.{_LABEL})*\.?$")  # "~" makes a routin
 LINK_GLOB_RE = re.compile(r"^[A-Za-z0-9*?_.:-]{1,15}$")  # IFNAMSIZ-1; globs as networkd takes
 
 
+def valid_hostname(value: str) -> bool:
+    """Whether ``value`` is a host name by the rule above (first boot checks the stored one)."""
+    return len(value) <= HOSTNAME_MAX and HOSTNAME_RE.match(value) is not None
+
+
 def _check_hostname(value: str) -> str:
-    if len(value) > HOSTNAME_MAX or not HOSTNAME_RE.match(value):
+    if not valid_hostname(value):
         raise ValueError(
             "a host name is letters, digits and '-' (labels separated by '.', none starting or "
             f"ending with '-'), at most {HOSTNAME_MAX} characters"

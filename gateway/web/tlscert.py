@@ -212,6 +212,15 @@ def _spki(public_key: object) -> bytes:
     return der
 
 
+def pair_matches(cert_path: Path, key_path: Path) -> bool:
+    """True when the certificate loads and the key is its key (a cut pair is neither)."""
+    try:
+        cert = _read_cert(cert_path)
+    except CertificateError:
+        return False
+    return _key_matches(cert, key_path)
+
+
 def _key_matches(cert: x509.Certificate, key_path: Path) -> bool:
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

@@ -414,6 +414,24 @@ def test_the_dashboard_says_when_an_update_was_rolled_back(panel: Panel) -> None
     assert "refused for good: 9.9.9" in text
 
 
+def test_the_dashboard_shows_what_first_boot_refused_and_nothing_once_all_is_well(
+    panel: Panel,
+) -> None:
+    from gateway.appliance.fatimport import write_panel_report
+
+    problem = (
+        "import-config: refused: the box keeps its configuration (the defaults on a new box) "
+        "(web.colour (dicom-gateway.toml line 3): unknown key; <b>x</b>)"
+    )
+    write_panel_report(panel.state, [problem], None)
+    text = panel.client(Role.TECHNOLOGIST).get("/").text
+    assert "First boot needs attention" in text
+    assert "web.colour (dicom-gateway.toml line 3): unknown key" in text
+    assert "&lt;b&gt;x&lt;/b&gt;" in text and "<b>x</b>" not in text  # the card's text, escaped
+    write_panel_report(panel.state, [], None)  # the next boot found nothing wrong
+    assert "First boot" not in panel.client(Role.TECHNOLOGIST).get("/").text
+
+
 def test_the_dashboard_shows_when_a_folder_last_took_a_file_and_the_state_of_ports(
     make_panel: MakePanel, tmp_path: Path
 ) -> None:

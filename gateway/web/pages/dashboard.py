@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from gateway.appliance.fatimport import read_panel_report
 from gateway.spool.space import describe as describe_storage
 from gateway.spool.space import free_for_ingest, used_percent
 from gateway.storagefault import StorageNotReadyError
@@ -85,6 +86,7 @@ class DashboardView:
     uptime: str
     started_at: str
     update: str  # the updater's last install and its result, or "" when it never installed
+    firstboot: tuple[str, ...] = ()  # what the appliance's first boot could not do (this boot)
 
 
 def update_line(services: WebServices) -> str:
@@ -122,6 +124,9 @@ def dashboard_view(services: WebServices) -> DashboardView:
         uptime=duration(now - services.started_at),
         started_at=local_time(services.started_at),
         update=update_line(services),
+        # Written by `dicom-gateway appliance firstboot` at every boot, removed when all is well:
+        # a refused dicom-gateway.toml from the card (key and line), a card that did not grow.
+        firstboot=tuple(read_panel_report(services.state_dir)),
     )
 
 
