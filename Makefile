@@ -6,8 +6,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PEER_PACKAGES := dcmtk dicom3tools socat time chromium
-PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium
+PEER_PACKAGES := dcmtk dicom3tools socat time chromium samba smbclient
+PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium smbd smbclient
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: all venv peers lint test demo bench docs clean
