@@ -10,7 +10,16 @@ PEER_PACKAGES := dcmtk dicom3tools socat time chromium samba smbclient
 PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium smbd smbclient
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: all venv peers lint test demo bench docs clean
+# The appliance image (image-build/, docs/image.md): as root on Debian 12. What it needs from
+# Debian is installed when missing. VARIANTS, SNAPSHOT, TRUSTED_ROOT: see image-build/build.sh.
+IMAGE_PACKAGES := mmdebstrap qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64 \
+	mtools dosfstools fdisk bmap-tools e2fsprogs xz-utils git
+IMAGE_PROGRAMS := mmdebstrap qemu-aarch64-static update-binfmts qemu-system-aarch64 mcopy \
+	mkfs.vfat sfdisk bmaptool mkfs.ext4 xz git
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' gateway/__init__.py)
+IMAGE ?= build/image/dicom-gateway-$(VERSION)-qemu-arm64.img
+
+.PHONY: all venv peers lint test demo bench docs clean image image-tools image-test
 
 all: test
 
@@ -57,6 +66,24 @@ bench: venv peers
 docs: venv
 	$(BIN)/python -m gateway.configdoc > docs/configuration-reference.md
 	$(BIN)/python -m gateway.conformancedoc docs/conformance-statement.md
+
+image-tools:
+	@missing=""; for p in $(IMAGE_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$(IS_ROOT)" = yes ]; then \
+	    echo "installing the image tools ($(IMAGE_PACKAGES)): missing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_PACKAGES) >/dev/null; \
+	  else echo "image tools missing:$$missing (apt-get install $(IMAGE_PACKAGES))" >&2; exit 1; fi; \
+	fi
+
+# Both variants, about 20-30 minutes the first time (dpkg and pip under qemu-user), a few
+# minutes once build/image-cache holds the base rootfs, the wheels and the release bundle.
+image: venv image-tools
+	image-build/build.sh
+
+# Boots $(IMAGE) under qemu-system-aarch64 (TCG): READY, the panel, a power cut and a reboot.
+image-test: venv image-tools
+	IMAGE=$(IMAGE) $(BIN)/python -m pytest -m image -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("destination", help="destination name from the config")
     echo.set_defaults(func=cmd_echo)
 
+    from gateway.cli_appliance import register as register_appliance
     from gateway.cli_held import register as register_held
     from gateway.cli_procedure import register as register_procedure
     from gateway.cli_profile import register as register_profile
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_simulate(sub)
     register_update(sub)
     register_web(sub, default_config=str(DEFAULT_CONFIG))
+    register_appliance(sub)
 
     demo = sub.add_parser("demo", help="run on built-in defaults with a demo PACS")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")

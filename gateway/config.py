@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -581,6 +582,14 @@ class WebSection(_Strict):
         gt=0,
         description="How long an account stays locked from an address, and an address locked.",
     )
+    network_confirm_seconds: int = Field(
+        120,
+        ge=30,
+        le=600,
+        description="On the appliance, a network change made in the panel must be confirmed "
+        "from the box's new address within this many seconds, or the previous settings come "
+        "back (docs/network.md).",
+    )
 
     @model_validator(mode="after")
     def _cert_and_key(self) -> WebSection:
@@ -826,15 +835,40 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def load_config(path: Path, credentials_dir: str | None = None) -> GatewayConfig:
-    """Read, validate and resolve a config file; raise ConfigError naming every problem."""
-    path = Path(path)
+def locator(text: str, label: str) -> Callable[[tuple[Any, ...]], str]:
+    """Where a key is, for messages: ``"gateway.toml line 23"`` (``label`` alone if not found)."""
+    finder = LineFinder(text)
+
+    def where(loc: tuple[Any, ...]) -> str:
+        line = finder.find(loc) if text else None
+        return f"{label} line {line}" if line else label
+
+    return where
+
+
+def validation_problems(exc: ValidationError, where: Callable[[tuple[Any, ...]], str]) -> list[str]:
+    """One line per error of a pydantic validation: key, file and line, and what is wrong."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        msg = msg.removeprefix("Value error, ")
+        problems.append(f"{format_loc(loc)} ({where(loc)}): {msg}")
+    return problems
+
+
+def read_toml(path: Path, what: str = "config file") -> tuple[dict[str, Any], str]:
+    """The parsed document and its text; ConfigError saying why a file cannot be read."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([f"{path}: config file not found"]) from None
+        raise ConfigError([f"{path}: {what} not found"]) from None
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+        raise ConfigError([f"{path}: cannot read {what}: {exc.strerror}"]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -843,6 +877,13 @@ def load_config(path: Path, credentials_dir: str | None = None) -> GatewayConfig
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    return data, text
+
+
+def load_config(path: Path, credentials_dir: str | None = None) -> GatewayConfig:
+    """Read, validate and resolve a config file; raise ConfigError naming every problem."""
+    path = Path(path)
+    data, text = read_toml(path)
     return parse_config(data, text=text, source=path, credentials_dir=credentials_dir)
 
 
@@ -854,27 +895,12 @@ def parse_config(
     credentials_dir: str | None = None,
 ) -> GatewayConfig:
     """Validate an already parsed TOML document; relative paths resolve against ``source``."""
-    finder = LineFinder(text)
     label = source.name if source else "config"
-
-    def where(loc: tuple[Any, ...]) -> str:
-        line = finder.find(loc) if text else None
-        return f"{label} line {line}" if line else label
-
+    where = locator(text, label)
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            msg = msg.removeprefix("Value error, ")
-            problems.append(f"{format_loc(loc)} ({where(loc)}): {msg}")
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, where)) from None
     base = source.resolve().parent if source else Path.cwd()
     config = _resolve_paths(config, base)
     if credentials_dir is not None or source is not None:

@@ -165,13 +165,21 @@ class GatewayProcess:
             except TimeoutError:
                 continue
 
-    def terminate(self, timeout: float = 10.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code.
+
+        30 s, under the unit's TimeoutStopSec=45s: on a loaded CI machine a clean stop took more
+        than 10 s. Should it time out all the same, the process is killed and the notify socket
+        closed (``stop``), so that the failure is reported here and not later as another test's
+        unclosed-socket warning or a still-busy mount.
+        """
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._drain()
-        self._close()
+        try:
+            code = self.proc.wait(timeout)
+            self._drain()
+        finally:
+            self.stop()
         return code
 
     def _drain(self) -> None:

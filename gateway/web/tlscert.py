@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
-import itertools
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.appliance.netlive import local_ipv4, local_ipv6
 from gateway.config import WebSection, resolve_key_path
 from gateway.spool.durable import write_bytes_durably
 from gateway.web.auth.db import web_dir, write_private
@@ -189,35 +189,12 @@ def local_names_and_addresses(bind: str = "0.0.0.0") -> tuple[set[str], set[IpAd
 
 
 def _proc_ipv4() -> set[IpAddress]:
-    # fib_trie lists each local address as "|-- a.b.c.d" followed by "/32 host LOCAL".
-    found: set[IpAddress] = set()
-    try:
-        lines = Path("/proc/net/fib_trie").read_text().splitlines()
-    except OSError:
-        return found
-    for previous, line in itertools.pairwise(lines):
-        if "/32 host LOCAL" in line and "|--" in previous:
-            try:
-                found.add(ipaddress.ip_address(previous.split("|--")[1].strip()))
-            except ValueError:
-                continue
-    return found
+    return set(local_ipv4(Path("/")))
 
 
 def _proc_ipv6() -> set[IpAddress]:
-    found: set[IpAddress] = set()
-    try:
-        lines = Path("/proc/net/if_inet6").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        raw = line.split()[0] if line.split() else ""
-        if len(raw) != 32:
-            continue
-        address = ipaddress.IPv6Address(bytes.fromhex(raw))
-        if not address.is_link_local:  # a browser cannot name fe80:: without a zone anyway
-            found.add(address)
-    return found
+    # A browser cannot name fe80:: without a zone anyway.
+    return {a for _, a in local_ipv6(Path("/")) if not a.is_link_local}
 
 
 def _read_cert(path: Path) -> x509.Certificate:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import SystemClock
+from gateway.clock import Clock, FakeClock, SystemClock
 from gateway.config import WorklistSection
 from gateway.worklist.cache import WorklistCache
 from gateway.worklist.client import WorklistClient, WorklistUnavailable
@@ -60,10 +60,18 @@ def cache(tmp_path: Path) -> Iterator[WorklistCache]:
 
 
 def refresher_for(
-    s: WorklistSection, cache: WorklistCache, **client_kwargs: object
+    s: WorklistSection, cache: WorklistCache, clock: Clock | None = None, **client_kwargs: object
 ) -> WorklistRefresher:
     client = WorklistClient(s, "EDGE_GW", None, **client_kwargs)  # type: ignore[arg-type]
-    return WorklistRefresher(client, cache, s, SystemClock(), logging.getLogger("test.worklist"))
+    return WorklistRefresher(
+        client, cache, s, clock or SystemClock(), logging.getLogger("test.worklist")
+    )
+
+
+def noon_of(day: datetime.date) -> FakeClock:
+    """A clock on the day the module's dates were computed: a run that crosses midnight
+    would otherwise query a window one day later than the items it planted."""
+    return FakeClock(datetime.datetime.combine(day, datetime.time(12)).timestamp())
 
 
 def add_international(ris) -> None:  # type: ignore[no-untyped-def]
@@ -140,7 +148,9 @@ def test_query_keys_select_modality_station_and_the_date_window(
     )
     ris.add(mwl_dataset(accession_number="LATER", step_id="5", start_date=far))
     ris.start()
-    refresher = refresher_for(settings(ris.port, days_before=1, days_after=1), cache)
+    refresher = refresher_for(
+        settings(ris.port, days_before=1, days_after=1), cache, noon_of(TODAY)
+    )
     refresher.refresh_now()
     assert sorted(i.accession_number for i in cache.items()) == ["KEEP", "YDAY"]
     item = cache.find(accession_number="KEEP")[0]

@@ -1,0 +1,1 @@
+"""The appliance: first boot, network and time settings of the flashed box."""
