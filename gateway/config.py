@@ -258,7 +258,8 @@ class FolderIngest(_Strict):
     share_user: str | None = Field(
         None,
         description="The device's account on the share (a Unix user name, made by the box "
-        "without login or home); its password is set in the panel (Ingest). Required with share.",
+        "without login or home); its password is set in the panel (Device accounts). Required "
+        "with share.",
     )
     share_encryption: Literal["desired", "required"] = Field(
         "desired",
@@ -270,9 +271,15 @@ class FolderIngest(_Strict):
         description="The device's own share, mounted by the box at path and polled; unset: "
         "path is a local folder.",
     )
+    ftp_user: str | None = Field(
+        None,
+        description="The device's account on the box's FTP receiver ([ingest.ftp]): it uploads "
+        "into this folder alone; its password is set in the panel (Device accounts). Unset: "
+        "no FTP into this folder.",
+    )
 
     _share = field_validator("share")(_check_share_name)
-    _accounts = field_validator("share_user")(_check_account)
+    _accounts = field_validator("share_user", "ftp_user")(_check_account)
 
     @model_validator(mode="after")
     def _remote(self) -> FolderIngest:
@@ -280,8 +287,10 @@ class FolderIngest(_Strict):
             raise ValueError("share needs share_user (the device's account on it)")
         if self.share_user is not None and self.share is None:
             raise ValueError("share_user is set but share is not")
-        if self.cifs is not None and self.share is not None:
-            raise ValueError("a folder mounted from the device (cifs) cannot be shared again")
+        if self.cifs is not None and (self.share is not None or self.ftp_user is not None):
+            raise ValueError(
+                "a folder mounted from the device (cifs) cannot be shared again (share, ftp_user)"
+            )
         if self.cifs is not None and self.settle_seconds < CIFS_MIN_SETTLE_SECONDS:
             raise ValueError(
                 f"with cifs, settle_seconds must be at least {CIFS_MIN_SETTLE_SECONDS:g} "
@@ -351,12 +360,72 @@ class SerialIngest(_Strict):
         return value
 
 
+# A passive range this wide serves the receiver's connection limit many times over; a wider one
+# only opens more of the box's ports to the network.
+MAX_PASSIVE_PORTS = 1000
+
+
+class FtpSection(_Strict):
+    """[ingest.ftp]: the box's FTP receiver, for a device that can do nothing but FTP.
+
+    It runs when a ``[[ingest.folder]]`` has ``ftp_user`` (one account per folder, each put in
+    its own folder). FTPS (explicit TLS, AUTH TLS, with the panel's certificate) is required
+    for login and data unless ``allow_plain`` is set. An upload is written to a hidden name and
+    appears in the folder only once the device finished it (gateway.ingest.remote.ftp).
+    """
+
+    bind: str = Field("0.0.0.0", min_length=1, description="Address to listen on.")  # noqa: S104
+    port: int = Field(
+        2121,
+        ge=1,
+        le=65535,
+        description="Control port. 21 (the well-known port) needs the privileged-port drop-in, "
+        "as DICOM's 104 does.",
+    )
+    passive_ports: tuple[int, int] = Field(
+        (30000, 30031),
+        strict=False,  # a TOML array [first, last]; its items stay strict integers
+        description="First and last port of the passive data connections (open them in any "
+        f"firewall between device and box); at most {MAX_PASSIVE_PORTS} ports.",
+    )
+    allow_plain: bool = Field(
+        False,
+        description="Opt-in: also accept plain FTP, without TLS (the password and the images "
+        "cross the network in clear). Only for a device that cannot do FTPS, on its own cable "
+        "to the box.",
+    )
+    max_connections: int = Field(
+        16, ge=1, le=256, description="Connections at once, all devices together."
+    )
+    max_connections_per_address: int = Field(
+        4, ge=1, le=64, description="Connections at once from one address."
+    )
+    idle_timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, description="A control connection idle this long is closed."
+    )
+
+    @model_validator(mode="after")
+    def _ports(self) -> FtpSection:
+        first, last = self.passive_ports
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError("passive_ports is [first, last] with 1024 <= first <= last <= 65535")
+        if last - first + 1 > MAX_PASSIVE_PORTS:
+            raise ValueError(f"passive_ports spans more than {MAX_PASSIVE_PORTS} ports")
+        if first <= self.port <= last:
+            raise ValueError("port is inside passive_ports")
+        return self
+
+
 class IngestSection(_Strict):
     """[ingest]: the sources the gateway takes data from."""
 
     folder: list[FolderIngest] = Field(default_factory=list, description="Watched drop folders.")
     serial: list[SerialIngest] = Field(
         default_factory=list, description="Serial lines read through device profiles."
+    )
+    ftp: FtpSection = Field(
+        default_factory=FtpSection,
+        description="The FTP receiver; it runs only when a folder has ftp_user.",
     )
 
 
@@ -666,6 +735,7 @@ class GatewayConfig(_Strict):
         for label, names in (
             ("share", [f.share.lower() for f in self.ingest.folder if f.share]),
             ("share_user", [f.share_user for f in self.ingest.folder if f.share_user]),
+            ("ftp_user", [f.ftp_user for f in self.ingest.folder if f.ftp_user]),
         ):
             duplicate = _first_duplicate(names)
             if duplicate is not None:
