@@ -70,7 +70,9 @@ def unix_accounts(names: Sequence[str]) -> Iterator[None]:
 class SambaServer:
     """smbd in the foreground with the gateway's smb.conf for ``config``."""
 
-    def __init__(self, root: Path, config: GatewayConfig) -> None:
+    def __init__(self, root: Path, config: GatewayConfig, private: Path | None = None) -> None:
+        """``private``: where the passdb is (default ``root/private``); the panel tests pass
+        the gateway's own (gateway.ingest.remote.smbconf.private_dir of its state_dir)."""
         require_tool("smbd")
         require_tool("smbclient")
         require_root()
@@ -78,8 +80,10 @@ class SambaServer:
         self.port = free_port()
         for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        if private is not None:
+            private.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.site = SambaSite(
-            private_dir=root / "private",
+            private_dir=private or root / "private",
             ports=(self.port,),
             interfaces=("127.0.0.1",),
             lock_dir=root / "lock",

@@ -43,18 +43,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pyftpdlib.exceptions import AuthenticationFailed
-from pyftpdlib.filesystems import AbstractedFS
-from pyftpdlib.handlers import DTPHandler, FTPHandler
-from pyftpdlib.handlers.ftp.control import proto_cmds as pyftpdlib_commands
-from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
-
 from gateway.config import FtpSection
 from gateway.forward.tlsctx import BCP195_TLS12_CIPHERS
 from gateway.ingest.remote.ftpaccounts import FtpAccounts
-from gateway.ingest.remote.ftptls import DataEnd, TlsMixin  # first: it silences asyncore's warning
+from gateway.ingest.remote.ftptls import DataEnd, TlsMixin
+from gateway.ingest.remote.pyftpd import (
+    AbstractedFS,
+    AuthenticationFailed,
+    DTPHandler,
+    FTPHandler,
+    FTPServer,
+    IOLoop,
+    PassiveDTP,
+    pyftpdlib_commands,
+)
 from gateway.logsetup import event
 from gateway.spool.durable import durable_replace
 

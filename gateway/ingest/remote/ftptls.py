@@ -20,15 +20,9 @@ import contextlib
 import enum
 import errno
 import ssl
-import warnings
 from typing import Any
 
-with warnings.catch_warnings():
-    # pyftpdlib runs on asyncore/asynchat, which Python 3.11 (Debian 12's) still ships but
-    # flags as deprecated on import; on 3.12+ pyftpdlib brings its own copies (pyasyncore).
-    warnings.filterwarnings("ignore", r"The async(ore|hat) module", DeprecationWarning)
-    from pyftpdlib.exceptions import _RetryError
-    from pyftpdlib.ioloop import _ERRNOS_DISCONNECTED, _ERRNOS_RETRY
+from gateway.ingest.remote.pyftpd import _ERRNOS_DISCONNECTED, _ERRNOS_RETRY, _RetryError
 
 
 class DataEnd(enum.Enum):
