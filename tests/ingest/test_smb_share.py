@@ -146,7 +146,7 @@ def test_a_password_for_an_account_the_box_has_not_made_says_so(samba: SambaServ
 
 
 def test_a_file_written_in_pieces_over_smb_is_taken_only_whole(
-    samba: SambaServer, shared: Path, tmp_path: Path
+    samba: SambaServer, shared: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """smbclient reads the device's file from a pipe: the first 17 MiB reach the share (smbclient
     sends 16 MiB at a time) and then the device pauses, its file open, for 1 s: five times the
@@ -169,7 +169,14 @@ def test_a_file_written_in_pieces_over_smb_is_taken_only_whole(
         }
     ).ingest.folder[0]
     watcher = FolderWatcher(config, taker, SystemClock(), logging.getLogger("test.smb"))
+    caplog.set_level(logging.INFO, logger="test.smb")
     watcher.start()
+    # The watch must be on before the device writes: start() returns before the watcher thread
+    # has set up inotify, and writes made before it are unseen, so the file would be judged by
+    # the rescan rule alone and taken half-written during the pause (the flaky run).
+    assert wait_until(
+        lambda: any(r.getMessage() == "watching with inotify" for r in caplog.records), 5.0
+    )
     fifo = tmp_path / "device-file"
     os.mkfifo(fifo)
     head = _jpeg().read_bytes() + bytes(17 * 1024 * 1024)
