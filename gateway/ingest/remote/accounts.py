@@ -1,7 +1,7 @@
 """The devices' SMB accounts (Samba's passdb) and their password rule.
 
 One account per shared folder, named in the config (``share_user``). The
-password is set in the panel (gateway.web.pages.ingest), never shown back, never logged and never
+password is set in the panel (gateway.web.pages.devices), never shown back, never logged and never
 written anywhere but Samba's passdb (tdbsam in the gateway's ``<state_dir>/samba``), through
 ``pdbedit -a -t`` with the password on standard input, never on a command line. Samba keeps
 only the NT hash. A Samba account needs a Unix user of the same name: ``ensure_unix_account``
