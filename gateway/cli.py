@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_profile import register as register_profile
     from gateway.cli_quarantine import register as register_quarantine
     from gateway.cli_release import register as register_release
+    from gateway.cli_share import register as register_share
     from gateway.cli_simulate import register as register_simulate
     from gateway.cli_update import register as register_update
     from gateway.cli_web import register as register_web
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_quarantine(sub)
     register_profile(sub)
     register_release(sub)
+    register_share(sub, default_config=str(DEFAULT_CONFIG))
     register_simulate(sub)
     register_update(sub)
     register_web(sub, default_config=str(DEFAULT_CONFIG))

@@ -29,6 +29,9 @@ AE_TITLE_RE = re.compile(
 )  # DICOM AE: no backslash, no control chars
 UID_ROOT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# mount.cifs caches attributes for actimeo=1 s: a settle time below twice that could read a
+# file whose last writes the cache has not shown yet.
+CIFS_MIN_SETTLE_SECONDS = 2.0
 
 
 class ConfigError(Exception):
@@ -146,6 +149,80 @@ class ModalitySection(_Strict):
     software_versions: str = Field("", max_length=64, description="(0018,1020), optional.")
 
 
+# Names a Windows device is pointed at (\\box\export) and Unix/Samba account names.
+SHARE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Section names Samba gives a meaning of its own, and accounts that exist on every box.
+RESERVED_SHARES = frozenset({"global", "homes", "printers", "print$", "ipc$"})
+RESERVED_ACCOUNTS = frozenset(
+    {"root", "nobody", "daemon", "bin", "sys", "dicom-gateway", "admin", "administrator", "guest"}
+)
+
+
+def _check_share_name(value: str | None) -> str | None:
+    if value is not None and (not SHARE_NAME_RE.match(value) or value.lower() in RESERVED_SHARES):
+        raise ValueError(
+            "a share name is 1 to 80 letters, digits, '_', '.', '-' (not global, homes, "
+            "printers, print$, ipc$)"
+        )
+    return value
+
+
+def _check_account(value: str | None) -> str | None:
+    if value is not None and (not ACCOUNT_RE.match(value) or value in RESERVED_ACCOUNTS):
+        raise ValueError(
+            "an account name is 1 to 32 lower-case letters, digits, '_', '-', starting with a "
+            "letter or '_' (a Unix user name), and not root, nobody, guest, dicom-gateway..."
+        )
+    return value
+
+
+class CifsMount(_Strict):
+    """[ingest.folder.cifs]: the device's own Windows share, mounted by the box at ``path``.
+
+    The box mounts ``//server/share`` on the folder's ``path`` (``dicom-gateway share mount``,
+    run as root by dicom-gateway-cifs.service) and the folder is watched by polling: inotify sees
+    nothing a remote machine writes. Files are removed from the device's share once queued,
+    exactly as from a local folder. The password is in a credentials file, never in this file.
+    """
+
+    server: str = Field(min_length=1, description="Host name or address of the device.")
+    share: str = Field(
+        min_length=1,
+        pattern=r"^[^/\\\x00-\x1f]+$",
+        description="Share name on the device (the part after \\\\device\\).",
+    )
+    username: str = Field(min_length=1, description="Account on the device the box logs in as.")
+    domain: str | None = Field(None, description="Windows domain or workgroup of the account.")
+    credentials: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="File in /etc/credstore holding 'password=...' (root only, 0600); "
+        "empty: cifs-<folder name>.cred.",
+    )
+    version: Literal["3.1.1", "3.0", "2.1", "1.0"] = Field(
+        "3.0",
+        description="SMB dialect (mount.cifs vers=). 2.1: Windows 7 / Embedded Standard 7 "
+        "devices (no encryption). 1.0 (SMB1, no integrity protection worth the name) only "
+        "with allow_smb1 = true.",
+    )
+    allow_smb1: bool = Field(
+        False,
+        description='Opt-in for version = "1.0": a Windows XP-era device that speaks nothing '
+        "else. Put such a device on its own cable to the box.",
+    )
+    port: int = Field(445, ge=1, le=65535, description="TCP port of the device's SMB server.")
+    seal: bool = Field(False, description="Ask for SMB3 encryption (version 3.0 or 3.1.1 only).")
+
+    @model_validator(mode="after")
+    def _dialect(self) -> CifsMount:
+        if self.version == "1.0" and not self.allow_smb1:
+            raise ValueError('version = "1.0" (SMB1) needs allow_smb1 = true')
+        if self.seal and self.version not in ("3.0", "3.1.1"):
+            raise ValueError("seal (encryption) needs version 3.0 or 3.1.1")
+        return self
+
+
 class FolderIngest(_Strict):
     """[[ingest.folder]]: a folder the legacy device drops files into."""
 
@@ -173,6 +250,58 @@ class FolderIngest(_Strict):
         description="An empty file unchanged this long is taken (and quarantined as empty); "
         "until then it is assumed to be about to be written.",
     )
+    share: str | None = Field(
+        None,
+        description="Serve this folder as an SMB share of this name (\\\\box\\<share>), "
+        "SMB2/3 only, for the account share_user alone; unset: not shared.",
+    )
+    share_user: str | None = Field(
+        None,
+        description="The device's account on the share (a Unix user name, made by the box "
+        "without login or home); its password is set in the panel (Device accounts). Required "
+        "with share.",
+    )
+    share_encryption: Literal["desired", "required"] = Field(
+        "desired",
+        description="SMB3 encryption of the share: desired (SMB3 devices encrypt, Windows 7-era "
+        "SMB 2.1 devices still sign every message) or required (SMB 2.x devices are refused).",
+    )
+    cifs: CifsMount | None = Field(
+        None,
+        description="The device's own share, mounted by the box at path and polled; unset: "
+        "path is a local folder.",
+    )
+    ftp_user: str | None = Field(
+        None,
+        description="The device's account on the box's FTP receiver ([ingest.ftp]): it uploads "
+        "into this folder alone; its password is set in the panel (Device accounts). Unset: "
+        "no FTP into this folder.",
+    )
+
+    _share = field_validator("share")(_check_share_name)
+    _accounts = field_validator("share_user", "ftp_user")(_check_account)
+
+    @model_validator(mode="after")
+    def _remote(self) -> FolderIngest:
+        if self.share is not None and self.share_user is None:
+            raise ValueError("share needs share_user (the device's account on it)")
+        if self.share_user is not None and self.share is None:
+            raise ValueError("share_user is set but share is not")
+        if self.cifs is not None and (self.share is not None or self.ftp_user is not None):
+            raise ValueError(
+                "a folder mounted from the device (cifs) cannot be shared again (share, ftp_user)"
+            )
+        if self.cifs is not None and self.settle_seconds < CIFS_MIN_SETTLE_SECONDS:
+            raise ValueError(
+                f"with cifs, settle_seconds must be at least {CIFS_MIN_SETTLE_SECONDS:g} "
+                "(the kernel caches a remote file's size and time for a second)"
+            )
+        return self
+
+    @property
+    def polls_only(self) -> bool:
+        """Whether this folder is watched by polling alone (use_inotify = false, or cifs)."""
+        return not self.use_inotify or self.cifs is not None
 
     @field_validator("filename_pattern")
     @classmethod
@@ -231,12 +360,72 @@ class SerialIngest(_Strict):
         return value
 
 
+# A passive range this wide serves the receiver's connection limit many times over; a wider one
+# only opens more of the box's ports to the network.
+MAX_PASSIVE_PORTS = 1000
+
+
+class FtpSection(_Strict):
+    """[ingest.ftp]: the box's FTP receiver, for a device that can do nothing but FTP.
+
+    It runs when a ``[[ingest.folder]]`` has ``ftp_user`` (one account per folder, each put in
+    its own folder). FTPS (explicit TLS, AUTH TLS, with the panel's certificate) is required
+    for login and data unless ``allow_plain`` is set. An upload is written to a hidden name and
+    appears in the folder only once the device finished it (gateway.ingest.remote.ftp).
+    """
+
+    bind: str = Field("0.0.0.0", min_length=1, description="Address to listen on.")  # noqa: S104
+    port: int = Field(
+        2121,
+        ge=1,
+        le=65535,
+        description="Control port. 21 (the well-known port) needs the privileged-port drop-in, "
+        "as DICOM's 104 does.",
+    )
+    passive_ports: tuple[int, int] = Field(
+        (30000, 30031),
+        strict=False,  # a TOML array [first, last]; its items stay strict integers
+        description="First and last port of the passive data connections (open them in any "
+        f"firewall between device and box); at most {MAX_PASSIVE_PORTS} ports.",
+    )
+    allow_plain: bool = Field(
+        False,
+        description="Opt-in: also accept plain FTP, without TLS (the password and the images "
+        "cross the network in clear). Only for a device that cannot do FTPS, on its own cable "
+        "to the box.",
+    )
+    max_connections: int = Field(
+        16, ge=1, le=256, description="Connections at once, all devices together."
+    )
+    max_connections_per_address: int = Field(
+        4, ge=1, le=64, description="Connections at once from one address."
+    )
+    idle_timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, description="A control connection idle this long is closed."
+    )
+
+    @model_validator(mode="after")
+    def _ports(self) -> FtpSection:
+        first, last = self.passive_ports
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError("passive_ports is [first, last] with 1024 <= first <= last <= 65535")
+        if last - first + 1 > MAX_PASSIVE_PORTS:
+            raise ValueError(f"passive_ports spans more than {MAX_PASSIVE_PORTS} ports")
+        if first <= self.port <= last:
+            raise ValueError("port is inside passive_ports")
+        return self
+
+
 class IngestSection(_Strict):
     """[ingest]: the sources the gateway takes data from."""
 
     folder: list[FolderIngest] = Field(default_factory=list, description="Watched drop folders.")
     serial: list[SerialIngest] = Field(
         default_factory=list, description="Serial lines read through device profiles."
+    )
+    ftp: FtpSection = Field(
+        default_factory=FtpSection,
+        description="The FTP receiver; it runs only when a folder has ftp_user.",
     )
 
 
@@ -543,12 +732,29 @@ class GatewayConfig(_Strict):
                 if name in seen:
                     raise ValueError(f"{label} name {name!r} is used twice")
                 seen.add(name)
+        for label, names in (
+            ("share", [f.share.lower() for f in self.ingest.folder if f.share]),
+            ("share_user", [f.share_user for f in self.ingest.folder if f.share_user]),
+            ("ftp_user", [f.ftp_user for f in self.ingest.folder if f.ftp_user]),
+        ):
+            duplicate = _first_duplicate(names)
+            if duplicate is not None:
+                raise ValueError(f"{label} {duplicate!r} is used by two folders")
         folders = [f.path.resolve() for f in self.ingest.folder]
         state = self.gateway.state_dir.resolve()
         for folder in folders:
             if folder == state or state in folder.parents or folder in state.parents:
                 raise ValueError(f"drop folder {folder} overlaps state_dir {state}")
         return self
+
+
+def _first_duplicate(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import sqlite3
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.intake import Intake
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.receiver import StoreReceiver
+from gateway.ingest.remote.ftp import FtpReceiver, ftps_context
+from gateway.ingest.remote.ftpaccounts import FtpAccounts, ftp_dir
 from gateway.ingest.requeue import QuarantineDesk
 from gateway.ingest.serial.intake import SerialIntake
 from gateway.ingest.serial.port import SerialPort
@@ -74,7 +77,7 @@ from gateway.web.localapi import LocalApiError, LocalApiServer, peer_actor, sock
 from gateway.web.panel import WebPanel
 from gateway.web.server import ServerStartError
 from gateway.web.services import WebServices
-from gateway.web.tlscert import CertificateError
+from gateway.web.tlscert import CertificateError, ensure_certificate
 from gateway.web.views import duration
 from gateway.worklist.binding import Binder
 from gateway.worklist.cache import WorklistCache
@@ -114,6 +117,7 @@ class Gateway:
     room_selection: RoomSelection | None = field(init=False, default=None)
     local_api: LocalApiServer | None = field(init=False, default=None)
     web_panel: WebPanel | None = field(init=False, default=None)
+    ftp_receiver: FtpReceiver | None = field(init=False, default=None)
     serial_readers: list[SerialReader] = field(init=False, default_factory=list)
     lanes: list[DeliveryLane] = field(init=False, default_factory=list)
 
@@ -193,6 +197,9 @@ class Gateway:
             )
             self.watchers.append(watcher)
             self.supervisor.add(f"watch:{folder.name}", watcher.start, watcher.stop)
+
+        if any(f.ftp_user for f in cfg.ingest.folder):
+            self._ftp(state)
 
         if cfg.web.enabled:
             admit = receiver.admit if receiver is not None else None
@@ -350,6 +357,34 @@ class Gateway:
                 event(log, logging.ERROR, "web panel not available", reason=str(exc))
 
         self.supervisor.add("web", start_web, panel.stop)
+
+    def _ftp(self, state: Path) -> None:
+        """The FTP receiver: a listening step, then its loop as a supervised thread.
+
+        Like the panel, a receiver that cannot listen (port taken, no certificate) is logged and
+        the rest runs on: the queue still drains and the other sources still ingest.
+        """
+        cfg = self.config
+        homes = {f.ftp_user: f.path for f in cfg.ingest.folder if f.ftp_user}
+        logger = logging.getLogger("gateway.ftp")
+        receiver = FtpReceiver(cfg.ingest.ftp, homes, FtpAccounts(ftp_dir(state)), logger)
+        self.ftp_receiver = receiver
+
+        def listen() -> None:
+            tls: ssl.SSLContext | None = None
+            try:
+                # The box's certificate: the panel's own (made here first if need be).
+                cert = ensure_certificate(state, cfg.web, self.credentials_dir)
+                tls = ftps_context(cert.cert, cert.key)
+            except (CertificateError, OSError, ssl.SSLError) as exc:
+                event(log, logging.ERROR, "ftp receiver has no certificate", reason=str(exc))
+            try:
+                receiver.listen(tls)
+            except (OSError, ValueError) as exc:
+                event(log, logging.ERROR, "ftp receiver not available", reason=str(exc))
+
+        self.supervisor.add("ftp-listen", listen, receiver.close)
+        self.supervisor.add_thread("ftp", receiver.serve)
 
     def _listener(
         self, quarantine: Quarantine, mwl: ListenerService | None

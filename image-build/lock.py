@@ -8,6 +8,11 @@ Debian 12's 2.36, binary wheels only, by ``pip download`` on this (x86-64) machi
 each downloaded wheel ``name==version --hash=sha256:...``. The image build downloads exactly
 these files again with ``--require-hashes`` (``make image`` never resolves anything itself).
 Run it when pyproject.toml's dependencies change; tests/image_build checks the lock covers them.
+
+A pure-Python dependency that publishes no wheel at all (``SDIST_ONLY``: pyftpdlib) is pinned
+by its sdist's hash instead; the sdist goes into the same wheelhouse, and pip builds it inside
+the chroot (setuptools is in the lock) when the release is installed. Nothing else may be an
+sdist: a compiled package built under qemu would be slow and not what was tested.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
 # What pip may pick: manylinux2014 (glibc 2.17) up to glibc 2.36 (Debian 12), aarch64.
 PLATFORMS = ["manylinux2014_aarch64"] + [f"manylinux_2_{m}_aarch64" for m in range(17, 37)]
 BUILD_TOOLS = ["setuptools>=77", "wheel"]
+# Pure Python, on PyPI as an sdist only (no wheel for any version): locked by the sdist's hash.
+SDIST_ONLY = frozenset({"pyftpdlib"})
 
 
 def pip_download_args(dest: Path) -> list[str]:
@@ -39,6 +46,19 @@ def pip_download_args(dest: Path) -> list[str]:
     return args
 
 
+def sdist_download_args(dest: Path) -> list[str]:
+    """The ``pip download`` options for the SDIST_ONLY packages (any platform: pure Python)."""
+    return ["download", "--no-binary=:all:", "--no-deps", "-d", str(dest)]
+
+
+def is_sdist_only(requirement: str) -> bool:
+    """Whether a requirement (``name>=x`` or a lock line ``name==x --hash=...``) is SDIST_ONLY."""
+    name = requirement.split(";")[0]
+    for stop in "<>=!~[ ":
+        name = name.split(stop)[0]
+    return canonicalize_name(name) in SDIST_ONLY
+
+
 def runtime_requirements(pyproject: Path) -> list[str]:
     """The ``[project] dependencies`` of pyproject.toml."""
     with pyproject.open("rb") as fh:
@@ -46,11 +66,18 @@ def runtime_requirements(pyproject: Path) -> list[str]:
 
 
 def lock_lines(wheel_dir: Path) -> list[str]:
-    """``name==version --hash=sha256:...`` for every wheel in ``wheel_dir``, sorted by name."""
+    """``name==version --hash=sha256:...`` for every wheel (and SDIST_ONLY sdist) in
+    ``wheel_dir``, sorted by name."""
     lines = []
     for wheel in sorted(wheel_dir.glob("*.whl")):
         name, version, _build, _tags = parse_wheel_filename(wheel.name)
         digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        lines.append(f"{canonicalize_name(name)}=={version} --hash=sha256:{digest}")
+    for sdist in sorted(wheel_dir.glob("*.tar.gz")):
+        name, version = parse_sdist_filename(sdist.name)
+        if canonicalize_name(name) not in SDIST_ONLY:
+            raise SystemExit(f"{sdist.name}: only {sorted(SDIST_ONLY)} may come as an sdist")
+        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
         lines.append(f"{canonicalize_name(name)}=={version} --hash=sha256:{digest}")
     return sorted(lines)
 
@@ -64,15 +91,31 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.download is not None:
-        lock = HERE / "requirements-arm64.lock"
-        cmd = [sys.executable, "-m", "pip", *pip_download_args(args.download),
-               "--require-hashes", "--no-deps", "-r", str(lock)]
-        subprocess.run(cmd, check=True)
+        lines = (HERE / "requirements-arm64.lock").read_text().splitlines()
+        pinned = [line for line in lines if "==" in line and not line.startswith("#")]
+        with tempfile.TemporaryDirectory(prefix="lock-download-") as tmp:
+            for part, options in (
+                ("wheels", pip_download_args(args.download)),
+                ("sdists", sdist_download_args(args.download)),
+            ):
+                chosen = [line for line in pinned if is_sdist_only(line) == (part == "sdists")]
+                if not chosen:
+                    continue
+                reqs = Path(tmp) / f"{part}.txt"
+                reqs.write_text("\n".join(chosen) + "\n")
+                cmd = [sys.executable, "-m", "pip", *options, "--require-hashes", "--no-deps",
+                       "-r", str(reqs)]
+                subprocess.run(cmd, check=True)
         return 0
     with tempfile.TemporaryDirectory(prefix="lock-arm64-") as tmp:
         wanted = runtime_requirements(TREE / "pyproject.toml") + BUILD_TOOLS
-        cmd = [sys.executable, "-m", "pip", *pip_download_args(Path(tmp)), *wanted]
+        binary = [r for r in wanted if not is_sdist_only(r)]
+        cmd = [sys.executable, "-m", "pip", *pip_download_args(Path(tmp)), *binary]
         subprocess.run(cmd, check=True)
+        sdists = [r for r in wanted if is_sdist_only(r)]
+        if sdists:
+            cmd = [sys.executable, "-m", "pip", *sdist_download_args(Path(tmp)), *sdists]
+            subprocess.run(cmd, check=True)
         header = [
             "# aarch64 CPython 3.11 wheels of the image's release; written by image-build/lock.py",
             "# (do not edit by hand: change pyproject.toml, then run it again).",

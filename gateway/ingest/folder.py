@@ -25,6 +25,12 @@ no inotify, instance or watch limit reached) a WARNING is logged and the rescans
 job: a file is then complete when unchanged for ``settle_seconds``, which cannot tell a writer
 that pauses longer than that from one that is done. watchdog skips subfolders it cannot watch
 without telling; files in those are also judged by the rescan rule alone.
+
+A folder on a network file system (the device's share mounted by the box, ``cifs``; or any
+folder that /proc/self/mountinfo shows on cifs, smb3, nfs...) is watched by polling only:
+inotify reports only what this machine writes, never what the device writes on its own disk.
+A ``cifs`` folder never starts an observer; any other folder is checked each time the
+observer would be (re)started, so a share mounted on it later is noticed too (WARNING).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from watchdog.observers.api import BaseObserver
 
 from gateway.clock import Clock
 from gateway.config import FolderIngest
+from gateway.ingest.remote.cifs import is_network_filesystem, read_filesystem_type
 from gateway.ingest.settle import SettleTracker
 from gateway.ingest.sidecar import is_sidecar_name, main_file_of
 from gateway.logsetup import event
@@ -134,6 +141,7 @@ class FolderWatcher:
         *,
         max_tracked: int = 10_000,
         observer_factory: Callable[[], BaseObserver] = _inotify_observer,
+        filesystem_of: Callable[[Path], str | None] = read_filesystem_type,
     ) -> None:
         self.config = config
         self.root = Path(config.path)
@@ -143,6 +151,7 @@ class FolderWatcher:
         self._logger = logger
         self._max_tracked = max_tracked  # bounds memory whatever is dropped; the rest waits
         self._observer_factory = observer_factory
+        self._filesystem_of = filesystem_of  # a seam for tests: the type of the folder's mount
         self._stall_after = max(300.0, 10 * config.settle_seconds)
 
         self._lock = threading.Lock()  # guards the tracker, _dirty and _rescan (observer thread)
@@ -178,11 +187,13 @@ class FolderWatcher:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError(f"watcher {self.source} already running")
         self._stopping.clear()
-        if not self.config.use_inotify:
+        if self.config.polls_only:
             event(
                 self._logger,
                 logging.INFO,
-                "watching by polling only (use_inotify = false)",
+                "watching by polling only (use_inotify = false)"
+                if self.config.cifs is None
+                else "watching the device's share by polling only (cifs)",
                 source=self.source,
                 poll_seconds=self.config.poll_seconds,
             )
@@ -284,7 +295,7 @@ class FolderWatcher:
         return True
 
     def _ensure_observer(self) -> None:
-        if not self.config.use_inotify or self._stopping.is_set():
+        if self.config.polls_only or self._stopping.is_set():
             return
         try:
             st = self.root.stat()
@@ -296,6 +307,18 @@ class FolderWatcher:
             return
         self._stop_observer()  # the folder was replaced, or watchdog stopped on its deletion
         if self._refused == identity:
+            return
+        fstype = self._filesystem_of(self.root)
+        if is_network_filesystem(fstype):
+            self._refused = identity
+            event(
+                self._logger,
+                logging.WARNING,
+                "drop folder is on a network file system; watching by polling only",
+                source=self.source,
+                filesystem=fstype,
+                poll_seconds=self.config.poll_seconds,
+            )
             return
         self._start_observer(identity)
 

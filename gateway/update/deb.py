@@ -78,6 +78,10 @@ IMAGE_ONLY_UNITS = (
     "dicom-gateway-network-apply.service",
     "dicom-gateway-network-rollback.service",
     "dicom-gateway-network-rollback.timer",
+    # The box's own smbd and CIFS mount: on a site's machine Samba and its mounts are the site
+    # admin's (samba is only Suggested), and our smbd on port 445 would collide with theirs.
+    "dicom-gateway-smb.service",
+    "dicom-gateway-cifs.service",
 )
 JOURNALD_CONF = Path("etc/systemd/journald.conf.d/dicom-gateway.conf")
 MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")

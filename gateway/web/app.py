@@ -57,6 +57,7 @@ PAGES: tuple[str, ...] = (
     "gateway.web.pages.queue",
     "gateway.web.pages.destinations",
     "gateway.web.pages.ingest",
+    "gateway.web.pages.devices",
     "gateway.web.pages.certificates",
     "gateway.web.pages.config",
     "gateway.web.pages.support",

@@ -128,8 +128,11 @@ class RunningPanel:
 MakePanel = Callable[..., RunningPanel]
 
 
-def services_for(tmp_path: Path, **web: Any) -> tuple[WebServices, list[Callable[[], None]]]:
-    """WebServices over a real spool (destination "pacs") and audit log; no worklist."""
+def services_for(
+    tmp_path: Path, *, ingest: dict[str, Any] | None = None, **web: Any
+) -> tuple[WebServices, list[Callable[[], None]]]:
+    """WebServices over a real spool (destination "pacs") and audit log; no worklist; the
+    ``[ingest]`` table ``ingest`` (none by default)."""
     clock = SystemClock()
     state = tmp_path / "state"
     config = GatewayConfig.model_validate(
@@ -137,6 +140,7 @@ def services_for(tmp_path: Path, **web: Any) -> tuple[WebServices, list[Callable
             "gateway": {"state_dir": str(state), "ae_title": "EDGE_GW"},
             "destination": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104}],
             "web": {"bind": "127.0.0.1", "port": free_port(), **web},
+            "ingest": ingest or {},
         }
     )
     spool = Spool(state, ["pacs"], 1 << 30, clock)

@@ -1,0 +1,141 @@
+"""``dicom-gateway share ...``: the box's SMB shares and the device shares it mounts (as root).
+
+* ``share render`` prints the smb.conf made from the config (gateway.ingest.remote.smbconf);
+* ``share prepare`` (dicom-gateway-smb.service, before smbd) makes each share's Unix account
+  (no home, no login), the gateway's Samba folder, and writes the smb.conf (default
+  /run/dicom-gateway/smb.conf) by temporary file and rename;
+* ``share any`` exits 0 when a folder is shared, 1 when none is (the unit's ExecCondition:
+  without shares smbd is not started at all);
+* ``share mount`` / ``share unmount`` (dicom-gateway-cifs.service) mount and unmount the devices'
+  own shares (``[ingest.folder.cifs]``, gateway.ingest.remote.cifs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.config import load_config
+from gateway.ingest.remote.accounts import DeviceAccountError, ensure_unix_account
+from gateway.ingest.remote.cifs import is_network_filesystem, mount_plans, read_filesystem_type
+from gateway.ingest.remote.smbconf import (
+    GATEWAY_ACCOUNT,
+    SMB_CONF_PATH,
+    SambaSite,
+    private_dir,
+    render_smb_conf,
+    shared_folders,
+)
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    default_config: str = "/etc/dicom-gateway/gateway.toml",
+) -> None:
+    """Add ``share render|prepare|any|mount|unmount`` to the ``dicom-gateway`` parser."""
+    share = subparsers.add_parser("share", help="SMB shares of the drop folders, device mounts")
+    ssub = share.add_subparsers(dest="share_cmd", required=True)
+    for name, text, func in (
+        ("render", "print the smb.conf made from the config", _render),
+        ("prepare", "make the share accounts and write the smb.conf (root)", _prepare),
+        ("any", "exit 0 when a drop folder is shared, else 1", _any),
+        ("mount", "mount the devices' own shares (ingest.folder.cifs; root)", _mount),
+        ("unmount", "unmount the devices' own shares (root)", _unmount),
+    ):
+        cmd = ssub.add_parser(name, help=text)
+        cmd.add_argument("--config", "-c", default=default_config, help="TOML config file")
+        if name in ("render", "prepare"):
+            cmd.add_argument(
+                "--out", type=Path, default=None if name == "render" else SMB_CONF_PATH
+            )
+            cmd.add_argument(
+                "--owner", default=GATEWAY_ACCOUNT, help="user and group files are written as"
+            )
+        cmd.set_defaults(func=func)
+
+
+def _conf(args: argparse.Namespace) -> tuple[str, Path, int]:
+    config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
+    site = SambaSite(
+        private_dir=private_dir(config.gateway.state_dir), owner=args.owner, group=args.owner
+    )
+    return render_smb_conf(config, site), site.private_dir, len(shared_folders(config))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)  # nothing secret in it; smbd and testparm read it
+    tmp.replace(path)
+
+
+def _render(args: argparse.Namespace) -> int:
+    text, _, _ = _conf(args)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        _write(args.out, text)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
+    text, private, _ = _conf(args)
+    private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(KeyError, PermissionError):
+        owner = pwd.getpwnam(args.owner)
+        os.chown(private, owner.pw_uid, owner.pw_gid)  # the panel sets passwords as the gateway
+    private.chmod(0o700)
+    for folder in shared_folders(config):
+        assert folder.share_user is not None
+        try:
+            if ensure_unix_account(folder.share_user):
+                print(f"made the share account {folder.share_user}")
+        except DeviceAccountError as exc:
+            print(f"share {folder.share}: {exc}", file=sys.stderr)
+            return 1
+    _write(args.out, text)
+    return 0
+
+
+def _any(args: argparse.Namespace) -> int:
+    _, _, count = _conf(argparse.Namespace(config=args.config, owner=GATEWAY_ACCOUNT))
+    return 0 if count else 1
+
+
+def _mount(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
+    failed = 0
+    for plan in mount_plans(config):
+        if is_network_filesystem(read_filesystem_type(plan.target)):
+            continue  # mounted already (a restart of the unit)
+        plan.target.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(plan.argv(), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            failed += 1
+            print(f"{plan.source} on {plan.target}: {result.stderr.strip()}", file=sys.stderr)
+        else:
+            print(f"mounted {plan.source} on {plan.target}")
+    return 1 if failed else 0
+
+
+def _unmount(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
+    failed = 0
+    for plan in reversed(mount_plans(config)):
+        if not is_network_filesystem(read_filesystem_type(plan.target)):
+            continue
+        result = subprocess.run(
+            ["umount", str(plan.target)], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            failed += 1
+            print(f"{plan.target}: {result.stderr.strip()}", file=sys.stderr)
+    return 1 if failed else 0
