@@ -344,13 +344,11 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
             },
         )
         assert saved.status_code == 303, saved.text
-        panel.client.cookies.clear()
-        for user, password in DEFAULTS:
-            assert panel.login(user, password).status_code != 303, (user, password)
-        assert panel.login(*ENGINEER).status_code == 303
 
         def restarted_with_destination() -> bool:
             try:
+                if panel.client.get("/api/v1/status").status_code != 200:
+                    panel.login(*ENGINEER)  # a session need not outlive the restart
                 status = panel.status()
             except (httpx.HTTPError, AssertionError):
                 return False
@@ -358,6 +356,10 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
             return status["started_at"] != started and "pacs" in names
 
         assert wait_until(restarted_with_destination, 600, interval=3), box.console_text()[-3000:]
+        panel.client.cookies.clear()
+        for user, password in DEFAULTS:
+            assert panel.login(user, password).status_code != 303, (user, password)
+        assert panel.login(*ENGINEER).status_code == 303
 
         # --- 4. the device's file, through a real path into the box --------------------------
         name = "P001_DOE^JANE_1.jpg"
