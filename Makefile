@@ -54,8 +54,9 @@ lint: venv
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy gateway
 
+# Not the image tests: they boot the built image under emulation for half an hour (make image-test).
 test: venv peers lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not image" $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/dicom-gateway demo $(DEMO_ARGS)

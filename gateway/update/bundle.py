@@ -186,10 +186,15 @@ def build_bundle(
 
     _run([python, "-m", "venv", "--copies", str(venv)], env)
     vpython = str(venv / "bin" / "python")
+    # pip runs with -I: `python -m` otherwise puts the working directory first on sys.path, and
+    # when that is the source tree, the dicom_edge_gateway.egg-info that `pip wheel` leaves there
+    # makes `pip install` see the gateway as "already satisfied" and skip it (the image build
+    # runs from the tree: a release without its own package).
+    pip = [vpython, "-I", "-m", "pip"]
     with tempfile.TemporaryDirectory(prefix="gateway-wheel-") as tmp:
-        _run([vpython, "-m", "pip", "wheel", *index, "--no-deps", "-w", tmp, str(source)], env)
+        _run([*pip, "wheel", *index, "--no-deps", "-w", tmp, str(source)], env)
         (wheel,) = Path(tmp).glob("*.whl")
-        _run([vpython, "-m", "pip", "install", *index, str(wheel)], env)
+        _run([*pip, "install", *index, str(wheel)], env)
     if trusted_root is not None:
         # -I: the installed package, never a source tree in the working directory.
         package = _capture(
@@ -241,7 +246,7 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> None:
     done = subprocess.run(argv, env=dict(env), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
-        raise BundleError(f"{' '.join(argv[:4])} ... failed ({done.returncode}):\n{tail}")
+        raise BundleError(f"{' '.join(argv[:5])} ... failed ({done.returncode}):\n{tail}")
 
 
 def _capture(argv: Sequence[str]) -> str:

@@ -188,3 +188,42 @@ def test_bundle_built_offline_runs_once_unpacked_at_its_release_path(
                 assert (releases / __version__ / named).is_file(), (unit.name, named)
     assert (doc / "operations.md").read_bytes() == (TREE / "docs" / "operations.md").read_bytes()
     assert (doc / "screenshots" / "01-setup.png").is_file()
+
+
+
+def test_bundle_built_from_inside_its_source_tree_carries_the_gateway(
+    tmp_path: Path, wheels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image build runs `release build` with the tree as working directory: `pip wheel`
+    leaves dicom_edge_gateway.egg-info there, which a non-isolated `pip install` took for an
+    installed gateway, so the release lacked its own package."""
+    if platform.machine() not in ("aarch64", "x86_64"):
+        pytest.skip("bundles are built for aarch64 and x86_64 only")
+    source = tmp_path / "src"
+    shutil.copytree(
+        TREE / "gateway", source / "gateway", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(TREE / name, source / name)
+    monkeypatch.chdir(source)
+    releases = tmp_path / "releases"
+    info = build_bundle(
+        version=__version__,
+        arch=platform.machine(),
+        out=tmp_path / "bundle.tar.gz",
+        releases_root=releases,
+        source=source,
+        clock=FakeClock(1_700_000_000.0),
+        wheels=wheels,
+        python=sys._base_executable,
+    )
+    assert info.dependencies["dicom-edge-gateway"] == __version__
+    done = subprocess.run(
+        [str(releases / __version__ / "bin" / "dicom-gateway"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={},
+        cwd=tmp_path,
+    )
+    assert done.stdout.strip() == f"dicom-gateway {__version__}"
