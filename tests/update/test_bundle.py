@@ -190,7 +190,6 @@ def test_bundle_built_offline_runs_once_unpacked_at_its_release_path(
     assert (doc / "screenshots" / "01-setup.png").is_file()
 
 
-
 def test_bundle_built_from_inside_its_source_tree_carries_the_gateway(
     tmp_path: Path, wheels: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
