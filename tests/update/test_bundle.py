@@ -202,6 +202,8 @@ def test_bundle_built_from_inside_its_source_tree_carries_the_gateway(
     shutil.copytree(
         TREE / "gateway", source / "gateway", ignore=shutil.ignore_patterns("__pycache__")
     )
+    # The release carries the docs the units' Documentation= names.
+    shutil.copytree(TREE / "docs", source / "docs")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(TREE / name, source / name)
     monkeypatch.chdir(source)
