@@ -130,9 +130,10 @@ if [ -z "${TRUSTED_ROOT:-}" ]; then
     echo "image-build: WARNING: the image trusts the development update root $TRUSTED_ROOT" \
         "(keys in $CACHE/dev-repo/keys); set TRUSTED_ROOT for a field image" >&2
 fi
-# Keyed by what goes into the wheel (the package, pyproject.toml, README.md), not the whole tree:
-# a change to image-build/, tests/ or docs/ must not cost a rebuild under qemu-user (~20 min).
-wheel_inputs=$(git rev-parse HEAD:gateway HEAD:pyproject.toml HEAD:README.md)
+# Keyed by what goes into the bundle (the package, pyproject.toml, README.md, and docs/, which the
+# release carries as share/doc for the units' Documentation=), not the whole tree: a change to
+# image-build/ or tests/ must not cost a rebuild under qemu-user (~6-20 min).
+wheel_inputs=$(git rev-parse HEAD:gateway HEAD:pyproject.toml HEAD:README.md HEAD:docs)
 bundle_key=$({ echo "$base_key $wheel_inputs"; cat "$lock" "$TRUSTED_ROOT" "$here/chroot-release.sh"; } | hash_of)
 bundle_name=dicom-gateway-$version-aarch64.tar.gz
 bundle=$CACHE/bundle-$bundle_key/$bundle_name
