@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from gateway.appliance.netspool import handle_requests, submit
-from gateway.appliance.nettrial import CommandResult, NetworkKeeper, read_status
+from gateway.appliance.nettrial import NetworkKeeper, read_status
 from gateway.appliance.network import parse_network
 from gateway.clock import FakeClock
 from gateway.config import ConfigError
+from tests.appliance.netfakes import FakeRunner
 
 OLD = '[interface]\nmode = "static"\naddress = "192.0.2.10/24"\ngateway = "192.0.2.1"\n'
 NEW = '[interface]\nmode = "static"\naddress = "198.51.100.7/24"\ngateway = "198.51.100.1"\n'
-
-
-class FakeRunner:
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, ...]] = []
-        self.hostnames: list[str] = []
-        self.failing: set[tuple[str, ...]] = set()  # these commands fail
-
-    def run(self, argv: Sequence[str]) -> CommandResult:
-        self.commands.append(tuple(argv))
-        failed = tuple(argv) in self.failing
-        return CommandResult(tuple(argv), 1 if failed else 0, "unit not found" if failed else "")
-
-    def set_hostname(self, name: str) -> None:
-        self.hostnames.append(name)
 
 
 class Box:

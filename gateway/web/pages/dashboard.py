@@ -14,11 +14,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from gateway.appliance.netlive import ClockSync
 from gateway.spool.space import describe as describe_storage
 from gateway.spool.space import free_for_ingest, used_percent
 from gateway.storagefault import StorageNotReadyError
 from gateway.update.status import read_status
 from gateway.web.deps import User, current_user
+from gateway.web.netview import clock_state
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, render
 from gateway.web.views import (
@@ -85,6 +87,8 @@ class DashboardView:
     uptime: str
     started_at: str
     update: str  # the updater's last install and its result, or "" when it never installed
+    # synced, unsynced or unknown (gateway.appliance.netlive.clock_sync), with the banner's text
+    clock: ClockSync
 
 
 def update_line(services: WebServices) -> str:
@@ -122,6 +126,7 @@ def dashboard_view(services: WebServices) -> DashboardView:
         uptime=duration(now - services.started_at),
         started_at=local_time(services.started_at),
         update=update_line(services),
+        clock=clock_state(services),
     )
 
 
