@@ -197,7 +197,6 @@ class TrialView:
     seconds: int
     seconds_left: int
     confirm_here: bool  # this page reached the box at an address the new settings gave it
-    why_not_here: str  # when not: where to confirm from instead
     confirm_urls: tuple[str, ...]  # where to open the panel to confirm
     pending: NetworkForm
 
@@ -241,7 +240,6 @@ def trial_view(
         seconds=trial.seconds,
         seconds_left=max(0, math.ceil(left)),
         confirm_here=verdict.counts,
-        why_not_here=verdict.reason,
         confirm_urls=tuple(urls),
         pending=form_of(settings),
     )
