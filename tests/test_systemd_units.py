@@ -9,23 +9,33 @@ that root.
 
 from __future__ import annotations
 
+import argparse
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from gateway.appliance.nettrial import (
+    MIN_CONFIRM_SECONDS,
+    REQUESTS_DIR,
+    ROLLBACK_TIMER,
+    SPOOL_DIR,
+    STATUS_FILE,
+)
+from gateway.appliance.network import APPLIED_FILE, NETWORK_FILE, TIMESYNCD_FILE
+from gateway.cli import build_parser
+from gateway.spool.durable import write_bytes_durably
 from tests.peers import require_tool
 from tests.systemd_sandbox import service_settings
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
-UNITS = (
-    "dicom-gateway.service",
-    "dicom-gateway-update.service",
-    "dicom-gateway-update.timer",
-    "dicom-gateway-healthcheck.service",
-    "dicom-gateway-firstboot.service",
+# Every unit in systemd/, whoever adds it: a new unit is verified without being listed here.
+UNITS = tuple(
+    sorted(p.name for p in SYSTEMD.iterdir() if p.suffix in (".service", ".timer", ".path"))
 )
 DROP_IN = "dicom-gateway.service.d"
 OK_EXPOSURE = 2.5  # systemd-analyze's "OK" band ends here
@@ -328,3 +338,127 @@ def test_ssh_is_on_only_with_the_card_key_file_and_takes_keys_only() -> None:
     assert sshd["kbdinteractiveauthentication"] == ["no"]
     assert sshd["permitemptypasswords"] == ["no"]
     assert sshd["permitrootlogin"] == ["prohibit-password"]
+
+# --- the appliance's network units (docs/network.md) -------------------------------------------
+
+
+def _exec_args(unit: str) -> argparse.Namespace:
+    """The unit's ExecStart= parsed by the real CLI, as the box would run it."""
+    argv = shlex.split(service_settings(SYSTEMD / unit)["ExecStart"][-1])
+    assert argv[0] == "/opt/dicom-gateway/current/bin/dicom-gateway"
+    return build_parser().parse_args(argv[1:])
+
+
+def _unit_values(unit: str) -> dict[str, list[str]]:
+    """Every key=value of a unit file (any section), in order, comments left out."""
+    out: dict[str, list[str]] = {}
+    for line in (SYSTEMD / unit).read_text().splitlines():
+        if line and line[0] not in "#;[" and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_network_units_run_the_verbs_the_trial_needs() -> None:
+    verbs = {
+        "dicom-gateway-network.service": "render",
+        "dicom-gateway-network-apply.service": "handle",
+        "dicom-gateway-network-rollback.service": "rollback-due",
+    }
+    for unit, verb in verbs.items():
+        args = _exec_args(unit)
+        assert (args.command, args.network_verb) == ("appliance", verb), unit
+        # The default --root and --spool are the box's own: the path unit watches that spool.
+        assert args.root == Path("/") and args.spool == SPOOL_DIR
+        written = {NETWORK_FILE.parent, TIMESYNCD_FILE.parent, APPLIED_FILE.parent, SPOOL_DIR}
+        values = service_settings(SYSTEMD / unit)["ReadWritePaths"]
+        allowed = [Path(p.lstrip("-")) for value in values for p in value.split()]
+        for path in written:
+            assert any(path.is_relative_to(a) for a in allowed), (unit, path)
+
+
+def test_network_is_rendered_before_networkd_and_timesyncd_start_at_every_boot() -> None:
+    unit = _unit_values("dicom-gateway-network.service")
+    before = " ".join(unit["Before"]).split()
+    assert {"systemd-networkd.service", "systemd-timesyncd.service"} <= set(before)
+    assert "dicom-gateway-firstboot.service" in " ".join(unit["After"]).split()
+    assert unit["DefaultDependencies"] == ["no"]  # else it would order itself after sysinit
+    assert unit["WantedBy"] == ["sysinit.target"]
+    assert unit["Type"] == ["oneshot"]
+
+
+def test_panel_requests_reach_the_root_side_through_the_path_unit() -> None:
+    path = _unit_values("dicom-gateway-network-apply.path")
+    assert path["PathExistsGlob"] == [str(SPOOL_DIR / REQUESTS_DIR / "*.json")]
+    assert path["Unit"] == ["dicom-gateway-network-apply.service"]
+    assert path["WantedBy"] == ["paths.target"]
+    assert "WantedBy" not in _unit_values("dicom-gateway-network-apply.service")
+
+
+def test_rollback_timer_is_the_one_the_trial_starts_and_checks_often_enough() -> None:
+    timer = _unit_values(ROLLBACK_TIMER)
+    assert timer["Unit"] == ["dicom-gateway-network-rollback.service"]
+    # Started by the apply only, for the trial's length: never enabled at boot.
+    assert "WantedBy" not in timer
+
+    def micros(key: str) -> int:
+        span = analyze("timespan", timer[key][0])
+        assert span.returncode == 0, span.stderr
+        found = re.search(r"μs: (\d+)", span.stdout)
+        assert found, span.stdout
+        return int(found.group(1))
+
+    # A rollback comes at most one period plus the accuracy after the deadline: within a fifth
+    # of the shortest confirmation time the panel may ask for.
+    late = max(micros("OnActiveSec"), micros("OnUnitActiveSec")) + micros("AccuracySec")
+    assert late <= MIN_CONFIRM_SECONDS * 1_000_000 // 5
+
+
+def test_tmpfiles_make_the_request_spool_with_its_privilege_boundary(tmp_path: Path) -> None:
+    """The gateway's uid may put requests in requests/ and read the status root writes, but
+    neither write the status nor touch root's side of the folder."""
+    sysusers = require_tool("systemd-sysusers")
+    tmpfiles = require_tool("systemd-tmpfiles")
+    setpriv = require_tool("setpriv")
+    # A root the gateway's uid may walk into (pytest's own tmp folders are root's 0700).
+    root = Path(tempfile.mkdtemp(prefix="tmpfiles-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        (root / "etc").mkdir()
+        (root / "etc/group").write_text("root:x:0:\ndialout:x:20:\n")
+        (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        for kind in ("sysusers.d", "tmpfiles.d"):
+            (root / "usr/lib" / kind).mkdir(parents=True)
+        shutil.copy(SYSTEMD / "sysusers.d/dicom-gateway.conf", root / "usr/lib/sysusers.d")
+        for name in ("dicom-gateway.conf", "dicom-gateway-network.conf"):
+            shutil.copy(SYSTEMD / "tmpfiles.d" / name, root / "usr/lib/tmpfiles.d")
+        subprocess.run([sysusers, f"--root={root}"], check=True, timeout=60)
+        user = next(
+            line
+            for line in (root / "etc/passwd").read_text().splitlines()
+            if line.startswith("dicom-gateway:")
+        )
+        uid, gid = int(user.split(":")[2]), int(user.split(":")[3])
+        done = subprocess.run(
+            [tmpfiles, f"--root={root}", "--create"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        spool = root / SPOOL_DIR.relative_to("/")
+        for path, mode in ((spool, 0o2750), (spool / REQUESTS_DIR, 0o2770)):
+            info = path.stat()
+            assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, gid, mode), path
+
+        # Root's side writes the status as the keeper does; the gateway's uid acts through sh.
+        write_bytes_durably(spool / STATUS_FILE, b'{"state": "applied"}', 0o640)
+
+        def as_gateway(script: str) -> int:
+            argv = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "sh", "-c"]
+            return subprocess.run([*argv, script], cwd=spool, timeout=60, check=False).returncode
+
+        assert as_gateway("echo '{}' > requests/.r.tmp && mv requests/.r.tmp requests/1.json") == 0
+        assert as_gateway(f"cat {STATUS_FILE} >/dev/null") == 0
+        assert as_gateway(f"echo forged > {STATUS_FILE}") != 0
+        assert as_gateway("echo x > planted.json") != 0
+        assert (spool / "requests/1.json").stat().st_gid == gid
+    finally:
+        shutil.rmtree(root)

@@ -17,6 +17,7 @@ from pathlib import Path
 from gateway.appliance.netspool import handle_requests
 from gateway.appliance.nettrial import (
     DEFAULT_CONFIRM_SECONDS,
+    ROLLBACK_TIMER,
     SPOOL_DIR,
     CommandRunner,
     NetworkKeeper,
@@ -92,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         return _report(handle_requests(keeper))
     if verb == "rollback-due":
         due = keeper.rollback_due()
+        if not keeper.on_trial():
+            # Nothing left to watch: the timer stops itself (a conclusion stopped it already;
+            # this covers a trial concluded by a step that could not reach systemd).
+            keeper.runner.run(["systemctl", "stop", ROLLBACK_TIMER])
         return _report([due] if due is not None else [])
     if verb == "apply":
         text = Path(args.file).read_text()

@@ -11,7 +11,9 @@ reading and a file that is missing or unreadable counts as "nothing known", neve
   ``/proc/net/ipv6_route``;
 * DNS: ``/run/systemd/resolve/resolv.conf`` (what systemd-resolved uses upstream);
 * DHCP leases: ``DHCP4_ADDRESS=`` of systemd-networkd's ``/run/systemd/netif/links/<ifindex>``;
-* time: ``/run/systemd/timesync/synchronized`` exists once systemd-timesyncd has synced.
+* time: ``/run/systemd/timesync/synchronized`` exists once systemd-timesyncd has synced (its
+  runtime folder ``/run/systemd/timesync`` exists while it runs); :func:`clock_sync` decides
+  what the panel says about the clock.
 """
 
 from __future__ import annotations
@@ -20,8 +22,52 @@ import ipaddress
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+TIMESYNC_DIR = Path("/run/systemd/timesync")
+SYNCED_FILE = TIMESYNC_DIR / "synchronized"
+ClockState = Literal["synced", "unsynced", "unknown"]
+UNSYNCED_TEXT = (
+    "The clock is not synchronised: times on this box (DICOM dates, the log, certificate "
+    "checks) come from its last saved time until an NTP server answers. "
+    "Check the NTP servers under Network & time."
+)
+
+
+@dataclass(frozen=True)
+class ClockSync:
+    """What the panel says about the clock: ``state`` for the API, ``message`` for people
+    ("" when there is nothing to say)."""
+
+    state: ClockState
+    message: str
+
+
+def clock_sync(*, synchronized: bool, timesyncd_runs: bool, appliance: bool) -> ClockSync:
+    """The clock's state, by these rules:
+
+    1. ``synced`` once systemd-timesyncd has synchronised the clock in this boot;
+    2. ``unsynced`` before that, when timesyncd runs or the box is an appliance (whose only
+       time source is timesyncd: a Pi has no battery-backed clock, and a timesyncd that does
+       not run is a reason more to say so);
+    3. ``unknown`` otherwise: a box whose operating system keeps time its own way (chrony,
+       ntpd) that the gateway cannot see; the panel then says nothing.
+    """
+    if synchronized:
+        return ClockSync("synced", "")
+    if timesyncd_runs or appliance:
+        return ClockSync("unsynced", UNSYNCED_TEXT)
+    return ClockSync("unknown", "")
+
+
+def read_clock_sync(root: Path, *, appliance: bool) -> ClockSync:
+    """:func:`clock_sync` from timesyncd's files under ``root``."""
+    return clock_sync(
+        synchronized=(root / SYNCED_FILE.relative_to("/")).exists(),
+        timesyncd_runs=(root / TIMESYNC_DIR.relative_to("/")).is_dir(),
+        appliance=appliance,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,5 +209,5 @@ def read_live(root: Path) -> LiveNetwork:
         ),
         dns=tuple(parse_resolv_conf(_read(root / "run/systemd/resolve/resolv.conf"))),
         dhcp_addresses=dhcp_addresses(root),
-        ntp_synced=(root / "run/systemd/timesync/synchronized").exists(),
+        ntp_synced=(root / SYNCED_FILE.relative_to("/")).exists(),
     )

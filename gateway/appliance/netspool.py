@@ -2,7 +2,8 @@
 
 The daemon runs as ``dicom-gateway`` without capabilities and cannot write /run/systemd/network
 or talk to networkd. The panel therefore only *writes a request*: a JSON file in
-``<state_dir>/network/requests/`` (:func:`submit`). ``dicom-gateway-network-apply.path`` (root's
+``/run/dicom-gateway-network/requests/`` (:func:`submit`; root:dicom-gateway 2770, made by
+systemd/tmpfiles.d/dicom-gateway-network.conf). ``dicom-gateway-network-apply.path`` (root's
 systemd) sees a ``*.json`` there and starts ``dicom-gateway-network-apply.service``, which runs
 ``dicom-gateway appliance network handle``: :func:`handle_requests`, as root.
 
@@ -13,11 +14,12 @@ Root trusts nothing in a request:
   ever on a bad file); contents never reach a message;
 * the kinds are ``apply`` (``toml``: a whole network.toml, validated again here by the same
   :func:`gateway.appliance.network.parse_network`; ``seconds``: the confirmation time, bounded)
-  and ``confirm`` (``trial``: the trial's id; ``via``: the local address the confirming request
-  reached, which the panel took from its socket); anything else is refused;
+  ``confirm`` (``trial``: the trial's id; ``via``: the local address the confirming request
+  reached, which the panel took from its socket) and ``revert`` (``trial``: roll it back now,
+  from any address); anything else is refused;
 * no request can run a command: the commands are the keeper's fixed argv lists.
 
-The outcome is the status file root writes (``<state_dir>/network/status.json``, group
+The outcome is the status file root writes (``/run/dicom-gateway-network/status.json``, group
 dicom-gateway), which the panel shows.
 """
 
@@ -99,6 +101,8 @@ def dispatch(keeper: NetworkKeeper, data: dict[str, Any]) -> NetworkStatus:
         return keeper.apply(_text(data, "toml", MAX_REQUEST_BYTES), actor, seconds)
     if kind == "confirm":
         return keeper.confirm(_text(data, "trial", 64), _text(data, "via", 64))
+    if kind == "revert":
+        return keeper.revert(_text(data, "trial", 64), actor)
     raise RequestError("unknown kind")
 
 
@@ -126,7 +130,22 @@ def _take(keeper: NetworkKeeper, path: Path) -> NetworkStatus:
         try:
             data = read_request(path)
         finally:
-            path.unlink(missing_ok=True)
+            _discard(path)
         return dispatch(keeper, data)
     except RequestError as exc:
         return keeper.refuse(f"request {path.name} refused: {exc}")
+
+
+def _discard(path: Path) -> None:
+    """Take ``path`` out of the path unit's glob, whatever it is: a file or link is removed, an
+    empty directory too; anything else is renamed to a dot name not ending in ``.json``,
+    so a planted directory cannot make the unit fire for ever."""
+    try:
+        path.unlink(missing_ok=True)
+        return
+    except IsADirectoryError:
+        pass
+    try:
+        path.rmdir()
+    except OSError:
+        path.rename(path.with_name(f".{path.name}.{time.time_ns()}.refused"))

@@ -12,14 +12,16 @@ The rules (:func:`trial_verdict` and :func:`confirm_verdict` decide, pure; :clas
 does the I/O):
 
 1. *Apply* refuses while a trial runs; otherwise it writes the pending file, then the trial
-   record (both durably), then renders the *pending* settings and has systemd reload them and
-   starts the rollback timer. ``network.toml`` is not touched: whatever happens next, the
+   record (both durably), then starts the rollback timer (a timer that does not start: no
+   change, the trial is withdrawn), then renders the *pending* settings and has systemd
+   reload them. ``network.toml`` is not touched: whatever happens next, the
    previous settings are still the applied ones.
 2. *Confirm* counts only for the running trial (its id), before its deadline, and only when the
    request reached the box at an address the *new* settings gave it (:func:`confirm_verdict`):
    a static trial's address, or for DHCP an address a lease gives the box now. Then the pending
    file is renamed over network.toml (the commit point) and the trial record removed.
-3. *Rollback* (the timer's check, :meth:`NetworkKeeper.rollback_due`): a trial whose deadline
+3. *Rollback* (the timer's check, :meth:`NetworkKeeper.rollback_due`; or at once when asked,
+   :meth:`NetworkKeeper.revert`): a trial whose deadline
    passed, or that started in another boot, or a pending file without a trial record (an apply
    cut short): the pending file goes, the applied settings are rendered and reloaded, then the
    trial record goes (its removal ends the rollback; a rollback cut short is done again). A
@@ -68,7 +70,11 @@ from gateway.spool.durable import fsync_dir, write_bytes_durably
 
 TRIAL_FILE = APPLIED_FILE.with_name("network.trial.json")
 SERIAL_FILE = APPLIED_FILE.with_name("serial")  # written by first boot
-SPOOL_DIR = Path("/var/lib/dicom-gateway/network")  # the daemon's state_dir/network
+# Root's, not under the gateway's state folder: a root-owned folder inside one the gateway owns
+# could be swapped for a symlink by the gateway (systemd-tmpfiles refuses to make one there:
+# "unsafe path transition"). On /run: requests and the status need not outlive a boot (the boot
+# render writes the status again; a trial at a reboot is rolled back from /data/system).
+SPOOL_DIR = Path("/run/dicom-gateway-network")
 STATUS_FILE = "status.json"
 REQUESTS_DIR = "requests"
 ROLLBACK_TIMER = "dicom-gateway-network-rollback.timer"
@@ -340,10 +346,20 @@ class NetworkKeeper:
             sha256=hashlib.sha256(text.encode()).hexdigest(),
         )
         write_bytes_durably(self._p(TRIAL_FILE), json.dumps(asdict(trial)).encode(), 0o644)
+        # The deadline first: without a running timer nothing would roll back a change that
+        # loses the panel, so the change is not made at all.
+        timer = self.runner.run(["systemctl", "start", ROLLBACK_TIMER])
+        if timer.returncode != 0:
+            self._remove(PENDING_FILE)
+            self._remove(TRIAL_FILE)
+            return self._write_status(
+                "failed",
+                f"network change not made: the rollback timer did not start "
+                f"({timer.returncode}): {timer.output[:200]}",
+            )
         failed = self._render_and_reload(settings)
         if failed is not None:
             return self._conclude(trial, reload=True, reason=f"{failed}")
-        self.runner.run(["systemctl", "start", ROLLBACK_TIMER])
         return self._write_status(
             "pending",
             f"network change on trial: confirm from the new address within {seconds} s "
@@ -371,6 +387,18 @@ class NetworkKeeper:
         self._remove(TRIAL_FILE)
         self.runner.run(["systemctl", "stop", ROLLBACK_TIMER])
         return self._write_status("confirmed", f"network change confirmed by {trial.actor}")
+
+    def on_trial(self) -> bool:
+        """Whether a trial (or what is left of one cut short) is on the box."""
+        return self.trial() is not None or self._pending_text() is not None
+
+    def revert(self, trial_id: str, actor: str) -> NetworkStatus:
+        """Roll the running trial back now (the dialog's "Revert"), from any address."""
+        self.rollback_due()
+        trial = self.trial()
+        if trial is None or trial.trial_id != trial_id:
+            return self.refuse("no such network change on trial (already concluded?)")
+        return self._conclude(trial, reload=True, reason=f"reverted by {actor}")
 
     def rollback_due(self) -> NetworkStatus | None:
         """The timer's check: conclude a trial that is over (rule 3); None when none is."""

@@ -207,23 +207,35 @@ class InterfaceSettings(_Strict):
 
     @model_validator(mode="after")
     def _mode(self) -> InterfaceSettings:
-        if self.mode == "dhcp":
-            for key in ("address", "gateway"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f'{key} is only for mode = "static" (DHCP assigns it)')
-            return self
-        if self.address is None:
-            raise ValueError('mode = "static" needs address (e.g. "192.0.2.10/24")')
-        if self.gateway is not None:
-            iface = ipaddress.ip_interface(self.address)
-            gw = ipaddress.ip_address(self.gateway)
-            if gw.version != iface.version:
-                raise ValueError(f"gateway {gw} is not of the address's IP version")
-            if gw == iface.ip:
-                raise ValueError(f"gateway {gw} is the box's own address")
-            if gw not in iface.network:
-                raise ValueError(f"gateway {gw} is not in the address's subnet {iface.network}")
+        problems = mode_problems(self.mode, self.address, self.gateway)
+        if problems:
+            raise ValueError(problems[0][1])
         return self
+
+
+def mode_problems(mode: str, address: str | None, gateway: str | None) -> list[tuple[str, str]]:
+    """What is wrong with mode, address and gateway *together*, as (key, message): the rules
+    of [interface] across its keys (each key already valid alone). The model refuses with the
+    first; the panel names the input each belongs to."""
+    if mode == "dhcp":
+        return [
+            (key, f'{key} is only for mode = "static" (DHCP assigns it)')
+            for key, value in (("address", address), ("gateway", gateway))
+            if value is not None
+        ]
+    if address is None:
+        return [("address", 'mode = "static" needs address (e.g. "192.0.2.10/24")')]
+    if gateway is None:
+        return []
+    iface = ipaddress.ip_interface(address)
+    gw = ipaddress.ip_address(gateway)
+    if gw.version != iface.version:
+        return [("gateway", f"gateway {gw} is not of the address's IP version")]
+    if gw == iface.ip:
+        return [("gateway", f"gateway {gw} is the box's own address")]
+    if gw not in iface.network:
+        return [("gateway", f"gateway {gw} is not in the address's subnet {iface.network}")]
+    return []
 
 
 class TimeSettings(_Strict):

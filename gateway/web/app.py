@@ -59,6 +59,7 @@ PAGES: tuple[str, ...] = (
     "gateway.web.pages.ingest",
     "gateway.web.pages.devices",
     "gateway.web.pages.certificates",
+    "gateway.web.pages.network",
     "gateway.web.pages.config",
     "gateway.web.pages.support",
     "gateway.web.pages.login",

@@ -48,6 +48,9 @@ class WebServices:
     lanes: Mapping[str, StatusSource] = field(default_factory=dict)  # per destination name
     # Asks the daemon to restart with the configuration file as it now is (apply, rollback).
     request_restart: Callable[[], None] | None = None
+    # Where /proc, /run and /data are: "/" on the box; a fake root in tests (Network & time,
+    # the clock banner).
+    system_root: Path = Path("/")
 
     def lane_status(self, destination: str) -> LaneStatus | None:
         """The running lane's condition for ``destination``; None when none runs (removed)."""

@@ -3,7 +3,8 @@
 Autoescape is what keeps patient data as data: a worklist name ``<script>alert(1)</script>``
 renders as text. Never mark patient values ``|safe``. Every page gets ``user`` (or None),
 ``csrf_token`` and ``csrf_field()`` (the hidden form field), ``nav`` (the links this user's role
-may follow) and ``flash`` (the message left by the previous POST's redirect, or None).
+may follow), ``flash`` (the message left by the previous POST's redirect, or None) and
+``clock_banner`` (why the box's clock cannot be trusted yet, or "": gateway.web.netview).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.web.deps import (
     current_session,
     optional_user,
 )
+from gateway.web.netview import clock_state
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -93,6 +95,7 @@ def render(
         ),
         nav=nav,
         flash=flash,
+        clock_banner=clock_state(request.app.state.services).message,
         **context,
     )
     response = HTMLResponse(html, status_code=status_code)

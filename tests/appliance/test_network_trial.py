@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from gateway.appliance.netspool import handle_requests, submit
-from gateway.appliance.nettrial import CommandResult, NetworkKeeper, read_status
+from gateway.appliance.nettrial import NetworkKeeper, read_status
 from gateway.appliance.network import parse_network
 from gateway.clock import FakeClock
 from gateway.config import ConfigError
+from tests.appliance.netfakes import FakeRunner
 
 OLD = '[interface]\nmode = "static"\naddress = "192.0.2.10/24"\ngateway = "192.0.2.1"\n'
 NEW = '[interface]\nmode = "static"\naddress = "198.51.100.7/24"\ngateway = "198.51.100.1"\n'
-
-
-class FakeRunner:
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, ...]] = []
-        self.hostnames: list[str] = []
-
-    def run(self, argv: Sequence[str]) -> CommandResult:
-        self.commands.append(tuple(argv))
-        return CommandResult(tuple(argv), 0)
-
-    def set_hostname(self, name: str) -> None:
-        self.hostnames.append(name)
 
 
 class Box:
@@ -205,3 +192,48 @@ def test_real_mistakes_name_the_key(text: str, key: str, words: str) -> None:
     assert any(
         p.startswith(key + " (network.toml") and words in p for p in caught.value.problems
     ), caught.value.problems
+
+
+TIMER_START = ("systemctl", "start", "dicom-gateway-network-rollback.timer")
+
+
+def test_no_change_without_a_running_rollback_timer(box: Box) -> None:
+    box.keeper().boot()
+    before = box.rendered()
+    box.runner.failing.add(TIMER_START)
+    status = box.keeper().apply(NEW, "web:eng", 120)
+    assert status.state == "failed" and "rollback timer did not start" in status.message
+    # Nothing was reloaded and nothing is left on trial: the old settings stay in force.
+    assert box.rendered() == before
+    assert ("networkctl", "reload") not in box.runner.commands
+    assert not box.keeper().on_trial()
+
+
+def test_the_timer_runs_before_the_new_settings_are_loaded(box: Box) -> None:
+    box.keeper().apply(NEW, "web:eng", 120)
+    commands = box.runner.commands
+    assert commands.index(TIMER_START) < commands.index(("networkctl", "reload"))
+
+
+def test_revert_rolls_back_at_once_from_any_address(box: Box) -> None:
+    status = box.keeper().apply(NEW, "web:eng", 120)
+    assert status.trial is not None
+    assert box.keeper().revert("not-the-trial", "web:eng").state == "pending"
+    spool = box.keeper().spool_dir
+    submit(spool, "revert", {"actor": "web:eng", "trial": status.trial.trial_id})
+    [done] = handle_requests(box.keeper())
+    assert done.state == "rolled_back" and done.message.endswith("reverted by web:eng")
+    assert "Address=192.0.2.10/24" in box.rendered()
+    assert (box.root / "data/system/network.toml").read_text() == OLD
+
+
+def test_a_planted_directory_request_is_taken_out_of_the_glob(box: Box) -> None:
+    spool = box.keeper().spool_dir / "requests"
+    spool.mkdir(parents=True)
+    (spool / "1-dir.json").mkdir()
+    (spool / "2-full.json").mkdir()
+    (spool / "2-full.json/x").write_text("{}")
+    outcomes = handle_requests(box.keeper())
+    assert [o.state for o in outcomes] == ["refused", "refused"]
+    # Nothing is left that the path unit's *.json glob (glob(3): no dot names) would match.
+    assert sorted(spool.glob("*.json")) == []

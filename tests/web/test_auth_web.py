@@ -368,6 +368,7 @@ def test_templates_escape_what_they_show() -> None:
             flash=None,
             csrf_token="t",
             csrf_field=lambda: "",
+            clock_banner="",
         )
     )
     assert "<script>alert(1)</script>" not in html

@@ -15,11 +15,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from gateway.appliance.fatimport import read_panel_report
+from gateway.appliance.netlive import ClockSync
 from gateway.spool.space import describe as describe_storage
 from gateway.spool.space import free_for_ingest, used_percent
 from gateway.storagefault import StorageNotReadyError
 from gateway.update.status import read_status
 from gateway.web.deps import User, current_user
+from gateway.web.netview import clock_state
 from gateway.web.services import WebServices
 from gateway.web.templating import NavLink, render
 from gateway.web.views import (
@@ -86,6 +88,8 @@ class DashboardView:
     uptime: str
     started_at: str
     update: str  # the updater's last install and its result, or "" when it never installed
+    # synced, unsynced or unknown (gateway.appliance.netlive.clock_sync), with the banner's text
+    clock: ClockSync
     firstboot: tuple[str, ...] = ()  # what the appliance's first boot could not do (this boot)
 
 
@@ -127,6 +131,7 @@ def dashboard_view(services: WebServices) -> DashboardView:
         # Written by `dicom-gateway appliance firstboot` at every boot, removed when all is well:
         # a refused dicom-gateway.toml from the card (key and line), a card that did not grow.
         firstboot=tuple(read_panel_report(services.state_dir)),
+        clock=clock_state(services),
     )
 
 
