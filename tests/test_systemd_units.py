@@ -339,6 +339,7 @@ def test_ssh_is_on_only_with_the_card_key_file_and_takes_keys_only() -> None:
     assert sshd["permitemptypasswords"] == ["no"]
     assert sshd["permitrootlogin"] == ["prohibit-password"]
 
+
 # --- the appliance's network units (docs/network.md) -------------------------------------------
 
 
