@@ -51,11 +51,29 @@ def make_root(tmp_path: Path, *, drop_in: bool = False) -> Path:
         shutil.copy(SYSTEMD / name, units / name)
     if drop_in:
         shutil.copytree(SYSTEMD / DROP_IN, units / DROP_IN)
-    binary = root / "opt/dicom-gateway/current/bin/dicom-gateway"
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\nexit 0\n")
-    binary.chmod(0o755)
+    # Our executable, and a stand-in for each system program a unit runs (smbd, kill, ...): the
+    # image's package lists put those there (tests/image_build); here the units are the subject.
+    for program in {"/opt/dicom-gateway/current/bin/dicom-gateway", *system_programs()}:
+        binary = root / program.lstrip("/")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_text("#!/bin/sh\nexit 0\n")
+        binary.chmod(0o755)
     return root
+
+
+def system_programs() -> set[str]:
+    """Absolute programs outside /opt that our units' Exec*= lines name."""
+    found: set[str] = set()
+    for path in [SYSTEMD / name for name in UNITS] + sorted((SYSTEMD / DROP_IN).glob("*.conf")):
+        for key, values in service_settings(path).items():
+            if not key.startswith("Exec"):
+                continue
+            for value in values:
+                words = shlex.split(value) if value else []
+                program = words[0].lstrip("-@:+!") if words else ""
+                if program.startswith("/") and not program.startswith("/opt/"):
+                    found.add(program)
+    return found
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
