@@ -57,9 +57,9 @@ class SandboxSpec:
     address_families: tuple[int, ...]
 
 
-def service_settings(unit: Path) -> dict[str, list[str]]:
-    """Every Key=value of the unit's [Service] section, repeated keys in order."""
-    settings: dict[str, list[str]] = {}
+def unit_entries(unit: Path) -> list[tuple[str, str, str]]:
+    """Every (section, key, value) of a unit file, in order."""
+    entries: list[tuple[str, str, str]] = []
     section = ""
     for raw in unit.read_text("utf-8").splitlines():
         line = raw.strip()
@@ -68,9 +68,18 @@ def service_settings(unit: Path) -> dict[str, list[str]]:
         if line.startswith("["):
             section = line.strip("[]")
             continue
-        if section == "Service" and "=" in line:
+        if "=" in line:
             key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
+            entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def service_settings(unit: Path) -> dict[str, list[str]]:
+    """Every Key=value of the unit's [Service] section, repeated keys in order."""
+    settings: dict[str, list[str]] = {}
+    for section, key, value in unit_entries(unit):
+        if section == "Service":
+            settings.setdefault(key, []).append(value)
     return settings
 
 

@@ -30,7 +30,7 @@ from gateway.appliance.network import APPLIED_FILE, NETWORK_FILE, TIMESYNCD_FILE
 from gateway.cli import build_parser
 from gateway.spool.durable import write_bytes_durably
 from tests.peers import require_tool
-from tests.systemd_sandbox import service_settings
+from tests.systemd_sandbox import service_settings, unit_entries
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 # Every unit in systemd/, whoever adds it: a new unit is verified without being listed here.
@@ -250,16 +250,8 @@ IMAGE_ROOTFS = SYSTEMD.parent / "image-build/rootfs"
 def unit_settings(unit: Path) -> dict[str, list[str]]:
     """Every ``Section.Key`` of a unit with its values, repeated keys and lists split."""
     settings: dict[str, list[str]] = {}
-    section = ""
-    for raw in unit.read_text("utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, value = line.split("=", 1)
-        settings.setdefault(f"{section}.{key.strip()}", []).extend(value.split())
+    for section, key, value in unit_entries(unit):
+        settings.setdefault(f"{section}.{key}", []).extend(value.split())
     return settings
 
 
