@@ -264,16 +264,15 @@ def test_firstboot_runs_after_the_mounts_and_before_what_reads_its_files() -> No
     assert "Unit.DefaultDependencies" not in unit
     assert "sysinit.target" not in unit["Unit.Before"] + unit["Install.WantedBy"]
     assert unit["Install.WantedBy"] == ["multi-user.target"]
+    # Nothing of sysinit (the network render is there) may be after it: an ordering cycle.
+    assert not {"dicom-gateway-network.service", "network-pre.target"} & set(unit["Unit.Before"])
     for consumer in (
-        "network-pre.target",  # networkd and any other network manager wait for it
-        "systemd-networkd.service",
-        "dicom-gateway-network.service",  # renders the network.toml first boot imports
         "avahi-daemon.service",  # reads the service file and the host name
         "dicom-gateway.service",  # the configuration, certificate and token
         "getty-pre.target",  # the console text before the first prompt
     ):
         assert consumer in unit["Unit.Before"], consumer
-    assert {"network-pre.target", "getty-pre.target"} <= set(unit["Unit.Wants"])  # passive
+    assert "getty-pre.target" in unit["Unit.Wants"]  # passive
     assert unit["Unit.ConditionPathIsMountPoint"] == ["/data"]  # never on a .deb install's /
     assert {"/data", "/boot/firmware", "/etc/dicom-gateway", "/var/lib/dicom-gateway"} <= set(
         unit["Unit.RequiresMountsFor"]
@@ -353,11 +352,16 @@ def test_ssh_is_on_only_with_the_card_key_file_and_takes_keys_only() -> None:
 # --- the appliance's network units (docs/network.md) -------------------------------------------
 
 
-def _exec_args(unit: str) -> argparse.Namespace:
-    """The unit's ExecStart= parsed by the real CLI, as the box would run it."""
-    argv = shlex.split(service_settings(SYSTEMD / unit)["ExecStart"][-1])
+def _exec_args_of(line: str) -> argparse.Namespace:
+    """An Exec*= command line of ours parsed by the real CLI, as the box would run it."""
+    argv = shlex.split(line)
     assert argv[0] == "/opt/dicom-gateway/current/bin/dicom-gateway"
     return build_parser().parse_args(argv[1:])
+
+
+def _exec_args(unit: str) -> argparse.Namespace:
+    """The unit's ExecStart= parsed by the real CLI."""
+    return _exec_args_of(service_settings(SYSTEMD / unit)["ExecStart"][-1])
 
 
 def _unit_values(unit: str) -> dict[str, list[str]]:
@@ -392,10 +396,58 @@ def test_network_is_rendered_before_networkd_and_timesyncd_start_at_every_boot()
     unit = _unit_values("dicom-gateway-network.service")
     before = " ".join(unit["Before"]).split()
     assert {"systemd-networkd.service", "systemd-timesyncd.service"} <= set(before)
-    assert "dicom-gateway-firstboot.service" in " ".join(unit["After"]).split()
+    assert "dicom-gateway-firstboot.service" not in " ".join(unit["After"]).split()
+    # The steps of first boot the render reads (serial, network.toml from the card) run first,
+    # and a failure there does not stop the render ("-").
+    pre = _exec_args_of(unit["ExecStartPre"][0].lstrip("-"))
+    assert (pre.command, pre.early, pre.root) == ("appliance", True, Path("/"))
+    assert unit["ExecStartPre"][0].startswith("-")
     assert unit["DefaultDependencies"] == ["no"]  # else it would order itself after sysinit
     assert unit["WantedBy"] == ["sysinit.target"]
     assert unit["Type"] == ["oneshot"]
+
+
+# Units of Debian packages the image installs that a test machine may lack, with the ordering
+# lines bookworm ships (the rest does not matter to ordering): systemd-analyze must see the
+# boot's real graph, and a missing unit would silently take its edges away.
+BOOKWORM_UNITS = {
+    "fake-hwclock.service": (
+        "[Unit]\nDefaultDependencies=no\nBefore=sysinit.target shutdown.target\n"
+        "Conflicts=shutdown.target\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+        "ExecStart=/bin/true\n[Install]\nWantedBy=sysinit.target\n"
+    ),
+    "systemd-timesyncd.service": (
+        "[Unit]\nDefaultDependencies=no\nAfter=systemd-sysusers.service\n"
+        "Before=time-set.target sysinit.target shutdown.target\nConflicts=shutdown.target\n"
+        "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=sysinit.target\n"
+    ),
+    "avahi-daemon.service": (
+        "[Unit]\nRequires=avahi-daemon.socket\n[Service]\nExecStart=/bin/true\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    ),
+}
+
+
+def test_a_boot_with_every_appliance_unit_has_no_ordering_cycle(tmp_path: Path) -> None:
+    """The whole boot as the image enables it: systemd breaks an ordering cycle by deleting a
+    job, which on the box means a step silently not run (the network settings never rendered,
+    so a static address is never set)."""
+    root = make_root(tmp_path)
+    system = root / "usr/lib/systemd/system"
+    for name, text in BOOKWORM_UNITS.items():
+        if not (system / name).exists():
+            (system / name).write_text(text)
+    appliance = list(UNITS)
+    probe = root / "etc/systemd/system/boot-probe.target"
+    probe.write_text(
+        "[Unit]\nDescription=Every unit a booted box starts\n"
+        f"Wants=sysinit.target multi-user.target {' '.join(appliance)} {' '.join(BOOKWORM_UNITS)}"
+        " systemd-networkd.service\n"
+    )
+    done = verify(root, "boot-probe.target")
+    found = done.stdout + done.stderr
+    assert "ordering cycle" not in found.lower(), found
+    assert "deleted" not in found, found
 
 
 def test_panel_requests_reach_the_root_side_through_the_path_unit() -> None:

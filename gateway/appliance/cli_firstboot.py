@@ -1,4 +1,4 @@
-"""``dicom-gateway appliance firstboot [--root PATH] [--boot PATH]``: run the boot steps."""
+"""``dicom-gateway appliance firstboot [--root PATH] [--boot PATH] [--early]``: the boot steps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from gateway.appliance.commands import SubprocessRunner
-from gateway.appliance.firstboot import Firstboot, Host, NoHost, run
+from gateway.appliance.firstboot import Firstboot, Host, NoHost, run, run_early
 from gateway.appliance.steps import NEEDS_A_PERSON
 from gateway.clock import SystemClock
 
@@ -22,6 +22,11 @@ def register_cli(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument(
         "--boot", type=Path, default=None, help="the FAT partition (<root>/boot/firmware)"
     )
+    cmd.add_argument(
+        "--early",
+        action="store_true",
+        help="only the steps the network render needs (serial, network.toml), no reports",
+    )
     cmd.set_defaults(func=firstboot)
 
 
@@ -36,7 +41,7 @@ def firstboot(args: argparse.Namespace) -> int:
         clock=SystemClock(),
         host=Host() if live else NoHost(),
     )
-    records = run(fb)
+    records = run_early(fb) if args.early else run(fb)
     for record in records:
         print(f"{record.name:<18} {record.result.status:<9} {record.result.summary}")
         for detail in record.result.details:

@@ -23,6 +23,13 @@ ssh                  no     says whether SSH is on: ssh/authorized_keys on the c
                             (the image's ssh.service.d condition; sshd reads the card's keys)
 ===================  =====  ====================================================================
 
+Early, from the unit that renders the network settings (:func:`run_early`, before
+systemd-networkd and timesyncd, in sysinit): ``serial`` and ``import-network`` only, so that
+network.toml from the card and the serial's default host name are there when the network is
+set up. The same steps again in the full run converge (``serial`` is done; the import finds the
+same file installed and reports it). The full run is an ordinary service after sysinit: nothing
+in sysinit may wait for it (an ordering cycle, which systemd breaks by dropping a job).
+
 Then, every boot (:func:`finish`): FIRSTBOOT-REPORT.txt on the card (when a card file was
 imported or refused, or a step needs a person), then the imported card files renamed
 ``*.imported`` (after the report, so a cut between reports them again), the dashboard's
@@ -373,6 +380,10 @@ STEPS: tuple[Step[Firstboot], ...] = (
 )
 
 
+EARLY = ("serial", "import-network")
+EARLY_STEPS: tuple[Step[Firstboot], ...] = tuple(s for s in STEPS if s.name in EARLY)
+
+
 def problems_of(records: list[StepRecord]) -> list[str]:
     """One line per step that needs a person: the console's, the report's and the panel's."""
     return [
@@ -428,3 +439,9 @@ def run(fb: Firstboot) -> list[StepRecord]:
     records = run_steps(STEPS, fb, fb.path(MARKERS))
     finish(fb, records)
     return records
+
+
+def run_early(fb: Firstboot) -> list[StepRecord]:
+    """The steps the network render needs (:data:`EARLY_STEPS`), without reports: the full run
+    later reports them with the others and retires the card's files."""
+    return run_steps(EARLY_STEPS, fb, fb.path(MARKERS))

@@ -456,9 +456,9 @@ def test_a_power_cut_stops_the_steps_and_writes_no_marker(tmp_path: Path) -> Non
 # --- the CLI verb ------------------------------------------------------------------------------
 
 
-def run_cli(root: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "appliance", "firstboot", "--root", str(root)],
+        [sys.executable, "-m", "gateway", "appliance", "firstboot", "--root", str(root), *extra],
         capture_output=True,
         text=True,
         timeout=120,
@@ -479,3 +479,34 @@ def test_the_cli_runs_the_steps_on_a_fake_root_and_says_when_a_person_must_act(
     assert done.returncode == 3, done.stdout + done.stderr
     assert "config error: web.colour (dicom-gateway.toml line 3): unknown key" in done.stdout
     assert json.loads((state(root) / fatimport.PANEL_REPORT).read_text())["problems"]
+
+
+def test_the_early_run_gives_the_network_render_its_files_and_the_full_run_reports_them(
+    root: Path,
+) -> None:
+    """dicom-gateway-network.service runs ``--early`` in sysinit, before the full first boot:
+    the serial and the card's network.toml must be there for its render, and nothing else is
+    done yet (no certificate, token or report); the full run later reports the import and
+    retires the card's copy, as when it imported it itself."""
+    text = 'hostname = "ct-room-2"\n[interface]\nmode = "dhcp"\n'
+    card = root / "boot/firmware/network.toml"
+    card.write_text(text)
+    done = run_cli(root, "--early")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "data/system/network.toml").read_text() == text
+    assert (root / "data/system/serial").read_text() == f"{SERIAL}\n"
+    assert card.exists()  # retired only once reported, by the full run
+    assert not (root / "boot/firmware/FIRSTBOOT-REPORT.txt").exists()
+    assert read_token(state(root)) is None
+    assert not cert_paths(state(root))[0].exists()
+    assert {line.split()[0] for line in done.stdout.splitlines()} == {"serial", "import-network"}
+
+    done = run_cli(root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "serial             skipped" in done.stdout
+    assert (root / "data/system/hostname").read_text() == "ct-room-2\n"
+    assert not card.exists() and (root / "boot/firmware/network.toml.imported").exists()
+    assert (
+        "network.toml: installed as network.toml"
+        in (root / "boot/firmware/FIRSTBOOT-REPORT.txt").read_text()
+    )
