@@ -20,9 +20,11 @@ accounts, made by sysusers at image build), not through NSS: a fake root brings 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -139,16 +141,23 @@ def write_file(
     ``mode`` None: no chmod at all (FAT, where the mount options decide and chmod fails).
     Mode and owner are set on the temporary file, before its name becomes ``path``. A file that
     already holds ``data`` only gets its mode and owner set again (a cut may have come between
-    an earlier write and a chown of it).
+    an earlier write and a chown of it), through the file opened without following a symbolic
+    link: the steps run as root in folders the gateway's user can write, where a link put in
+    place of the file must not hand root's chown and chmod to whatever it points at. A link (or
+    anything but a regular file) under the name is replaced by the file, as a different content
+    would be.
     """
     _sweep(path)
-    try:
-        if path.read_bytes() == data:
-            if mode is not None:
-                _own(path, mode, owner)
-            return False
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        pass
+    current = _open_no_follow(path)
+    if current is not None:
+        try:
+            st = os.fstat(current)
+            if stat.S_ISREG(st.st_mode) and _read_all(current) == data:
+                if mode is not None:
+                    _own_open(current, st, mode, owner)
+                return False
+        finally:
+            os.close(current)
     tmp = temp_sibling(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is None else mode)
@@ -200,10 +209,42 @@ def own_tree(path: Path, owner: Owner | None) -> None:
             os.chown(entry, owner.uid, owner.gid, follow_symlinks=False)
 
 
+def _open_no_follow(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` itself; None when it is missing or a symbolic link.
+
+    O_NONBLOCK: a FIFO put under the name must not hang the boot (no effect on files).
+    """
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+            return None
+        raise
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _own_open(fd: int, st: os.stat_result, mode: int, owner: Owner | None) -> None:
+    """Owner and mode of an open file (never of what a name points at)."""
+    if owner is not None and (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
+        os.fchown(fd, owner.uid, owner.gid)
+    if (st.st_mode & 0o7777) != mode:
+        os.fchmod(fd, mode)
+
+
 def _own(path: Path, mode: int, owner: Owner | None) -> None:
-    if owner is not None:
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
-            os.chown(path, owner.uid, owner.gid)
-    if (path.stat().st_mode & 0o7777) != mode:
-        path.chmod(mode)
+    """Owner and mode of ``path`` itself (a folder this module just made)."""
+    fd = _open_no_follow(path)
+    if fd is None:
+        raise FileNotFoundError(errno.ENOENT, "missing, or a symbolic link", str(path))
+    try:
+        _own_open(fd, os.fstat(fd), mode, owner)
+    finally:
+        os.close(fd)
