@@ -90,6 +90,10 @@ from gateway.worklist.selection import RoomSelection, selection_path
 
 WORKLIST_CACHE_FILE = "worklist.sqlite"
 RESTART_GRACE_SECONDS = 3.0  # between "apply" in the panel and the restart it asks for
+# From the panel's restart to READY=1 of the process exec'd in place: every service stopped
+# (at most the unit's TimeoutStopSec, 45 s), the interpreter and the imports on a cold SD card,
+# and the start steps (each may ask for START_STEP_ALLOWANCE itself).
+RESTART_ALLOWANCE = 300.0
 START_STEP_ALLOWANCE = 120.0  # seconds systemd grants each long start step (EXTEND_TIMEOUT_USEC)
 
 log = logging.getLogger("gateway.daemon")
@@ -108,6 +112,7 @@ class Gateway:
     on_ready: Callable[[], object] | None = None  # after READY=1 (confirms a config on trial)
     request_restart: Callable[[], None] | None = None  # stop, then start again from the file
     reached_ready: bool = field(init=False, default=False)
+    restarting: bool = field(init=False, default=False)  # the stop is the panel's restart
     supervisor: Supervisor = field(init=False)
     spool: Spool = field(init=False)
     watchers: list[FolderWatcher] = field(init=False, default_factory=list)
@@ -316,8 +321,12 @@ class Gateway:
         restart = self.request_restart
         assert restart is not None
 
+        def now() -> None:
+            self.restarting = True  # told to systemd as a reload when the loop ends
+            restart()
+
         def later() -> None:
-            timer = threading.Timer(RESTART_GRACE_SECONDS, restart)
+            timer = threading.Timer(RESTART_GRACE_SECONDS, now)
             timer.daemon = True
             timer.start()
 
@@ -476,7 +485,10 @@ class Gateway:
         except RestartBudgetExceededError as exc:
             event(log, logging.CRITICAL, "giving up", reason=str(exc))
             code = 1
-        self.notifier.stopping()
+        if self.restarting and code == 0:
+            self.notifier.reloading(RESTART_ALLOWANCE)  # same PID, READY=1 again (gateway.notify)
+        else:
+            self.notifier.stopping()
         event(log, logging.INFO, "gateway stopping")
         self.supervisor.stop_all()
         event(log, logging.INFO, "gateway stopped")

@@ -1,4 +1,4 @@
-"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING).
+"""systemd's notify protocol (READY, STATUS, WATCHDOG, EXTEND_TIMEOUT_USEC, STOPPING, RELOADING).
 
 The protocol is one assignment a line, so a status text is sent as one line whatever it holds
 (a destination's pause reason may quote a peer): a line break in it cannot add an assignment.
@@ -11,6 +11,12 @@ Rules:
   a container or ``sudo -E``, a stale path) is logged once, as ``systemd notification
   disabled``, and the notifier is then disabled (``enabled`` False): every later call does
   nothing. A send that fails once connected (systemd gone while stopping) is dropped.
+* A restart in place (the panel's apply: the daemon stops everything and execs the same
+  command under the same PID) is a reload to systemd, never a stop: STOPPING=1 would put the
+  unit in its stop state, where the new process's READY=1 counts for nothing, and systemd kills
+  it at TimeoutStopSec. Before the exec: RELOADING=1, with the watchdog and the state's timeout
+  stretched to the restart's allowance (nothing pings while the new process imports and
+  starts); the new process's READY=1 carries the unit's own WATCHDOG_USEC back.
 """
 
 from __future__ import annotations
@@ -71,9 +77,13 @@ class SystemdNotifier:
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         ours = not pid or pid == str(os.getpid())
+        # The unit's WatchdogSec, as systemd passed it (a restart in place stretches it).
+        self.watchdog_usec: int | None = (
+            int(usec) if usec.isdigit() and int(usec) > 0 and ours else None
+        )
         # systemd expects pings at least twice per interval; we ping at a quarter for slack.
         self.watchdog_interval: float | None = (
-            int(usec) / 1_000_000 / 4 if usec.isdigit() and int(usec) > 0 and ours else None
+            None if self.watchdog_usec is None else self.watchdog_usec / 1_000_000 / 4
         )
 
     def _send(self, message: str) -> None:
@@ -84,8 +94,25 @@ class SystemdNotifier:
                 self._socket.sendall(message.encode("utf-8"))
 
     def ready(self, status: str) -> None:
-        """The queue is open and ingest and forwarders run."""
-        self._send(f"READY=1\nSTATUS={one_line(status)}")
+        """The queue is open and ingest and forwarders run (also after a restart in place)."""
+        # The unit's own interval again, should a restart in place have stretched it.
+        watchdog = "" if self.watchdog_usec is None else f"\nWATCHDOG_USEC={self.watchdog_usec}"
+        self._send(f"READY=1\nSTATUS={one_line(status)}{watchdog}")
+
+    def reloading(self, allowance: float) -> None:
+        """A restart in place begins: systemd waits ``allowance`` seconds for READY=1 again.
+
+        The watchdog (only when the unit has one: an override would turn one on) and the
+        reload state's timeout are both moved to ``allowance`` from now.
+        """
+        if allowance <= 0:
+            raise ValueError(f"reloading needs a positive allowance, not {allowance}")
+        usec = round(allowance * 1_000_000)
+        lines = ["RELOADING=1", "STATUS=restarting with the new configuration"]
+        if self.watchdog_usec is not None:
+            lines.append(f"WATCHDOG_USEC={usec}")
+        lines.append(f"EXTEND_TIMEOUT_USEC={usec}")
+        self._send("\n".join(lines))
 
     def status(self, text: str) -> None:
         """A one-line summary for `systemctl status`."""

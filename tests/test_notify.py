@@ -30,12 +30,53 @@ def test_messages_reach_the_notify_socket(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         server.close()
     assert got == [
-        "READY=1\nSTATUS=東京-pacs: 0 queued",
+        # The unit's own interval with READY=1: a restart in place may have stretched it.
+        "READY=1\nSTATUS=東京-pacs: 0 queued\nWATCHDOG_USEC=2000000",
         "STATUS=pacs: 3 queued",
         "STATUS=pacs paused: peer said\\u000aREADY=1\\u2028x",  # one line: no second READY
         "WATCHDOG=1",
         "STOPPING=1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("watchdog", "expected"),
+    [
+        (
+            "30000000",
+            "RELOADING=1\nSTATUS=restarting with the new configuration\n"
+            "WATCHDOG_USEC=300000000\nEXTEND_TIMEOUT_USEC=300000000",
+        ),
+        # No watchdog in the unit: an override would turn one on.
+        (
+            "",
+            "RELOADING=1\nSTATUS=restarting with the new configuration\n"
+            "EXTEND_TIMEOUT_USEC=300000000",
+        ),
+    ],
+)
+def test_a_restart_in_place_is_a_reload_with_the_watchdog_stretched(
+    tmp_path: Path, watchdog: str, expected: str
+) -> None:
+    path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(2)
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": watchdog})
+        notifier.reloading(300)
+        got = server.recv(4096).decode()
+        notifier.ready("pacs: 0 queued")
+        ready = server.recv(4096).decode()
+        notifier.close()
+    finally:
+        server.close()
+    assert got == expected
+    assert ready == "READY=1\nSTATUS=pacs: 0 queued" + (
+        f"\nWATCHDOG_USEC={watchdog}" if watchdog else ""
+    )
+    with pytest.raises(ValueError):
+        notifier.reloading(0)
 
 
 def test_a_status_with_characters_outside_latin_1_is_sent_in_utf_8(

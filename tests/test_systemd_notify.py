@@ -206,3 +206,73 @@ def test_gateway_under_the_units_seccomp_rules_delivers_over_tls_and_answers_ech
     assert gw.terminate() == 0
     assert "Error in sitecustomize" not in gw.log()
     assert "STOPPING=1" in gw.messages
+
+
+def test_the_panels_restart_is_a_reload_to_systemd_not_a_stop(
+    tmp_path: Path, storescp_factory: type[StoreSCP], gateways: list[GatewayProcess]
+) -> None:
+    """Save a destination in the panel: the daemon restarts in place. systemd must see a
+    reload (RELOADING=1, the watchdog stretched over the exec), then READY=1 from the same PID
+    with the unit's watchdog back. STOPPING=1 here put the booted box's unit in its stop state:
+    the new process was killed at TimeoutStopSec, and the panel never came back with the change.
+    """
+    import httpx
+
+    from gateway.web.auth.setup import read_token
+    from tests.web.panelkit import csrf_of
+
+    pacs = storescp_factory(tmp_path / "pacs").start()
+    web_port = free_port()
+    config = write_config(tmp_path, pacs.port)
+    config.write_text(
+        config.read_text().replace(
+            "[web]\nenabled = false\n",
+            f'[web]\nenabled = true\nbind = "127.0.0.1"\nport = {web_port}\n',
+        )
+    )
+    gw = GatewayProcess(config, env={"WATCHDOG_USEC": "30000000"})
+    gateways.append(gw)
+    gw.start()
+    assert gw.proc is not None
+    pid = gw.proc.pid
+    token = read_token(tmp_path / "state")
+    assert token is not None
+    with httpx.Client(base_url=f"https://127.0.0.1:{web_port}", verify=False, timeout=30) as web:
+        form = csrf_of(web.get("/setup").text)
+        user = {"username": "fieldeng", "password": "a-long-field-password-1"}
+        done = web.post(
+            "/setup",
+            data={"csrf_token": form, "token": token, **user, "password2": user["password"]},
+        )
+        assert done.status_code == 303, done.text
+        seen = len(gw.messages)
+        saved = web.post(
+            "/destinations/save",
+            data={
+                "csrf_token": csrf_of(web.get("/destinations/new").text),
+                "original": "",
+                "name": "second",
+                "ae_title": "PACS",
+                "host": "127.0.0.1",
+                "port": str(pacs.port),
+                "connect_timeout": "5",
+            },
+        )
+        assert saved.status_code == 303, saved.text
+
+    def ready_again() -> bool:
+        collect(gw, 0.5)
+        return any(m.startswith("READY=1") for m in gw.messages[seen:])
+
+    assert wait_until(ready_again, 90), gw.messages[seen:]
+    after = gw.messages[seen:]
+    assert "STOPPING=1" not in after, after
+    (reload,) = [m for m in after if m.startswith("RELOADING=1")]
+    assert "\nWATCHDOG_USEC=300000000" in reload and "\nEXTEND_TIMEOUT_USEC=" in reload
+    ready = next(m for m in after if m.startswith("READY=1"))
+    assert after.index(reload) < after.index(ready)
+    assert ready.endswith("\nWATCHDOG_USEC=30000000")  # the unit's interval again
+    assert "second" in ready  # the new file's destination is in the status
+    assert gw.proc.poll() is None and gw.proc.pid == pid  # exec in place: systemd's main PID
+    assert gw.terminate() == 0
+    assert gw.messages[-1] == "STOPPING=1" or "STOPPING=1" in gw.messages[seen:]

@@ -9,14 +9,16 @@ One box, two boots, in the order a field engineer meets it:
 3. The panel (HTTPS, forwarded port): no default credential is accepted; the token sets the first
    engineer's password; a destination is set through the panel's destination form, pointing at a
    DCMTK storescp on the host's loopback (10.0.2.2 from inside the box).
-4. A JPEG from /usr/share (not ours) is written into the box's drop folder through a real path
-   the box offers: its SMB share when the box serves one (h-share's code), else SSH with the
-   card's key. It reaches storescp as DICOM that dciodvfy finds no error in.
+4. The device's share account gets its password in the panel (Device accounts); before that and
+   after it no guest, default or guessable login gets into the share. A JPEG from /usr/share (not
+   ours) is written into the box's SMB share with smbclient, as the device would, and reaches
+   storescp as DICOM that dciodvfy finds no error in.
 5. A second JPEG is written while the PACS is down and taken in (queued) by the gateway; then the
    plug is pulled (SIGKILL to qemu).
 6. Second boot: nothing lost (the second study arrives, the account and the destination are
    still there), first boot not repeated (its step markers, the serial, the panel's certificate
-   and machine-id unchanged; no new token), no default credential accepted by panel or SSH.
+   and machine-id unchanged; no new token), no default credential accepted by panel, SSH or
+   Samba.
 
 Measured and printed (and written to ``measurements.json`` beside the console logs): time to
 READY of each boot, idle RSS of the gateway and of the whole box (from /proc inside the box),
@@ -29,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import time
@@ -76,7 +77,11 @@ name = "export"
 path = "/srv/drop"
 filename_pattern = '^(?P<patient_id>[^_]+)_(?P<patient_name>[^_]+)_'
 settle_seconds = 2
+share = "export"
+share_user = "modality"
 """
+# The device's account on the share; its password is set in the panel (Device accounts).
+SHARE_USER, SHARE_PASSWORD = "modality", "Export-share-pw-71"
 
 
 def image_path() -> Path:
@@ -138,21 +143,6 @@ class Ssh:
         assert done.returncode != 0, f"{user} got in without a key"
         found = re.findall(r"Authentications that can continue: (\S+)", done.stderr)
         return found[-1] if found else done.stderr[-500:]
-
-    def put(self, source: Path, dest: str) -> None:
-        """Write a file the way a device's export would: a temporary name, then the name."""
-        data = source.read_bytes()
-        self.run_input(f"cat > '{dest}.part' && mv '{dest}.part' '{dest}'", data)
-
-    def run_input(self, command: str, data: bytes) -> None:
-        done = subprocess.run(
-            [*self.base("-i", str(self.key), "-o", "BatchMode=yes"), "root@127.0.0.1", command],
-            input=data,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
 
 
 class Panel:
@@ -264,20 +254,35 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     print(f"box work folder (consoles, measurements): {work}")
 
 
-def drop_through_smb(box: Box, jpeg: Path, name: str) -> bool:
-    """Write into the box's SMB share when it serves one (h-share's code); False if not."""
-    if shutil.which("smbclient") is None:
-        return False
-    user, password = os.environ.get("IMAGE_SMB_USER"), os.environ.get("IMAGE_SMB_PASSWORD")
-    if not (user and password):
-        return False  # the share's account is set in the panel; not on this branch yet
-    done = subprocess.run(
+def smb_put(
+    box: Box, source: Path, name: str, user: str, password: str
+) -> subprocess.CompletedProcess[str]:
+    """smbclient writes ``source`` as ``name`` into the box's share (SMB3), as a device would."""
+    return subprocess.run(
         ["smbclient", "//127.0.0.1/export", "-p", str(box.ports["smb"]), "-U",
-         f"{user}%{password}", "-m", "SMB3", "-c", f'put "{jpeg}" "{name}"'],
+         f"{user}%{password}", "-m", "SMB3", "-c", f'put "{source}" "{name}"'],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+def drop_through_smb(box: Box, jpeg: Path, name: str) -> None:
+    """The device's export: into the box's SMB share with the account set in the panel."""
+    done = smb_put(box, jpeg, name, SHARE_USER, SHARE_PASSWORD)
     assert done.returncode == 0, done.stdout + done.stderr
-    return True
+
+
+def smb_refuses_defaults(box: Box, jpeg: Path) -> None:
+    """No guest, no vendor default, not the share account with a guessable password."""
+    tries = [*DEFAULTS, ("guest", ""), (SHARE_USER, SHARE_USER), (SHARE_USER, "")]
+    for user, password in tries:
+        done = smb_put(box, jpeg, "should-not-land.jpg", user, password)
+        assert done.returncode != 0, (user, password, done.stdout)
+        assert "NT_STATUS_LOGON_FAILURE" in done.stdout + done.stderr, (user, done.stdout)
+    anonymous = subprocess.run(
+        ["smbclient", "-N", "-L", "//127.0.0.1", "-p", str(box.ports["smb"]), "-m", "SMB3"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "export" not in anonymous.stdout, anonymous.stdout
 
 
 def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Path) -> None:
@@ -361,13 +366,20 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
             assert panel.login(user, password).status_code != 303, (user, password)
         assert panel.login(*ENGINEER).status_code == 303
 
-        # --- 4. the device's file, through a real path into the box --------------------------
+        # --- 4. the device's account, then its file through the box's SMB share -------------
+        smb_refuses_defaults(box, jpeg)  # before any password: the account cannot log in
+        devices = panel.client.post(
+            f"/devices/smb/{SHARE_USER}/password",
+            data={
+                "csrf_token": panel.csrf("/devices"),
+                "password": SHARE_PASSWORD,
+                "password2": SHARE_PASSWORD,
+            },
+        )
+        assert devices.status_code == 303, devices.text
+        smb_refuses_defaults(box, jpeg)
         name = "P001_DOE^JANE_1.jpg"
-        if drop_through_smb(box, jpeg, name):
-            measured["drop_path"] = "smb"
-        else:
-            ssh.put(jpeg, f"/srv/drop/{name}")
-            measured["drop_path"] = "ssh (no SMB share on this branch)"
+        drop_through_smb(box, jpeg, name)
         assert wait_until(lambda: len(dicom_arrivals(pacs)) >= 1, 600, interval=2), pacs.log()
         (first,) = dicom_arrivals(pacs)
         errors, _warnings = dciodvfy(first)
@@ -381,7 +393,7 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
         # --- 5. a study queued while the PACS is down, then the plug is pulled -------------
         pacs.stop()
         second_name = "P002_ROE^RICHARD_2.jpg"
-        ssh.put(jpeg, f"/srv/drop/{second_name}")
+        drop_through_smb(box, jpeg, second_name)
         assert wait_until(lambda: ssh.run("ls -A /srv/drop").strip() == "", 300, interval=2)
         box.power_cut()
         panel.close()
@@ -403,6 +415,7 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
             assert panel.login(user, password).status_code != 303, (user, password)
         for user in ("root", "admin", "pi"):
             assert ssh.methods_offered(user) == "publickey", user
+        smb_refuses_defaults(box, jpeg)
         assert panel.login(*ENGINEER).status_code == 303
         names = [d["name"] for d in panel.status()["destinations"]]  # type: ignore[attr-defined]
         assert "pacs" in names
