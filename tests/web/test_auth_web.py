@@ -93,6 +93,7 @@ def test_a_wrong_setup_token_creates_nothing(panel: RunningPanel) -> None:
     )
     assert answer.status_code == 422
     assert "setup token is not right" in answer.text
+    assert "SETUP-TOKEN.txt on its card" in answer.text  # the appliance has no shell to ask
     assert panel.auth.users.count() == 0
 
 

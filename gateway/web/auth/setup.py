@@ -20,7 +20,11 @@ from gateway.web.auth.db import PanelDb, web_dir, write_private
 from gateway.web.auth.users import AccountError, Role, User, UserStore
 
 TOKEN_FILE = "setup-token"  # noqa: S105 - a file name, not a secret
-WRONG_TOKEN = "the setup token is not right (see `dicom-gateway setup-token`)"  # noqa: S105
+# The message, not a token; where to read the token on the appliance and on a package install.
+WRONG_TOKEN = (
+    "the setup token is not right (see the box's console or SETUP-TOKEN.txt on its card; "  # noqa: S105
+    "on a package install, `dicom-gateway setup-token`)"
+)
 
 
 def token_path(state_dir: Path) -> Path:

@@ -100,12 +100,20 @@ class Room:
 
     def shot(self, page: Page, name: str) -> Path:
         """A screenshot of the page as the user sees it; copied to the docs when asked."""
-        path = self.artefacts / f"{name}.png"
-        page.screenshot(path=str(path))
-        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-            DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
-        return path
+        return shoot(page, self.artefacts, name)
+
+
+def shoot(page: Page, artefacts: Path, name: str, *, full_page: bool = False) -> Path:
+    """``<artefacts>/<name>.png`` of the page as the user sees it (the whole page with
+    ``full_page``); with ``UPDATE_SCREENSHOTS=1`` also docs/screenshots/<name>.png, which the
+    commissioning guide shows. Every browser module photographs through this one helper, so
+    the guide's pictures have stable names and one viewport."""
+    path = artefacts / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
+    return path
 
 
 def room_config(root: Path, pacs_port: int, ris_port: int, web_port: int, serial: Path) -> Path:

@@ -54,6 +54,10 @@ def test_first_visit_sets_up_the_engineer_with_the_token(room: Room, engineer_pa
     page = engineer_page
     page.goto(room.url + "/setup")
     expect(page.get_by_role("heading", name="Set up the panel")).to_be_visible()
+    # Where the token is on the flashed box (no shell there) and on a package install.
+    hint = page.locator(".card .hint").first
+    expect(hint).to_contain_text("SETUP-TOKEN.txt on the card's FAT partition")
+    expect(hint).to_contain_text("dicom-gateway setup-token")
     page.fill("#token", room.setup_token())
     page.fill("#username", ENGINEER[0])
     page.fill("#password", ENGINEER[1])

@@ -9,8 +9,6 @@ countdown moving is the page's script alone.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from playwright.sync_api import Browser, expect
 from gateway.clock import FakeClock
 from tests.appliance.netfakes import FakeRunner
 from tests.harness import wait_until
-from tests.web.browser.conftest import DOCS_SCREENSHOTS, new_context
+from tests.web.browser.conftest import new_context, shoot
 from tests.web.netkit import NEW_ADDRESS, STATIC_FORM, Appliance, make_root
 from tests.web.panelkit import ENGINEER, MakePanel, panel_factory, services_for
 
@@ -64,6 +62,12 @@ def test_apply_countdown_and_revert_in_the_browser(
         page.check("#mode-static")
         for name in ("address", "gateway", "dns", "ntp", "hostname"):
             page.fill(f"#net-{name}", STATIC_FORM[name])
+        # What the guide's picture of the form shows: the static address typed in, the box's
+        # current settings beside it, and the button that names the confirmation time.
+        expect(page.locator("#net-address")).to_have_value(STATIC_FORM["address"])
+        expect(page.locator("#apply")).to_have_text("Apply (confirm within 120 s)")
+        expect(page.get_by_role("heading", name="Now")).to_be_visible()
+        shoot(page, artefacts, "17-network", full_page=True)
         page.click("#apply")
         expect(page.locator("#waiting")).to_be_visible()
         assert wait_until(lambda: len(box.requests()) == 1, 10)
@@ -76,12 +80,14 @@ def test_apply_countdown_and_revert_in_the_browser(
         page.wait_for_function(
             "() => Number(document.getElementById('countdown').textContent) < 119"
         )
-        expect(page.locator("#trial")).to_contain_text(f"https://{NEW_ADDRESS}:")
-        shot = artefacts / "network-trial.png"
-        page.screenshot(path=str(shot), full_page=True)
-        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-            DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shot, DOCS_SCREENSHOTS / shot.name)
+        trial = page.locator("#trial")
+        expect(trial.get_by_role("heading", name="Keep these network settings?")).to_be_visible()
+        expect(trial).to_contain_text(f"https://{NEW_ADDRESS}:")
+        expect(trial).to_contain_text("a confirmation counts only at the new one")
+        # At the old address there is nothing to confirm with, only Revert now.
+        expect(page.locator("#confirm")).to_have_count(0)
+        expect(page.locator("#revert")).to_have_text("Revert now")
+        shoot(page, artefacts, "18-network-trial", full_page=True)
         page.click("#revert")
         assert wait_until(lambda: len(box.requests()) == 1, 10)
         assert box.path_unit() == ["rolled_back"]
