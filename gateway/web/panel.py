@@ -1,9 +1,9 @@
 """The panel as one supervisor step: accounts, setup token, certificate, app and HTTPS server.
 
 ``start()`` opens the panel database, makes the setup token while no account exists (and logs
-it, once per start), makes the metrics scrape token, makes or reuses the certificate, then
-serves. ``stop()`` stops the server. Nothing here touches the images: a panel that cannot start
-is the daemon's to log and carry on without.
+where to read it, once per start; never the token), makes the metrics scrape token, makes or
+reuses the certificate, then serves. ``stop()`` stops the server. Nothing here touches the
+images: a panel that cannot start is the daemon's to log and carry on without.
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ class WebPanel:
         self.auth = auth
         token = auth.setup.ensure()
         if token is not None:
-            # The only time the token is shown outside its 0600 file: no account exists yet,
-            # and whoever reads this log can already read that file.
+            # Where to read it, never the token: the journal goes into the support bundle,
+            # which leaves the box. The appliance prints it on its console and the card.
             event(
                 self._log,
                 logging.WARNING,
                 "web panel not set up: open it and enter the setup token",
-                setup_token=token,
                 token_file=str(token_path(state)),
+                read_it_with="dicom-gateway setup-token --config <file> (or the box's console)",
             )
         ensure_metrics_token(state)
         cert = ensure_certificate(state, web, s.credentials_dir)

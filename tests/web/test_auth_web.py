@@ -4,6 +4,7 @@ and the audit trail of every change."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -419,3 +420,18 @@ def test_setup_and_a_password_change_refuse_a_common_password_saying_why(
     assert changed.status_code == 422
     assert "one of the commonest" in changed.text
     assert panel.post_login(panel.browser(), *ENGINEER).status_code == 303
+
+
+def test_the_setup_token_is_never_logged_only_where_to_read_it(
+    make_panel: MakePanel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal goes into the support bundle, which leaves the box: the token must not be
+    in it (on the appliance it is on the console and the card; elsewhere the CLI reads it)."""
+    with caplog.at_level(logging.DEBUG):
+        panel = make_panel()
+    token = read_token(panel.state)
+    assert token is not None
+    lines = [(r.getMessage(), repr(r.__dict__)) for r in caplog.records]
+    assert not any(token in message or token in fields for message, fields in lines), lines
+    (notice,) = [r for r in caplog.records if "not set up" in r.getMessage()]
+    assert "setup-token" in repr(notice.__dict__)  # says where: the file and the command
