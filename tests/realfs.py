@@ -1,4 +1,4 @@
-"""Real small file systems for the storage-fault tests: a tmpfs, and a loop-mounted ext4.
+"""Real small file systems for the storage-fault tests: a tmpfs, a loop-mounted ext4, a bind.
 
 Mounting needs root. Without it (or when the kernel refuses the mount) the test is skipped
 with the reason; with REQUIRE_PEERS=1 (CI, as for the DICOM peers in tests/peers.py) it fails
@@ -49,6 +49,16 @@ def _unmount(target: Path) -> None:
 def tmpfs(target: Path, size_bytes: int) -> Iterator[Path]:
     """A tmpfs of ``size_bytes`` mounted on ``target``."""
     _mount(["-t", "tmpfs", "-o", f"size={size_bytes},mode=0755", "tmpfs"], target)
+    try:
+        yield target
+    finally:
+        _unmount(target)
+
+
+@contextlib.contextmanager
+def bind(source: Path, target: Path) -> Iterator[Path]:
+    """``source`` bind-mounted on ``target``: a mount point on the same file system (st_dev)."""
+    _mount(["--bind", str(source)], target)
     try:
         yield target
     finally:

@@ -1,0 +1,95 @@
+"""``dicom-gateway share mount|unmount`` as dicom-gateway-cifs.service runs them (as root).
+
+A stand-in mount.cifs (and mount) on PATH logs what it was asked; the kernel here has no cifs.
+Only names the old CLI had are used, so these tests say what the old code did wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ingest.support import GATEWAY, gateway_folder, mount_root
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return mount_root(tmp_path)
+
+
+def _stub_mount(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """PATH with mount and mount.cifs stand-ins that log their arguments and what the target
+    argument names (readlink: a /proc/self/fd path shows the folder it is)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "mount.log"
+    bin_dir.mkdir()
+    for name in ("mount", "mount.cifs"):
+        stub = bin_dir / name
+        stub.write_text(
+            f'#!/bin/sh\necho "{name} $*" >> {log}\n'
+            f'for a in "$@"; do case "$a" in /proc/*) readlink "$a" >> {log};; esac; done\n'
+        )
+        stub.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+def _config(tmp_path: Path, folders: dict[str, Path]) -> Path:
+    lines = [f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n']
+    for name, path in folders.items():
+        lines.append(
+            f'[[ingest.folder]]\nname = "{name}"\npath = "{path}"\nsettle_seconds = 5\n'
+            f'[ingest.folder.cifs]\nserver = "10.0.0.5"\nshare = "{name}"\nusername = "gw"\n'
+        )
+    config = tmp_path / "gateway.toml"
+    config.write_text("\n".join(lines))
+    return config
+
+
+def _share(
+    verb: str, config: Path, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "share", verb, "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_share_mount_refuses_a_folder_outside_srv_without_running_mount(tmp_path: Path) -> None:
+    """The unit's own command line (no --mount-root): a gateway.toml naming a folder outside
+    /srv (here a temporary one; on a box /etc/systemd/system) mounts nothing."""
+    target = gateway_folder(tmp_path / "etc-systemd-system")
+    env, log = _stub_mount(tmp_path)
+    done = _share("mount", _config(tmp_path, {"us": target}), env)
+    assert done.returncode == 1
+    assert (
+        f"ingest.folder us: not mounted: {target} is not below the mount root /srv" in done.stderr
+    )
+    assert not log.exists()  # neither mount nor mount.cifs ran
+
+
+def test_share_mount_mounts_the_allowed_folder_through_its_descriptor_and_skips_the_refused(
+    tmp_path: Path, root: Path
+) -> None:
+    (root / "link").symlink_to(gateway_folder(tmp_path / "elsewhere"))
+    env, log = _stub_mount(tmp_path)
+    config = _config(tmp_path, {"bad": root / "link", "us": root / "us"})
+    extra = ("--mount-root", str(root), "--owner", GATEWAY.pw_name)
+    done = _share("mount", config, env, *extra)
+    assert done.returncode == 1, done.stderr  # one refused
+    assert f"ingest.folder bad: not mounted: {root / 'link'} is a symbolic link" in done.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and calls[0].startswith("mount.cifs //10.0.0.5/us /proc/self/fd/")
+    assert calls[1] == str(root / "us")  # the descriptor named the judged folder
+    assert f"mounted //10.0.0.5/us on {root / 'us'}" in done.stdout
+    # Unmount: nothing is mounted there really (the stand-in did nothing), so nothing to do;
+    # the link is refused again.
+    off = _share("unmount", config, env, *extra)
+    assert off.returncode == 1
+    assert f"ingest.folder bad: not unmounted: {root / 'link'} is a symbolic link" in off.stderr
