@@ -25,6 +25,7 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.ingest.remote.accounts import DeviceAccountError, ensure_unix_account
 from gateway.ingest.remote.cifs import (
+    CREDSTORE,
     MOUNT_ROOT,
     TargetAction,
     judge_mount_target,
@@ -77,6 +78,12 @@ def register(
             )
             cmd.add_argument(
                 "--owner", default=GATEWAY_ACCOUNT, help="the account a mount folder must belong to"
+            )
+            cmd.add_argument(
+                "--credstore",
+                type=Path,
+                default=CREDSTORE,
+                help=f"folder of the credentials files (default {CREDSTORE})",
             )
         cmd.set_defaults(func=func)
 
@@ -137,7 +144,9 @@ def _mount(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
     owner = _owner(args.owner)
     failed = 0
-    for folder, plan in mount_plans_by_folder(config):
+    # The share's files belong to the account its folder was judged for (--owner), by number.
+    plans = mount_plans_by_folder(config, uid=owner[0], gid=owner[1], credstore=args.credstore)
+    for folder, plan in plans:
         # A missing folder is made (the gateway's, empty) only once its path passes the rules.
         passes = target_path_problem(plan.target, args.mount_root) is None and owner[0] >= 0
         make = owner if passes else None
@@ -172,7 +181,7 @@ def _unmount(args: argparse.Namespace) -> int:
     anything else mounted there is refused and left alone."""
     config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
     failed = 0
-    for folder, plan in reversed(mount_plans_by_folder(config)):
+    for folder, plan in reversed(mount_plans_by_folder(config, credstore=args.credstore)):
         with open_target(plan.target) as opened:
             verdict = judge_unmount_target(plan.target, plan.source, opened.facts, args.mount_root)
             if verdict.action is TargetAction.NOTHING:

@@ -161,7 +161,7 @@ def test_a_missing_leaf_is_made_the_gateways_but_never_a_missing_parent(root: Pa
     with open_target(root / "new", make_as=owner) as opened:
         assert opened.facts.problem is None and opened.facts.empty
     info = (root / "new").stat()
-    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (*owner, 0o2770)
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (*owner, 0o770)
     with open_target(root / "a" / "b", make_as=owner) as opened:
         assert opened.facts.problem == f"{root / 'a'} does not exist"
     assert not (root / "a").exists()

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.ingest.support import GATEWAY, gateway_folder, mount_root
+from tests.peers import free_port, require_tool
+from tests.systemd_sandbox import sandbox_environment, service_settings
 
 
 @pytest.fixture
@@ -36,12 +38,15 @@ def _stub_mount(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
 
 
-def _config(tmp_path: Path, folders: dict[str, Path]) -> Path:
+def _config(
+    tmp_path: Path, folders: dict[str, Path], server: str = "10.0.0.5", port: int = 445
+) -> Path:
     lines = [f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n']
     for name, path in folders.items():
         lines.append(
             f'[[ingest.folder]]\nname = "{name}"\npath = "{path}"\nsettle_seconds = 5\n'
-            f'[ingest.folder.cifs]\nserver = "10.0.0.5"\nshare = "{name}"\nusername = "gw"\n'
+            f'[ingest.folder.cifs]\nserver = "{server}"\nport = {port}\nshare = "{name}"\n'
+            'username = "gw"\n'
         )
     config = tmp_path / "gateway.toml"
     config.write_text("\n".join(lines))
@@ -93,3 +98,68 @@ def test_share_mount_mounts_the_allowed_folder_through_its_descriptor_and_skips_
     off = _share("unmount", config, env, *extra)
     assert off.returncode == 1
     assert f"ingest.folder bad: not unmounted: {root / 'link'} is a symbolic link" in off.stderr
+
+
+# --- under the unit's sandbox ----------------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "dicom-gateway-cifs.service"
+
+
+def _sandboxed(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The unit's seccomp rules (loaded at interpreter start, inherited by mount.cifs), its
+    capability bounding set and NoNewPrivileges=, as a prefix and environment for the CLI."""
+    setpriv = require_tool("setpriv")
+    settings = service_settings(UNIT)
+    assert settings["NoNewPrivileges"] == ["yes"]
+    caps = settings["CapabilityBoundingSet"][-1].split()
+    bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
+    prefix = [setpriv, "--no-new-privs", f"--bounding-set={bounding}"]
+    return prefix, {**env, **sandbox_environment(UNIT, tmp_path / "sandbox")}
+
+
+def _sandboxed_mount(
+    tmp_path: Path, root: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    prefix, env = _sandboxed(tmp_path, env)
+    credstore = tmp_path / "credstore"
+    credstore.mkdir(mode=0o700)
+    for name in ("new", "us"):
+        (credstore / f"cifs-{name}.cred").write_text("password=not-a-real-one\n")
+    # A closed loopback port: a kernel with cifs is refused at once, never left waiting.
+    folders = {"new": root / "new", "us": root / "us"}
+    config = _config(tmp_path, folders, server="127.0.0.1", port=free_port())
+    argv = [sys.executable, "-m", "gateway", "share", "mount", "--config", str(config)]
+    extra = ["--mount-root", str(root), "--owner", GATEWAY.pw_name, "--credstore", str(credstore)]
+    return subprocess.run(
+        prefix + argv + extra, capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+def test_share_mount_walks_makes_and_hands_over_folders_within_the_units_sandbox(
+    tmp_path: Path, root: Path
+) -> None:
+    """Seccomp (system calls, address families, W^X), capabilities and no new privileges as
+    the unit sets them: the walk, the folder made for the gateway (CAP_CHOWN) and the call."""
+    env, log = _stub_mount(tmp_path)
+    done = _sandboxed_mount(tmp_path, root, env)
+    assert done.returncode == 0, done.stderr
+    info = (root / "new").stat()
+    assert (info.st_uid, info.st_gid) == (GATEWAY.pw_uid, GATEWAY.pw_gid)
+    assert log.read_text().splitlines()[1::2] == [str(root / "new"), str(root / "us")]
+
+
+def test_the_real_mount_cifs_reaches_the_kernel_within_the_units_sandbox(
+    tmp_path: Path, root: Path
+) -> None:
+    """Debian's mount.cifs (cifs-utils), which asks libcap-ng for CAP_DAC_* and changes into
+    the /proc/self/fd folder: it gets as far as mount(2), which answers as this kernel can
+    (no cifs module here: ENODEV; else nothing listening: no suitable address), never EPERM."""
+    require_tool("mount.cifs")
+    done = _sandboxed_mount(tmp_path, root, dict(os.environ))
+    assert done.returncode == 1
+    reached = ("mount error(19): No such device", "Unable to find suitable address")
+    for name in ("new", "us"):
+        line = next(x for x in done.stderr.split("//127.0.0.1/")[1:] if x.startswith(name))
+        assert line.startswith(f"{name} on {root / name}: ") and any(r in line for r in reached)
+    assert "Operation not permitted" not in done.stderr
+    assert "Unable to apply new capability set" not in done.stderr

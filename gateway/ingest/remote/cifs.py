@@ -13,7 +13,7 @@ The mount options, and why:
   Windows 7-era devices; ``1.0`` only with ``allow_smb1`` (config validation);
 * ``credentials=/etc/credstore/<file>``: the password stays in a root-only file, never on the
   command line (where ``ps`` shows it) nor in gateway.toml; ``sec=ntlmssp``: NTLMv2, never LM;
-* ``uid``/``gid`` the gateway, ``file_mode=0660``, ``dir_mode=2770``: the gateway reads and
+* ``uid``/``gid`` the gateway, ``file_mode=0660``, ``dir_mode=02770``: the gateway reads and
   removes files; ``nosuid,nodev,noexec``: nothing on the device's disk can run on the box;
 * ``actimeo=1``: size and time of a remote file are at most a second old, so a file the device
   is still writing shows growing between two polls (``settle_seconds`` at least 2 is required);
@@ -57,7 +57,7 @@ MOUNT_ROOT = Path("/srv")
 # What the kernel calls a mount made by mount.cifs (smb3 when mounted with -t smb3).
 CIFS_FILESYSTEMS = frozenset({"cifs", "smb3"})
 FILE_MODE = "0660"
-DIR_MODE = "2770"
+DIR_MODE = "02770"  # mount.cifs warns of a mode without its leading 0
 # statfs/mountinfo names of file systems whose writes happen elsewhere: inotify sees none.
 NETWORK_FILESYSTEMS = frozenset(
     {"cifs", "smb3", "smbfs", "nfs", "nfs4", "9p", "fuse.sshfs", "afs", "ceph", "glusterfs"}

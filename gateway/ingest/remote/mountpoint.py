@@ -60,7 +60,7 @@ def open_target(
     """Open ``path`` without following any link, read its facts; close on leaving.
 
     With ``make_as`` (uid, gid), a missing last component is made in the parent as opened, as
-    an empty folder of that owner, mode 2770 (as ``share mount`` made it before, but never a
+    an empty folder of that owner, mode 0770 (as ``share mount`` made it before, but never a
     missing parent: only a leaf whose path the caller has already judged).
     """
     opened = OpenedTarget(TargetFacts())
@@ -118,8 +118,10 @@ def _make_folder(name: str, parent_fd: int, owner: tuple[int, int]) -> int:
     os.mkdir(name, 0o700, dir_fd=parent_fd)
     fd = os.open(name, _FLAGS, dir_fd=parent_fd)
     try:
+        # Mode first, while root owns it (no CAP_FOWNER needed), then the owner (CAP_CHOWN). No
+        # set-group-id bit (the unit's RestrictSUIDSGID=): the share's dir_mode covers it.
+        os.fchmod(fd, 0o770)
         os.fchown(fd, *owner)
-        os.fchmod(fd, 0o2770)  # as tmpfiles makes /srv/drop: the gateway's group inherits
     except OSError:
         os.close(fd)
         raise
