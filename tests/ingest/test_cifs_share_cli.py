@@ -15,6 +15,7 @@ import pytest
 
 from tests.ingest.support import GATEWAY, gateway_folder, mount_root
 from tests.peers import free_port, require_tool
+from tests.realfs import network_lookalike
 from tests.systemd_sandbox import sandbox_environment, service_settings
 
 
@@ -98,6 +99,20 @@ def test_share_mount_mounts_the_allowed_folder_through_its_descriptor_and_skips_
     off = _share("unmount", config, env, *extra)
     assert off.returncode == 1
     assert f"ingest.folder bad: not unmounted: {root / 'link'} is a symbolic link" in off.stderr
+
+
+def test_share_unmount_leaves_a_network_mount_outside_srv_alone(tmp_path: Path) -> None:
+    """gateway.toml naming another network mount (here a FUSE one the mount table calls
+    fuse.sshfs) outside /srv: stopping the unit must not unmount it."""
+    target = tmp_path / "site-nfs"
+    with network_lookalike(target):
+        done = _share("unmount", _config(tmp_path, {"us": target}), dict(os.environ))
+        points = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+        assert str(target) in points, done.stdout + done.stderr  # still mounted
+        assert done.returncode == 1
+        assert f"ingest.folder us: not unmounted: {target} is not below the mount root /srv" in (
+            done.stderr
+        )
 
 
 # --- under the unit's sandbox ----------------------------------------------------------------
