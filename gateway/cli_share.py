@@ -76,6 +76,7 @@ def register(
                 default=MOUNT_ROOT,
                 help=f"shares are mounted only on folders below this one (default {MOUNT_ROOT})",
             )
+        if name == "mount":
             cmd.add_argument(
                 "--owner", default=GATEWAY_ACCOUNT, help="the account a mount folder must belong to"
             )
@@ -181,7 +182,7 @@ def _unmount(args: argparse.Namespace) -> int:
     anything else mounted there is refused and left alone."""
     config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
     failed = 0
-    for folder, plan in reversed(mount_plans_by_folder(config, credstore=args.credstore)):
+    for folder, plan in reversed(mount_plans_by_folder(config)):
         with open_target(plan.target) as opened:
             verdict = judge_unmount_target(plan.target, plan.source, opened.facts, args.mount_root)
             if verdict.action is TargetAction.NOTHING:

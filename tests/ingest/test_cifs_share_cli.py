@@ -96,7 +96,7 @@ def test_share_mount_mounts_the_allowed_folder_through_its_descriptor_and_skips_
     assert f"mounted //10.0.0.5/us on {root / 'us'}" in done.stdout
     # Unmount: nothing is mounted there really (the stand-in did nothing), so nothing to do;
     # the link is refused again.
-    off = _share("unmount", config, env, *extra)
+    off = _share("unmount", config, env, "--mount-root", str(root))
     assert off.returncode == 1
     assert f"ingest.folder bad: not unmounted: {root / 'link'} is a symbolic link" in off.stderr
 

@@ -159,15 +159,11 @@ def filesystem_type(path: Path, mountinfo: str) -> str | None:
     """
     best: tuple[int, str] | None = None
     target = str(path)
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5 or not right.split():
-            continue
-        point = _unescape(fields[4])
+    for entry in parse_mountinfo(mountinfo):
+        point = entry.point
         inside = target == point or target.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= best[0]):
-            best = (len(point), right.split()[0])
+            best = (len(point), entry.fstype)
     return None if best is None else best[1]
 
 

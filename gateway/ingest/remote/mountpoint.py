@@ -69,7 +69,10 @@ def open_target(
         if problem is not None:
             opened.facts = TargetFacts(problem=problem)
         else:
-            opened.facts = _facts(opened, mountinfo)
+            try:
+                opened.facts = _facts(opened, mountinfo)
+            except OSError as exc:  # a share gone bad, say: judged unusable, not a crash
+                opened.facts = TargetFacts(problem=f"{path}: {exc.strerror or exc}")
         yield opened
     finally:
         for fd in (opened.fd, opened.parent_fd):
