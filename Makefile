@@ -6,9 +6,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PEER_PACKAGES := dcmtk dicom3tools socat time chromium shellcheck dpkg-dev samba smbclient curl
+PEER_PACKAGES := dcmtk dicom3tools socat time chromium shellcheck dpkg-dev samba smbclient curl cifs-utils
 PEER_PROGRAMS := storescp storescu echoscu findscu wlmscpfs dciodvfy socat /usr/bin/time chromium \
-	shellcheck dpkg-shlibdeps smbd smbclient curl
+	shellcheck dpkg-shlibdeps smbd smbclient curl mount.cifs
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 # The appliance image (image-build/, docs/image.md): as root on Debian 12. What it needs from

@@ -7,7 +7,9 @@
 * ``share any`` exits 0 when a folder is shared, 1 when none is (the unit's ExecCondition:
   without shares smbd is not started at all);
 * ``share mount`` / ``share unmount`` (dicom-gateway-cifs.service) mount and unmount the devices'
-  own shares (``[ingest.folder.cifs]``, gateway.ingest.remote.cifs).
+  own shares (``[ingest.folder.cifs]``, gateway.ingest.remote.cifs), each only on a folder the
+  mount-target rules allow (an empty folder of the gateway's below /srv, no link on the way):
+  gateway.toml is the gateway's to write, so its paths are not trusted as root's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from pathlib import Path
 
 from gateway.config import load_config
 from gateway.ingest.remote.accounts import DeviceAccountError, ensure_unix_account
-from gateway.ingest.remote.cifs import is_network_filesystem, mount_plans, read_filesystem_type
+from gateway.ingest.remote.cifs import (
+    CREDSTORE,
+    MOUNT_ROOT,
+    TargetAction,
+    judge_mount_target,
+    judge_unmount_target,
+    mount_plans_by_folder,
+    target_path_problem,
+)
+from gateway.ingest.remote.mountpoint import open_target, unmount
 from gateway.ingest.remote.smbconf import (
     GATEWAY_ACCOUNT,
     SMB_CONF_PATH,
@@ -56,6 +67,24 @@ def register(
             )
             cmd.add_argument(
                 "--owner", default=GATEWAY_ACCOUNT, help="user and group files are written as"
+            )
+        if name in ("mount", "unmount"):
+            # On the unit's command line (root's), never in gateway.toml (the gateway's).
+            cmd.add_argument(
+                "--mount-root",
+                type=Path,
+                default=MOUNT_ROOT,
+                help=f"shares are mounted only on folders below this one (default {MOUNT_ROOT})",
+            )
+        if name == "mount":
+            cmd.add_argument(
+                "--owner", default=GATEWAY_ACCOUNT, help="the account a mount folder must belong to"
+            )
+            cmd.add_argument(
+                "--credstore",
+                type=Path,
+                default=CREDSTORE,
+                help=f"folder of the credentials files (default {CREDSTORE})",
             )
         cmd.set_defaults(func=func)
 
@@ -111,13 +140,35 @@ def _any(args: argparse.Namespace) -> int:
 
 
 def _mount(args: argparse.Namespace) -> int:
+    """Mount each cifs folder whose target passes the rules (gateway.ingest.remote.cifs);
+    a refused one is named on stderr and skipped, the others still mounted; 1 if any failed."""
     config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
+    owner = _owner(args.owner)
     failed = 0
-    for plan in mount_plans(config):
-        if is_network_filesystem(read_filesystem_type(plan.target)):
-            continue  # mounted already (a restart of the unit)
-        plan.target.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(plan.argv(), capture_output=True, text=True, check=False)
+    # The share's files belong to the account its folder was judged for (--owner), by number.
+    plans = mount_plans_by_folder(config, uid=owner[0], gid=owner[1], credstore=args.credstore)
+    for folder, plan in plans:
+        # A missing folder is made (the gateway's, empty) only once its path passes the rules.
+        passes = target_path_problem(plan.target, args.mount_root) is None and owner[0] >= 0
+        make = owner if passes else None
+        with open_target(plan.target, make_as=make) as opened:
+            verdict = judge_mount_target(
+                plan.target, plan.source, opened.facts, owner[0], args.mount_root
+            )
+            if verdict.action is TargetAction.NOTHING:
+                continue  # mounted already (a restart of the unit)
+            if verdict.action is TargetAction.REFUSE:
+                failed += 1
+                print(f"ingest.folder {folder}: not mounted: {verdict.reason}", file=sys.stderr)
+                continue
+            assert opened.fd is not None
+            result = subprocess.run(
+                plan.argv(at=opened.mount_path()),
+                capture_output=True,
+                text=True,
+                check=False,
+                pass_fds=(opened.fd,),
+            )
         if result.returncode != 0:
             failed += 1
             print(f"{plan.source} on {plan.target}: {result.stderr.strip()}", file=sys.stderr)
@@ -127,15 +178,30 @@ def _mount(args: argparse.Namespace) -> int:
 
 
 def _unmount(args: argparse.Namespace) -> int:
+    """Unmount each cifs folder's own mount, under the same path rules as ``share mount``;
+    anything else mounted there is refused and left alone."""
     config = load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
     failed = 0
-    for plan in reversed(mount_plans(config)):
-        if not is_network_filesystem(read_filesystem_type(plan.target)):
-            continue
-        result = subprocess.run(
-            ["umount", str(plan.target)], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
+    for folder, plan in reversed(mount_plans_by_folder(config)):
+        with open_target(plan.target) as opened:
+            verdict = judge_unmount_target(plan.target, plan.source, opened.facts, args.mount_root)
+            if verdict.action is TargetAction.NOTHING:
+                continue
+            if verdict.action is TargetAction.REFUSE:
+                failed += 1
+                print(f"ingest.folder {folder}: not unmounted: {verdict.reason}", file=sys.stderr)
+                continue
+            error = unmount(opened)
+        if error is not None:
             failed += 1
-            print(f"{plan.target}: {result.stderr.strip()}", file=sys.stderr)
+            print(f"{plan.target}: {error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _owner(account: str) -> tuple[int, int]:
+    """The uid and gid a mount target must belong to; -1 (no folder's) without the account."""
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:
+        return -1, -1
+    return entry.pw_uid, entry.pw_gid

@@ -178,12 +178,15 @@ def _check_account(value: str | None) -> str | None:
 
 
 class CifsMount(_Strict):
-    """[ingest.folder.cifs]: the device's own Windows share, mounted by the box at ``path``.
+    """[ingest.folder.cifs]: the device's Windows share, mounted at ``path`` (below /srv, empty).
 
     The box mounts ``//server/share`` on the folder's ``path`` (``dicom-gateway share mount``,
     run as root by dicom-gateway-cifs.service) and the folder is watched by polling: inotify sees
     nothing a remote machine writes. Files are removed from the device's share once queued,
     exactly as from a local folder. The password is in a credentials file, never in this file.
+    This file is the gateway's to write, so root mounts only on an empty folder of the gateway's
+    strictly below /srv, reached without a symbolic link, made if missing (the mount-target
+    rules: gateway.ingest.remote.cifs); any other ``path`` is refused and named in the journal.
     """
 
     server: str = Field(min_length=1, description="Host name or address of the device.")

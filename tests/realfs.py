@@ -1,4 +1,5 @@
-"""Real small file systems for the storage-fault tests: a tmpfs, and a loop-mounted ext4.
+"""Real small file systems for the storage-fault tests: a tmpfs, a loop-mounted ext4, a bind,
+and a mount the mount table calls a network file system.
 
 Mounting needs root. Without it (or when the kernel refuses the mount) the test is skipped
 with the reason; with REQUIRE_PEERS=1 (CI, as for the DICOM peers in tests/peers.py) it fails
@@ -9,14 +10,20 @@ Everything mounted is unmounted when the test ends, lazily if a process still ho
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+_MS_NOSUID_NODEV = 0x2 | 0x4
+_FUSE_GETATTR, _FUSE_INIT = 3, 26
 
 
 def _unavailable(message: str) -> None:
@@ -53,6 +60,60 @@ def tmpfs(target: Path, size_bytes: int) -> Iterator[Path]:
         yield target
     finally:
         _unmount(target)
+
+
+@contextlib.contextmanager
+def bind(source: Path, target: Path) -> Iterator[Path]:
+    """``source`` bind-mounted on ``target``: a mount point on the same file system (st_dev)."""
+    _mount(["--bind", str(source)], target)
+    try:
+        yield target
+    finally:
+        _unmount(target)
+
+
+@contextlib.contextmanager
+def network_lookalike(target: Path) -> Iterator[Path]:
+    """A mount on ``target`` that /proc/self/mountinfo lists as a network file system
+    (``fuse.sshfs``): an empty directory served by a thread of this process over /dev/fuse,
+    which answers INIT and GETATTR and refuses every other request (ENOSYS)."""
+    if os.geteuid() != 0 or not Path("/dev/fuse").exists():
+        _unavailable("a FUSE mount needs root and /dev/fuse")
+    target.mkdir(parents=True, exist_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    options = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+    if libc.mount(b"sshfs", str(target).encode(), b"fuse.sshfs", _MS_NOSUID_NODEV, options):
+        os.close(fd)
+        _unavailable(f"cannot make a FUSE mount: {os.strerror(ctypes.get_errno())}")
+    server = threading.Thread(target=_serve_fuse, args=(fd,), daemon=True)
+    server.start()
+    try:
+        yield target
+    finally:
+        _unmount(target)  # the kernel ends the session: the server's read fails, it returns
+        server.join(timeout=10)
+        os.close(fd)
+
+
+def _serve_fuse(fd: int) -> None:
+    """The least of the FUSE protocol (linux/fuse.h) for an empty root directory."""
+    header = struct.Struct("<IIQQIIII")  # len, opcode, unique, nodeid, uid, gid, pid, pad
+    while True:
+        try:
+            request = os.read(fd, 1 << 17)
+        except OSError:
+            return  # unmounted (ENODEV)
+        _, opcode, unique, *_ = header.unpack_from(request)
+        if opcode == _FUSE_INIT:  # protocol 7.31; no optional features
+            body = struct.pack("<IIIIHHIIHHI7I", 7, 31, 0, 0, 1, 1, 4096, 1, 1, 0, 0, *[0] * 7)
+        elif opcode == _FUSE_GETATTR:  # valid 1 s; inode 1, a 0755 directory of root's
+            attr = struct.pack("<6Q10I", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0o40755, 2, 0, 0, 0, 4096, 0)
+            body = struct.pack("<QII", 1, 0, 0) + attr
+        else:
+            os.write(fd, struct.pack("<IiQ", 16, -errno.ENOSYS, unique))
+            continue
+        os.write(fd, struct.pack("<IiQ", 16 + len(body), 0, unique) + body)
 
 
 @contextlib.contextmanager

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import FolderIngest
+
+GATEWAY = pwd.getpwnam("nobody")  # stands for the gateway's account: not root, owns nothing
 
 
 def folder_config(path: Path, **overrides: object) -> FolderIngest:
@@ -43,3 +47,16 @@ class Taker:
             with self.lock:
                 self.taken[path] = data
         return answer
+
+
+def gateway_folder(folder: Path) -> Path:
+    """``folder`` made (with parents) and given to the stand-in gateway account."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chown(folder, GATEWAY.pw_uid, GATEWAY.pw_gid)
+    return folder
+
+
+def mount_root(tmp_path: Path) -> Path:
+    """An allowed mount root (``srv``) holding an empty folder of the gateway's, ``us``."""
+    gateway_folder(tmp_path / "srv" / "us")
+    return tmp_path / "srv"
