@@ -112,3 +112,22 @@ def test_scripts_are_shellcheck_clean() -> None:
     scripts = [s for s in scripts if s.is_file()]
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_flashed_boxs_default_configuration_offers_the_device_a_share_and_is_valid() -> None:
+    """Browser-only commissioning: the panel has no form for a drop folder, so the image must
+    ship one, served as a share (smbd runs only when a folder is shared) whose account can log
+    in only once its password is set in the panel (Device accounts)."""
+    from gateway.config import load_config
+    from gateway.ingest.remote.smbconf import shared_folders
+
+    shipped = RECIPE / "rootfs/usr/share/dicom-gateway/gateway.toml"
+    config = load_config(shipped)
+    (folder,) = shared_folders(config)
+    assert (folder.share, folder.share_user) == ("export", "modality")
+    # The one folder the gateway's unit may write (ReadWritePaths=), on the data partition.
+    assert str(folder.path) == "/srv/drop"
+    unit = (TREE / "systemd/dicom-gateway.service").read_text()
+    assert "ReadWritePaths=-/srv/drop" in unit
+    assert folder.filename_pattern is None  # bound to the room's selected procedure, or held
+    assert config.destination == [] and config.web.enabled

@@ -389,6 +389,29 @@ def test_a_section_form_applies_and_the_history_shows_the_diff(panel: Panel) -> 
     assert 'manufacturer = "Acme"' in download.text
 
 
+def test_a_section_not_configured_yet_is_added_from_its_form(panel: Panel) -> None:
+    """The worklist is set up in the browser, not by typing a [worklist] table: an absent
+    section shows its (empty) form, and saving it adds the section."""
+    engineer = panel.client()
+    assert load_config(panel.services.config_path).worklist is None
+    page = engineer.get("/config")
+    assert 'action="/config/section/worklist"' in page.text
+    assert "Add [worklist]" in page.text
+    missing = post(engineer, "/config", "/config/section/worklist", {"host": "ris.example"})
+    assert missing.status_code == 422  # required keys named, nothing saved
+    assert "worklist.ae_title" in missing.text
+    assert load_config(panel.services.config_path).worklist is None
+    answer = post(
+        engineer,
+        "/config",
+        "/config/section/worklist",
+        {"ae_title": "RIS", "host": "ris.example", "port": "104"},
+    )
+    assert answer.status_code == 303, answer.text
+    worklist = load_config(panel.services.config_path).worklist
+    assert worklist is not None and (worklist.ae_title, worklist.port) == ("RIS", 104)
+
+
 def test_restoring_a_version_applies_it_again(panel: Panel) -> None:
     engineer = panel.client()
     original = panel.services.config_path.read_text()
