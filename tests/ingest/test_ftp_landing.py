@@ -66,6 +66,18 @@ def test_a_companion_folder_that_is_gone_is_passed_over(upload: tuple[Path, Path
     assert not (folder / "ftp-duplicate-7").exists()
 
 
+def test_a_companion_folder_turned_into_a_link_is_passed_over(
+    upload: tuple[Path, Path], tmp_path: Path
+) -> None:
+    part, folder = upload
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (folder / "ftp-duplicate-2").symlink_to(outside)
+    landing = land(part, folder / "a.jpg.json", folder / "ftp-duplicate-2")
+    assert landing == Landing(folder / "a.jpg.json")
+    assert list(outside.iterdir()) == []
+
+
 def test_when_every_place_is_taken_the_upload_stays_where_it_is(
     upload: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

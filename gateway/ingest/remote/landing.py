@@ -75,8 +75,8 @@ def land(part: Path, final: Path, beside: Path | None = None) -> Landing:
     """
     fsync_file(part)
     for place in landing_places(final, beside):
-        made = place.parent != final.parent and place.parent != beside
-        if made and not _duplicate_folder(place.parent):
+        aside = place.parent != final.parent
+        if aside and not _real_folder(place.parent, make=place.parent != beside):
             continue
         try:
             rename_noreplace(part, place)
@@ -91,8 +91,8 @@ def land(part: Path, final: Path, beside: Path | None = None) -> Landing:
                 return Landing(place, already=True)
             continue  # taken (or a companion's folder gone): the next place
         fsync_dir(place.parent)
-        if made:
-            fsync_dir(place.parent.parent)  # the subfolder's own name
+        if aside:
+            fsync_dir(place.parent.parent)  # the subfolder's own name (made for it, perhaps)
         fsync_dir(part.parent)
         return Landing(place)
     raise FileExistsError(f"no free place for an upload of that name ({MAX_DUPLICATES} tried)")
@@ -122,10 +122,14 @@ def _same_bytes(part: Path, waiting: Path) -> bool:
         return False  # gone or unreadable: not the same file, try the next place
 
 
-def _duplicate_folder(folder: Path) -> bool:
-    """Make ``folder`` if missing; whether it is a real folder (not a file, not a link)."""
+def _real_folder(folder: Path, *, make: bool) -> bool:
+    """Whether ``folder`` is a real folder, not a file or a link (made if missing and ``make``).
+
+    A link would take the file out of the folder, where the watcher never follows it.
+    """
     try:
-        folder.mkdir(exist_ok=True)
+        if make:
+            folder.mkdir(exist_ok=True)
         return stat.S_ISDIR(folder.lstat().st_mode)
-    except (FileExistsError, NotADirectoryError):
-        return False  # a file of that name, or a link to one
+    except (FileExistsError, FileNotFoundError, NotADirectoryError):
+        return False  # a file of that name, a link to one, or (not to be made) gone
