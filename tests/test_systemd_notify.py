@@ -145,6 +145,11 @@ generate_self_signed(folder / "c.pem", folder / "k.pem", ["box"], [],
 out["self_signed"] = (folder / "c.pem").exists()
 callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)
 out["ctypes_callback"] = callback(1)
+from gateway.spool.durable import _renameat2_noreplace
+(folder / "a").write_bytes(b"1")
+(folder / "b").write_bytes(b"2")
+attempt("renameat2_onto", lambda: _renameat2_noreplace(folder / "a", folder / "b"))
+attempt("renameat2", lambda: _renameat2_noreplace(folder / "a", folder / "c"))
 print(json.dumps(out))
 """
 
@@ -171,6 +176,10 @@ def test_the_units_seccomp_rules_bite_and_the_libraries_we_load_still_work(
     assert out["argon2"] is True
     assert out["self_signed"] is True
     assert out["ctypes_callback"] == 2
+    # renameat2(RENAME_NOREPLACE), through ctypes: FTP uploads land with it (refused, it would
+    # fail every upload with EPERM rather than fall back).
+    assert out["renameat2_onto"] == "refused 17"  # EEXIST: the name is not replaced
+    assert out["renameat2"] == "allowed"
 
 
 @pytest.mark.peers

@@ -8,8 +8,10 @@ come back pointing at an empty or half-written file (or not come back at all).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import uuid
@@ -22,6 +24,11 @@ from typing import BinaryIO
 _DIR_SYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 # os.link fails with these where hard links do not exist (vfat, some FUSE mounts).
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+# renameat2(2) fails with these where RENAME_NOREPLACE is not offered: EINVAL from a filesystem
+# without it, ENOSYS from a kernel older than 3.15.
+_NO_RENAMEAT2 = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 
 
 def fsync_file(path: Path) -> None:
@@ -159,16 +166,56 @@ def durable_move(src: Path, dst: Path) -> None:
 
 
 def _place_without_replacing(src: Path, dst: Path) -> None:
-    """Give ``src``'s file the name ``dst`` (a hard link, or a rename), never replacing ``dst``."""
+    """Give ``src``'s file the name ``dst``, never replacing ``dst`` (see rename_noreplace)."""
+    rename_noreplace(src, dst)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (same filesystem), never replacing ``dst``: not durable by itself.
+
+    Raises FileExistsError when ``dst`` exists, whatever it is (a file, a folder, a dangling
+    link), also when another process creates it at the same instant. In order of preference:
+
+    * renameat2(RENAME_NOREPLACE): one atomic step, files and folders alike, and the watcher
+      sees the same moved-in event as from a plain rename (ext4, tmpfs, vfat, btrfs, xfs);
+    * where the filesystem or kernel lacks it, for a file: a hard link to ``dst`` (atomic, fails
+      if the name exists), then ``src`` unlinked;
+    * where neither exists (a folder there, or a filesystem without links): a look, then a
+      rename. Only there could a creator racing between the two still lose its file.
+    """
     try:
-        os.link(src, dst)  # fails with FileExistsError instead of replacing: atomic no-clobber
+        _renameat2_noreplace(src, dst)
+        return
     except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:
+        if exc.errno not in _NO_RENAMEAT2:
             raise
-        # No hard links on this filesystem: check, then rename (a racing creator could still lose).
-        if dst.exists():
-            raise FileExistsError(errno.EEXIST, "destination exists", str(dst)) from None
-        src.rename(dst)
+    if not src.is_dir() or src.is_symlink():
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+        else:
+            src.unlink()
+            return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
+    src.rename(dst)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> None:
+    try:
+        call = _libc().renameat2  # glibc 2.28 or newer (Debian 12: 2.36)
+    except AttributeError:
+        raise OSError(errno.ENOSYS, "renameat2 not in this C library") from None
+    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
 
 def _copy_then_remove(src: Path, dst: Path) -> None:

@@ -37,7 +37,8 @@ from tests.peers import free_port, require_tool
 LOG = logging.getLogger("test.ftp")
 DEVICE, PASSWORD = "mod1ftp", "Ultrasound room three"
 NO_PASSWORD_YET = "mod2ftp"
-JPEG = next(iter(sorted(Path("/usr/share").rglob("*.jpg"))), None)
+JPEGS = sorted(Path("/usr/share").rglob("*.jpg"))
+JPEG = next(iter(JPEGS), None)
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
@@ -45,6 +46,15 @@ def _jpeg() -> bytes:
     if JPEG is None:
         pytest.skip("no JPEG under /usr/share on this machine")
     return JPEG.read_bytes()
+
+
+def _two_jpegs() -> tuple[bytes, bytes]:
+    """Two different real images: the first study's and the next one's."""
+    if len(JPEGS) < 2:
+        pytest.skip("fewer than two JPEGs under /usr/share on this machine")
+    first, second = JPEGS[0].read_bytes(), JPEGS[1].read_bytes()
+    assert first != second
+    return first, second
 
 
 @dataclass
@@ -58,6 +68,7 @@ class Box:
     passive: tuple[int, int]
     trust: ssl.SSLContext
     ca: Path
+    start_watching: Callable[[], None]
 
     def client(self, *, tls: bool = True) -> ftplib.FTP:
         """A connected client (FTPS explicit unless ``tls`` is False), not logged in."""
@@ -88,7 +99,8 @@ def make_box(tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture) -> Iter
     caplog.set_level(logging.INFO, logger=LOG.name)
     stops: list[Callable[[], None]] = []
 
-    def make(**settings: Any) -> Box:
+    def make(*, watch: bool = True, **settings: Any) -> Box:
+        """A running receiver; its folder watched at once, or (``watch`` False) when asked."""
         folder = tmp_path / "export"
         folder.mkdir(exist_ok=True)
         accounts = FtpAccounts(tmp_path / "state" / "ftp", FAST_HASHER)
@@ -118,8 +130,10 @@ def make_box(tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture) -> Iter
             SystemClock(),
             LOG,
         )
-        watcher.start()
-        assert wait_until(lambda: _logged(caplog, "watching with inotify"), 5.0)
+
+        def start_watching() -> None:
+            watcher.start()
+            assert wait_until(lambda: _logged(caplog, "watching with inotify"), 5.0)
 
         def stop_all() -> None:
             watcher.stop()
@@ -128,8 +142,10 @@ def make_box(tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture) -> Iter
             receiver.close()
 
         stops.append(stop_all)
+        if watch:
+            start_watching()
         trust = ssl.create_default_context(cafile=str(pki.ca))
-        return Box(receiver, folder, taker, port, (passive, passive), trust, pki.ca)
+        return Box(receiver, folder, taker, port, (passive, passive), trust, pki.ca, start_watching)
 
     yield make
     for stop_all in stops:
@@ -137,7 +153,11 @@ def make_box(tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture) -> Iter
 
 
 def _logged(caplog: pytest.LogCaptureFixture, message: str) -> bool:
-    return any(r.getMessage() == message for r in caplog.records)
+    return _count(caplog, message) > 0
+
+
+def _count(caplog: pytest.LogCaptureFixture, message: str) -> int:
+    return sum(r.getMessage() == message for r in caplog.records)
 
 
 # -- the rule ----------------------------------------------------------------------------------
@@ -399,3 +419,202 @@ def test_an_upload_cut_by_a_power_cut_is_cleared_at_the_next_start(
     box = make_box()
     assert box.staged() == []
     assert box.visible() == []
+
+
+# -- a name that is taken: nothing replaced ----------------------------------------------------
+
+
+def _store(ftp: ftplib.FTP, name: str, data: bytes) -> str:
+    answer: str = ftp.storbinary(f"STOR {name}", io.BytesIO(data))
+    return answer
+
+
+def test_the_same_name_uploaded_twice_before_it_is_taken_keeps_both(
+    make_box: MakeBox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device's counter starts again at IMG0001.JPG for the next study while the first
+    study's IMG0001.JPG still waits in the folder (the watcher is not running yet)."""
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    ftp = box.login()
+    assert _store(ftp, "IMG0001.JPG", first).startswith("226")
+    answer = _store(ftp, "IMG0001.JPG", second)
+    assert (box.folder / "IMG0001.JPG").read_bytes() == first  # not replaced
+    assert answer.startswith("226") and "ftp-duplicate-2/" in answer
+    ftp.quit()
+    assert (box.folder / "ftp-duplicate-2" / "IMG0001.JPG").read_bytes() == second
+    assert box.staged() == []
+    assert box.receiver.stats["received"] == 2
+    assert _count(caplog, "ftp upload named like a waiting file; both kept") == 1
+    # The watcher takes both, each once, under the name the device gave.
+    box.start_watching()
+    assert wait_until(lambda: len(box.taker.taken) == 2, 10)
+    assert box.taker.taken == {
+        box.folder / "IMG0001.JPG": first,
+        box.folder / "ftp-duplicate-2" / "IMG0001.JPG": second,
+    }
+    assert len(box.taker.calls) == 2
+
+
+def test_the_same_file_sent_again_is_kept_once(
+    make_box: MakeBox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device missed the 226 and sends the same file again, twice: its bytes are already
+    waiting, so no second copy is made (it would become a second instance at the PACS, the
+    SOP Instance UID being derived from the file's path)."""
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    ftp = box.login()
+    _store(ftp, "IMG0001.JPG", first)
+    _store(ftp, "IMG0001.JPG", second)  # the next study: kept beside
+    for resent in (first, second):
+        answer = _store(ftp, "IMG0001.JPG", resent)
+        assert answer.startswith("226") and "already waiting" in answer
+    ftp.quit()
+    assert (box.folder / "IMG0001.JPG").read_bytes() == first
+    assert (box.folder / "ftp-duplicate-2" / "IMG0001.JPG").read_bytes() == second
+    assert sorted(p.relative_to(box.folder).as_posix() for p in box.folder.rglob("*")) == [
+        ".ftp-incoming",
+        "IMG0001.JPG",
+        "ftp-duplicate-2",
+        "ftp-duplicate-2/IMG0001.JPG",
+    ]
+    assert _count(caplog, "ftp upload identical to a waiting file; one kept") == 2
+
+
+def test_a_running_watcher_takes_the_file_that_landed_beside(make_box: MakeBox) -> None:
+    """The duplicate folder is made while the folder is watched; the file in it is taken."""
+    box = make_box()
+    first, second = _two_jpegs()
+    box.taker.answers.extend([False] * 10_000)  # intake keeps the first waiting (storage busy)
+    ftp = box.login()
+    _store(ftp, "IMG0001.JPG", first)
+    assert wait_until(lambda: len(box.taker.calls) >= 1, 10)
+    assert "ftp-duplicate-2/" in _store(ftp, "IMG0001.JPG", second)
+    ftp.quit()
+    with box.taker.lock:
+        box.taker.answers.clear()  # storage back: both are taken
+    assert wait_until(lambda: len(box.taker.taken) == 2, 10)
+    assert box.taker.taken == {
+        box.folder / "IMG0001.JPG": first,
+        box.folder / "ftp-duplicate-2" / "IMG0001.JPG": second,
+    }
+
+
+def test_curl_uploading_a_name_twice_keeps_both(make_box: MakeBox) -> None:
+    curl = require_tool("curl")
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    for source in JPEGS[:2]:
+        done = subprocess.run(
+            [
+                curl,
+                "--silent",
+                "--show-error",
+                "--ssl-reqd",
+                "--cacert",
+                str(box.ca),
+                "--user",
+                f"{DEVICE}:{PASSWORD}",
+                "--upload-file",
+                str(source),
+                f"ftp://127.0.0.1:{box.port}/exam.jpg",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    assert (box.folder / "exam.jpg").read_bytes() == first
+    assert (box.folder / "ftp-duplicate-2" / "exam.jpg").read_bytes() == second
+
+
+def test_two_connections_uploading_one_name_at_once_both_keep_their_file(
+    make_box: MakeBox,
+) -> None:
+    """Two devices (or one device's two sessions) send IMG0001.JPG at the same time: both
+    data connections are open before either ends."""
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    one, data_one = _start_upload(box, "IMG0001.JPG")
+    two, data_two = _start_upload(box, "IMG0001.JPG")
+    data_one.sendall(first)
+    data_two.sendall(second)
+    assert wait_until(lambda: len(box.staged()) == 2, 10)
+    for ftp, data in ((one, data_one), (two, data_two)):
+        assert isinstance(data, ssl.SSLSocket)
+        data.unwrap().close()
+        assert ftp.voidresp().startswith("226")
+        ftp.quit()
+    kept = [p for p in box.folder.rglob("*") if p.is_file() and ".ftp-incoming" not in p.parts]
+    assert sorted(p.read_bytes() for p in kept) == sorted([first, second])
+    assert {p.relative_to(box.folder).as_posix() for p in kept} == {
+        "IMG0001.JPG",
+        "ftp-duplicate-2/IMG0001.JPG",
+    }
+    assert box.staged() == []
+
+
+def test_a_sidecar_follows_its_file_to_where_it_landed(make_box: MakeBox) -> None:
+    """Study 2's file met study 1's waiting file and landed in ftp-duplicate-2; study 1 is then
+    taken (file and sidecar) before study 2's sidecar arrives: the sidecar still goes beside
+    its own file, not to the free name in the folder, where the next file would take it."""
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    ftp = box.login()
+    _store(ftp, "IMG0001.JPG", first)
+    _store(ftp, "IMG0001.JPG.json", b'{"patient_id": "P1"}')
+    ftp.quit()
+    ftp = box.login()  # study 2, a new connection
+    assert "ftp-duplicate-2/" in _store(ftp, "IMG0001.JPG", second)
+    for taken in ("IMG0001.JPG", "IMG0001.JPG.json"):
+        (box.folder / taken).unlink()  # as intake does once study 1 is queued
+    assert _store(ftp, "IMG0001.JPG.json", b'{"patient_id": "P2"}').startswith("226")
+    ftp.quit()
+    aside = box.folder / "ftp-duplicate-2"
+    assert sorted(p.name for p in aside.iterdir()) == ["IMG0001.JPG", "IMG0001.JPG.json"]
+    assert (aside / "IMG0001.JPG.json").read_bytes() == b'{"patient_id": "P2"}'
+    assert box.visible() == ["ftp-duplicate-2"]
+
+
+def test_a_file_renamed_onto_a_waiting_name_keeps_both(make_box: MakeBox) -> None:
+    """A device that uploads under a temporary name and renames it when done (RNFR/RNTO):
+    pyftpdlib's rename replaced the waiting file; a refusal would leave the image under a
+    temporary name the watcher never takes. It lands beside the waiting one instead."""
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    ftp = box.login()
+    _store(ftp, "IMG0001.JPG", first)
+    _store(ftp, "IMG0001.JPG.tmp", second)
+    assert ftp.sendcmd("RNFR IMG0001.JPG.tmp").startswith("350")
+    answer = ftp.sendcmd("RNTO IMG0001.JPG")
+    assert (box.folder / "IMG0001.JPG").read_bytes() == first  # not replaced
+    assert answer.startswith("250") and "ftp-duplicate-2/" in answer
+    # A name that is free is an ordinary rename.
+    _store(ftp, "other.tmp", first)
+    ftp.rename("other.tmp", "other.jpg")
+    ftp.rename("other.jpg", "other.jpg")  # onto itself: the one file is not the other's copy
+    ftp.quit()
+    assert (box.folder / "IMG0001.JPG").read_bytes() == first
+    assert (box.folder / "ftp-duplicate-2" / "IMG0001.JPG").read_bytes() == second
+    assert (box.folder / "other.jpg").read_bytes() == first
+    assert box.visible() == ["IMG0001.JPG", "ftp-duplicate-2", "other.jpg"]
+
+
+def test_a_folder_renamed_onto_a_name_that_exists_is_refused(make_box: MakeBox) -> None:
+    box = make_box(watch=False)
+    jpeg = _jpeg()
+    ftp = box.login()
+    ftp.mkd("study1")
+    _store(ftp, "study1/IMG0001.JPG", jpeg)
+    ftp.mkd("study2")  # empty: os.rename would replace it without a word
+    _store(ftp, "waiting.jpg", jpeg)
+    for target in ("study2", "waiting.jpg"):
+        ftp.sendcmd("RNFR study1")
+        with pytest.raises(ftplib.error_perm, match="553"):
+            ftp.sendcmd(f"RNTO {target}")
+    ftp.quit()
+    assert (box.folder / "study1" / "IMG0001.JPG").read_bytes() == jpeg
+    assert (box.folder / "study2").is_dir()
+    assert (box.folder / "waiting.jpg").read_bytes() == jpeg

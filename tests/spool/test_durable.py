@@ -110,10 +110,11 @@ def test_durable_move_between_folders(tmp_path: Path) -> None:
 def test_durable_move_without_hard_links_renames(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_links(*_: object) -> None:
+    def no_links(*_: object, **__: object) -> None:
         raise OSError(errno.EPERM, "vfat")
 
     monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(durable, "_renameat2_noreplace", _no_renameat2)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(b"data")
     durable.durable_move(src, dst)
@@ -137,10 +138,90 @@ def test_durable_move_across_filesystems_copies_then_removes(
             raise OSError(errno.EXDEV, "cross-device link")
         real_link(a, b)  # type: ignore[arg-type]
 
+    def renameat2_cross_device(a: Path, b: Path) -> None:
+        if a == src:
+            raise OSError(errno.EXDEV, "cross-device rename")
+        real_renameat2(a, b)
+
+    real_renameat2 = durable._renameat2_noreplace
     monkeypatch.setattr(os, "link", cross_device)
+    monkeypatch.setattr(durable, "_renameat2_noreplace", renameat2_cross_device)
     durable.durable_move(src, dst)
     assert dst.read_bytes() == data and not src.exists()
     assert [p.name for p in dst.parent.iterdir()] == ["dst"]
+
+
+def _no_renameat2(src: Path, dst: Path) -> None:
+    raise OSError(errno.EINVAL, "this filesystem has no RENAME_NOREPLACE")
+
+
+def _occupied(tmp_path: Path) -> dict[str, Path]:
+    """Each kind of thing a name can be taken by."""
+    (tmp_path / "file").write_bytes(b"precious")
+    (tmp_path / "empty-folder").mkdir()  # os.rename replaces it without a word
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    return {n: tmp_path / n for n in ("file", "empty-folder", "dangling")}
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "link-fallback"])
+def test_rename_noreplace_never_replaces_a_file_a_folder_or_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool
+) -> None:
+    if not renameat2:
+        monkeypatch.setattr(durable, "_renameat2_noreplace", _no_renameat2)
+    for name, taken in _occupied(tmp_path).items():
+        src = tmp_path / "new"
+        src.write_bytes(b"new")
+        with pytest.raises(FileExistsError):
+            durable.rename_noreplace(src, taken)
+        assert src.read_bytes() == b"new", name
+    assert (tmp_path / "file").read_bytes() == b"precious"
+    assert (tmp_path / "empty-folder").is_dir()
+    assert (tmp_path / "dangling").is_symlink()
+    durable.rename_noreplace(tmp_path / "new", tmp_path / "free")
+    assert (tmp_path / "free").read_bytes() == b"new" and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "look-then-rename"])
+def test_rename_noreplace_moves_a_folder_but_never_onto_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool
+) -> None:
+    if not renameat2:
+        monkeypatch.setattr(durable, "_renameat2_noreplace", _no_renameat2)
+    taken = _occupied(tmp_path)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "img.jpg").write_bytes(b"x")
+    for target in taken.values():
+        with pytest.raises(FileExistsError):
+            durable.rename_noreplace(study, target)
+    assert (study / "img.jpg").read_bytes() == b"x"
+    durable.rename_noreplace(study, tmp_path / "moved")
+    assert (tmp_path / "moved" / "img.jpg").read_bytes() == b"x"
+
+
+def test_rename_noreplace_without_renameat2_or_links_looks_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*_: object, **__: object) -> None:
+        raise OSError(errno.EPERM, "vfat")
+
+    monkeypatch.setattr(durable, "_renameat2_noreplace", _no_renameat2)
+    monkeypatch.setattr(os, "link", no_links)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"precious")
+    with pytest.raises(FileExistsError):
+        durable.rename_noreplace(src, dst)
+    assert dst.read_bytes() == b"precious"
+    dst.unlink()
+    durable.rename_noreplace(src, dst)
+    assert dst.read_bytes() == b"new" and not src.exists()
+
+
+def test_rename_noreplace_reports_other_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        durable.rename_noreplace(tmp_path / "absent", tmp_path / "dst")
 
 
 def test_fsync_dir_and_file_work_on_real_paths(tmp_path: Path) -> None:

@@ -13,12 +13,17 @@ account whose root is that folder; its password is an argon2id hash set in the p
 * **Upload only**: change folder, list, make a folder, store, rename. No download, delete,
   append, resume (REST) or STOU (which would write a name of the server's choosing).
   Hidden names (a leading '.') are out of reach: the watcher never takes them.
+* **Nothing the device sends replaces a file**: an upload whose name is taken by a file the
+  watcher has not taken yet lands beside it under the same name, in a subfolder
+  ``ftp-duplicate-<n>`` (:mod:`gateway.ingest.remote.landing`), and the device is told ``226``
+  with where. A file renamed (RNFR/RNTO) onto a name that exists lands the same way; a folder
+  is refused (``553``). No file of the folder can be deleted, appended to or overwritten.
 * **An upload appears only once whole**: it is written to ``.ftp-incoming/<random>.part``
   inside the folder (hidden: the watcher never looks there) and moved to its name, durably
-  (fsync, rename, fsync of the folder), only when :func:`upload_outcome` says it is complete;
-  the device is told ``226`` only then. Otherwise the partial file is removed and the device
-  told ``426``: it still has the file and sends it again. The folder watcher's settle rules
-  then apply to the file as to any other.
+  (fsync, rename without replacing, fsync of the folder), only when :func:`upload_outcome` says
+  it is complete; the device is told ``226`` only then. Otherwise the partial file is removed
+  and the device told ``426``: it still has the file and sends it again. The folder watcher's
+  settle rules then apply to the file as to any other.
 
 The limit of plain (stream-mode) FTP: the end of a file is the end of the data connection, so
 a device that dies mid-file (its kernel ending both connections) looks like one that finished,
@@ -37,6 +42,7 @@ import os
 import secrets
 import socket
 import ssl
+import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +53,7 @@ from gateway.config import FtpSection
 from gateway.forward.tlsctx import BCP195_TLS12_CIPHERS
 from gateway.ingest.remote.ftpaccounts import FtpAccounts
 from gateway.ingest.remote.ftptls import DataEnd, TlsMixin
+from gateway.ingest.remote.landing import Landing, companions, land
 from gateway.ingest.remote.pyftpd import (
     AbstractedFS,
     AuthenticationFailed,
@@ -58,13 +65,14 @@ from gateway.ingest.remote.pyftpd import (
     pyftpdlib_commands,
 )
 from gateway.logsetup import event
-from gateway.spool.durable import durable_replace
+from gateway.spool.durable import fsync_dir, rename_noreplace
 
 STAGING = ".ftp-incoming"  # inside each folder: a hidden name, never looked into by the watcher
-PERMISSIONS = "elmwf"  # pyftpdlib letters: CWD, LIST, MKD, STOR, RNFR/RNTO
+PERMISSIONS = "elmwf"  # pyftpdlib letters: CWD, LIST, MKD, STOR, RNFR/RNTO (never over a name)
 REFUSED_COMMANDS = frozenset({"APPE", "STOU", "REST", "RETR", "DELE", "RMD", "SITE", "MFMT"})
 LOOP_TIMEOUT = 0.25  # seconds per poll of the loop: how soon a stop is seen
 AUTH_FAILED_DELAY = 3.0
+MAX_REMEMBERED = 1000  # landings a connection remembers, to put a sidecar beside its file
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,13 @@ class _FolderFS(AbstractedFS):  # type: ignore[misc]
     def listdirinfo(self, path: str) -> list[str]:
         return self.listdir(path)
 
+    def rename(self, src: str, dst: str) -> None:
+        """Rename, durably, never onto an existing name (FileExistsError): pyftpdlib's replaces."""
+        rename_noreplace(Path(src), Path(dst))
+        fsync_dir(Path(dst).parent)
+        if Path(src).parent != Path(dst).parent:
+            fsync_dir(Path(src).parent)
+
 
 class _NoPassivePortError(OSError):
     """Every port of passive_ports is taken."""
@@ -247,6 +262,7 @@ class _Control(TlsMixin, FTPHandler):  # type: ignore[misc]
         self._pbsz = False
         self.protect_data = False
         self._uploads: dict[str, Path] = {}
+        self._landed: dict[Path, Path] = {}  # name asked for -> where it landed, this connection
         if self.tls_context is not None:
             self._extra_feats = ["AUTH TLS", "PBSZ", "PROT"]
 
@@ -317,6 +333,35 @@ class _Control(TlsMixin, FTPHandler):  # type: ignore[misc]
         answer: str | None = super().ftp_STOR(str(part), mode)
         return answer
 
+    def ftp_RNTO(self, path: str) -> tuple[str, str] | None:  # noqa: N802 - pyftpdlib calls ftp_<COMMAND>
+        """As pyftpdlib's RNTO, but never onto a name that exists (pyftpdlib's replaces it).
+
+        A file lands as an upload does (:func:`land`): a device that uploads ``x.tmp`` and
+        renames it ``x.jpg`` while an earlier ``x.jpg`` waits keeps both, instead of a temporary
+        name the watcher never takes. A folder onto a name that exists is refused (553).
+        """
+        src: str | None = getattr(self, "_rnfr", None)  # set by pyftpdlib's RNFR (untyped)
+        if not src:
+            self.respond("503 Bad sequence of commands: use RNFR first.")
+            return None
+        self._rnfr = None
+        target = Path(path)
+        try:
+            if stat.S_ISREG(os.lstat(src).st_mode):
+                landing = land(Path(src), target, self._beside(target))
+            else:
+                self.fs.rename(src, path)
+                landing = Landing(target)
+        except FileExistsError:
+            self.respond("553 That name exists; it is not replaced. Choose another.")
+            return None
+        except OSError as exc:
+            self.respond(f"550 {exc.strerror or exc}.")
+            return None
+        note = self._report_landing(target, landing)
+        self.respond(f"250 Renamed; {note}" if note else "250 Renaming ok.")
+        return (src, str(landing.place))
+
     def finish_upload(self, dtp: _Data) -> None:
         """The data connection of an upload is closing: move the file in, or discard it."""
         part = Path(dtp.file_obj.name)
@@ -330,20 +375,53 @@ class _Control(TlsMixin, FTPHandler):  # type: ignore[misc]
             dtp.file_obj.close()
         except OSError as exc:
             outcome = UploadOutcome(False, f"cannot write the file: {exc.strerror or exc}")
+        landing: Landing | None = None
         if outcome.complete and final is not None:
             try:
-                durable_replace(part, final)
+                landing = land(part, final, self._beside(final))
+            except FileExistsError:
+                outcome = UploadOutcome(False, "every name for it is taken")
             except OSError as exc:
                 outcome = UploadOutcome(False, f"cannot move it in: {exc.strerror or exc}")
         dtp.transfer_finished = outcome.complete
         if outcome.complete:
-            dtp._resp = ("226 Transfer complete; the file is in the folder.", _quiet)
             self.receiver.received(self.username, size)
+            note = None
+            if final is not None and landing is not None:
+                note = self._report_landing(final, landing)
+            dtp._resp = (f"226 Transfer complete; {note or 'the file is in the folder.'}", _quiet)
             return
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
         dtp._resp = (f"426 Upload incomplete ({outcome.reason}); send it again.", _quiet)
         self.receiver.discarded(self.username, size, outcome.reason, self.remote_ip)
+
+    def _beside(self, final: Path) -> Path | None:
+        """The folder where this connection put a companion of ``final`` (its sidecar, its file)."""
+        for companion in companions(final):
+            if companion in self._landed:
+                return self._landed[companion].parent
+        return None
+
+    def _report_landing(self, asked: Path, landing: Landing) -> str | None:
+        """Remember where ``asked`` landed, report it; what to tell the device, if anything."""
+        self._remember(asked, landing.place)
+        if landing.already:
+            self.receiver.already_waiting(self.username)
+            return "the same file was already waiting in the folder."
+        if landing.place == asked:
+            return None
+        self.receiver.kept_beside(self.username, landing.place.parent.name)
+        try:
+            inside = landing.place.parent.relative_to(Path(self.fs.root))
+        except ValueError:  # not under the root as spelled (a link in its path)
+            inside = Path(landing.place.parent.name)
+        return f"a file of that name was waiting, so this one is beside it in {inside}/."
+
+    def _remember(self, final: Path, landed: Path) -> None:
+        if len(self._landed) >= MAX_REMEMBERED:
+            self._landed.clear()  # bounded; only a sidecar's pairing rests on it
+        self._landed[final] = landed
 
     def on_login_failed(self, username: str, password: str) -> None:
         self.receiver.login_refused(username, self.remote_ip)
@@ -487,6 +565,24 @@ class FtpReceiver:
             bytes=size,
             reason=reason,
             address=address,
+        )
+
+    def kept_beside(self, account: str, folder: str) -> None:
+        # The folder is ours (ftp-duplicate-<n>), never a name the device chose.
+        event(
+            self._log,
+            logging.WARNING,
+            "ftp upload named like a waiting file; both kept",
+            account=account,
+            folder=folder,
+        )
+
+    def already_waiting(self, account: str) -> None:
+        event(
+            self._log,
+            logging.INFO,
+            "ftp upload identical to a waiting file; one kept",
+            account=account,
         )
 
     def login_refused(self, account: str, address: str) -> None:

@@ -1,0 +1,135 @@
+"""Where a whole FTP upload lands in the folder: under its own name, never over another file.
+
+A legacy device reuses its names: a counter that starts again at ``IMG0001.JPG`` for the next
+study, or the same file sent again because the ``226`` was lost. Until the folder's watcher
+has taken the first file, a second one of that name must not replace it: the first would be
+gone before it was queued. The rules (the places in order: :func:`landing_places`, pure; the
+move and the checks: :func:`land`):
+
+* first choice: the name and folder the device gave;
+* that name taken: the same name in the subfolder ``ftp-duplicate-2`` beside it, then
+  ``ftp-duplicate-3``, and so on, the first where it is free (made when missing; the watcher
+  takes files in subfolders as in the folder). The file's own name is never changed: the
+  folder's ``filename_pattern`` reads the patient's identity from it (``DOE^JANE (2).jpg``
+  would give another name), and a sidecar ``NAME.json`` belongs to ``NAME`` by its name;
+* a companion placed by the same connection comes first: the sidecar of a file, or the file of
+  a sidecar, goes beside where its companion landed when that name is free there, so a file
+  and its sidecar stay together when only one of them met a waiting name;
+* nothing is replaced, ever: each place is taken by :func:`rename_noreplace`, so a name that
+  another connection (or an SMB writer) took since is skipped, and both files are kept;
+* a place that already holds a file with the very same bytes is where the upload landed: the
+  device sent it again (its ``226`` lost), and a second copy would become a second instance
+  at the PACS (the SOP Instance UID is derived from the file's path, so that two files are
+  never one instance). The upload is then dropped: nothing is lost, its bytes are there;
+* ``MAX_DUPLICATES`` subfolders at most; past them the upload is refused (the device keeps it).
+
+The duplicate subfolders are left in place once empty (the watcher removes files, not folders)
+and are used again by the next name that meets a waiting one.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.ingest.sidecar import is_sidecar_name, main_file_of, sidecar_candidates
+from gateway.spool.durable import fsync_dir, fsync_file, rename_noreplace
+
+DUPLICATES = "ftp-duplicate-"  # + 2, 3, ...: visible names, so the watcher looks in them
+MAX_DUPLICATES = 999
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where an upload is now: ``place``; ``already`` when the same bytes were there before."""
+
+    place: Path
+    already: bool = False
+
+
+def landing_places(final: Path, beside: Path | None = None) -> Iterator[Path]:
+    """Where the upload named ``final`` may land, best first (``beside``: a companion's folder)."""
+    if beside is not None and beside != final.parent:
+        yield beside / final.name
+    yield final
+    for n in range(2, MAX_DUPLICATES + 1):
+        yield final.parent / f"{DUPLICATES}{n}" / final.name
+
+
+def companions(final: Path) -> list[Path]:
+    """The names that belong with ``final``: its file when it is a sidecar, else its sidecars."""
+    if is_sidecar_name(final.name):
+        return [main_file_of(final)]
+    return sidecar_candidates(final)
+
+
+def land(part: Path, final: Path, beside: Path | None = None) -> Landing:
+    """Move the whole upload ``part`` to its first free place, durably; say where it is.
+
+    The file's data is synced before its new name, and the folders after it (a new duplicate
+    subfolder's parent too). FileExistsError when every place is taken; another OSError when
+    the move fails (``part`` is then where it was).
+    """
+    fsync_file(part)
+    for place in landing_places(final, beside):
+        aside = place.parent != final.parent
+        if aside and not _real_folder(place.parent, make=place.parent != beside):
+            continue
+        try:
+            rename_noreplace(part, place)
+        except (FileExistsError, FileNotFoundError, NotADirectoryError):
+            if not part.exists():
+                raise
+            if _same_file(part, place):
+                return Landing(place, already=True)  # renamed onto itself: nothing to move
+            if _same_bytes(part, place):
+                part.unlink()
+                fsync_dir(part.parent)
+                return Landing(place, already=True)
+            continue  # taken (or a companion's folder gone): the next place
+        fsync_dir(place.parent)
+        if aside:
+            fsync_dir(place.parent.parent)  # the subfolder's own name (made for it, perhaps)
+        fsync_dir(part.parent)
+        return Landing(place)
+    raise FileExistsError(f"no free place for an upload of that name ({MAX_DUPLICATES} tried)")
+
+
+def _same_file(part: Path, waiting: Path) -> bool:
+    try:
+        return part.samefile(waiting)
+    except OSError:
+        return False
+
+
+def _same_bytes(part: Path, waiting: Path) -> bool:
+    """Whether ``waiting`` is a regular file holding exactly the bytes of ``part``."""
+    try:
+        st = waiting.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size != part.stat().st_size:
+            return False
+        with part.open("rb") as ours, waiting.open("rb") as theirs:
+            while True:
+                chunk = ours.read(CHUNK)
+                if chunk != theirs.read(CHUNK):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False  # gone or unreadable: not the same file, try the next place
+
+
+def _real_folder(folder: Path, *, make: bool) -> bool:
+    """Whether ``folder`` is a real folder, not a file or a link (made if missing and ``make``).
+
+    A link would take the file out of the folder, where the watcher never follows it.
+    """
+    try:
+        if make:
+            folder.mkdir(exist_ok=True)
+        return stat.S_ISDIR(folder.lstat().st_mode)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError):
+        return False  # a file of that name, a link to one, or (not to be made) gone
