@@ -16,6 +16,28 @@ if [ -s /build/packages ]; then
     apt-get install -y -q --no-install-recommends $(cat /build/packages)
 fi
 
+# rpi4: raspi-firmware's kernel hook writes the FAT's cmdline.txt and config.txt from
+# /etc/default/raspi-firmware, which it sources. Left alone it would name the chroot's own root
+# device (findmnt /) and mount it rw. Its file is a conffile: appended to, never replaced, so
+# dpkg keeps it as ours. The update-initramfs below runs the hook again with these.
+if [ "$variant" = rpi4 ]; then
+    cat >>/etc/default/raspi-firmware <<'EOF'
+
+# dicom-gateway appliance (image-build/customize.sh): root slot A by label; HDMI is the last
+# console, so first boot's address and token and the emergency shell are on the screen, and the
+# serial line (GPIO 14/15, 115200 8N1) shows the same.
+ROOTPART=LABEL=rootA
+CONSOLES="ttyS1,115200 tty0"
+EOF
+    # The Pi 4's mini-UART takes its clock from the GPU core, whose 500/550 MHz steps corrupt the
+    # serial console; the hook's GPU_FREQ only applies when it runs on a Pi 4 (it reads the
+    # board's model), never in this chroot, so the setting goes in through the custom file.
+    printf '[pi4]\ncore_freq=360\n[all]\n' >/etc/default/raspi-firmware-custom
+    # The hook writes "rw"; the last of ro/rw on the command line wins (initramfs-tools), and
+    # the root file system is read-only (fstab).
+    echo "ro panic=10" >/etc/default/raspi-extra-cmdline
+fi
+
 # --- users and folders (systemd-sysusers, systemd-tmpfiles), as at a boot ---------------------
 systemd-sysusers
 systemd-tmpfiles --create --exclude-prefix=/dev --exclude-prefix=/proc --exclude-prefix=/sys \
