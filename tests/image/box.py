@@ -7,8 +7,12 @@ Rules (docs/image.md, "Booting the qemu image"):
   plug hits a card, and the next boot reads what reached the "card" and nothing more.
 - The kernel and initrd are read off the copy's FAT partition with mtools, as is the kernel
   command line (``cmdline.txt``): the test boots what the image carries, not a host kernel.
-- Networking is qemu's user mode: the host reaches the box only through ``hostfwd`` ports on
-  127.0.0.1, picked at run time; the box reaches the host's loopback as 10.0.2.2.
+- Networking is qemu's user mode with ``restrict=on``: the box reaches nothing beyond this
+  machine's loopback (no NTP, no archive: as a hospital network without them). The host reaches
+  the box only through ``hostfwd`` ports on 127.0.0.1, picked at run time; the box reaches a
+  host service only where ``guest_forwards`` says: a connection to ``GUEST_HOST:<port>``
+  starts one ``socat`` to 127.0.0.1:<host port> (qemu's ``guestfwd`` with a command runs it per
+  connection, so associations can come one after the other).
 - The serial console goes to a file; conditions on it are waited for, never slept on, and
   every wait is bounded (``wait_console``). qemu itself runs under ``timeout`` as a last fence.
 - The FAT partition is read and written with mtools at the offset the partition table says
@@ -34,6 +38,7 @@ from tests.peers import free_port, require_tool
 SECTOR = 512
 # Ports inside the box: the panel (gateway.toml's [web] default), SSH, SMB.
 GUEST_PORTS = {"panel": 8443, "ssh": 22, "smb": 445}
+GUEST_HOST = "10.0.2.100"  # where the box finds the host's services (guest_forwards)
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -128,6 +133,8 @@ class Box:
     cpus: int = 2
     limit_seconds: int = 3600
     ports: dict[str, int] = field(default_factory=dict)
+    # GUEST_HOST's port in the box -> this machine's 127.0.0.1 port (a PACS, a RIS).
+    guest_forwards: dict[int, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     boots: int = 0
     started_at: float = 0.0
@@ -154,9 +161,19 @@ class Box:
         initrd = fat.extract("initrd.img", self.workdir / "initrd.img")
         cmdline = (fat.read("cmdline.txt") or b"").decode().strip()
         assert "root=LABEL=rootA" in cmdline and " ro" in f" {cmdline}", cmdline
+        socat = require_tool("socat")
         forwards = ",".join(
-            f"hostfwd=tcp:127.0.0.1:{self.ports[name]}-:{port}"
-            for name, port in GUEST_PORTS.items()
+            [
+                "restrict=on",
+                *(
+                    f"hostfwd=tcp:127.0.0.1:{self.ports[name]}-:{port}"
+                    for name, port in GUEST_PORTS.items()
+                ),
+                *(
+                    f"guestfwd=tcp:{GUEST_HOST}:{inside}-cmd:{socat} STDIO TCP:127.0.0.1:{host}"
+                    for inside, host in self.guest_forwards.items()
+                ),
+            ]
         )
         self.boots += 1
         argv = [

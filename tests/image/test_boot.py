@@ -8,7 +8,8 @@ One box, two boots, in the order a field engineer meets it:
    the boot budget; the setup token is read off the FAT with mtools, never over the network.
 3. The panel (HTTPS, forwarded port): no default credential is accepted; the token sets the first
    engineer's password; a destination is set through the panel's destination form, pointing at a
-   DCMTK storescp on the host's loopback (10.0.2.2 from inside the box).
+   DCMTK storescp on the host's loopback (GUEST_HOST:11112 from inside the box, the only place
+   outside it the box can reach: qemu's guestfwd).
 4. The device's share account gets its password in the panel (Device accounts); before that and
    after it no guest, default or guessable login gets into the share. A JPEG from /usr/share (not
    ours) is written into the box's SMB share with smbclient, as the device would, and reaches
@@ -43,7 +44,7 @@ import pydicom
 import pytest
 
 from tests.harness import wait_until
-from tests.image.box import Box, fat_of, sparse_copy
+from tests.image.box import GUEST_HOST, Box, fat_of, sparse_copy
 from tests.peers import StoreSCP, dciodvfy, require_tool
 
 pytestmark = pytest.mark.image
@@ -63,6 +64,7 @@ DEFAULTS = [
     ("pi", "raspberry"),
     ("dicom-gateway", "dicom-gateway"),
 ]
+PACS_GUEST_PORT = 11112  # the PACS as the box sees it: GUEST_HOST:11112 -> storescp
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOKEN_RE = re.compile(r"^\s{4}(\S+)\s*$", re.MULTILINE)
 
@@ -271,8 +273,21 @@ def drop_through_smb(box: Box, jpeg: Path, name: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def smb_ready(box: Box) -> bool:
+    """smbd answers on the share port (it starts after the gateway's first boot steps)."""
+    done = subprocess.run(
+        ["smbclient", "-N", "-L", "//127.0.0.1", "-p", str(box.ports["smb"]), "-m", "SMB3"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    # Any answer of smbd's own (a refusal included) means it is up; these mean nobody answered.
+    down = ("NT_STATUS_CONNECTION_", "NT_STATUS_IO_TIMEOUT", "protocol negotiation failed")
+    return not any(s in out for s in down)
+
+
 def smb_refuses_defaults(box: Box, jpeg: Path) -> None:
     """No guest, no vendor default, not the share account with a guessable password."""
+    assert wait_until(lambda: smb_ready(box), 600, interval=5), "smbd never answered"
     tries = [*DEFAULTS, ("guest", ""), (SHARE_USER, SHARE_USER), (SHARE_USER, "")]
     for user, password in tries:
         done = smb_put(box, jpeg, "should-not-land.jpg", user, password)
@@ -304,6 +319,7 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
     ssh = Ssh(box.ports["ssh"], key)
 
     pacs = StoreSCP(tmp_path / "pacs", ae_title="PACS").start()
+    box.guest_forwards[PACS_GUEST_PORT] = pacs.port
     try:
         # --- 2. first boot -------------------------------------------------------------------
         box.start()
@@ -343,8 +359,8 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
                 "original": "",
                 "name": "pacs",
                 "ae_title": "PACS",
-                "host": "10.0.2.2",
-                "port": str(pacs.port),
+                "host": GUEST_HOST,
+                "port": str(PACS_GUEST_PORT),
                 "connect_timeout": "10",
             },
         )
