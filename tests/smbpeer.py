@@ -100,6 +100,29 @@ class SambaServer:
         self.accounts = SambaAccounts(self.site.private_dir)
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def serve_prepared(self, prepared: Path) -> None:
+        """Serve the smb.conf ``share prepare`` wrote (``include``d, so smbd rereads it on
+        SIGHUP as the box's smbd rereads /run/dicom-gateway/smb.conf), with only this test's
+        site (port, folders, log) set after it. Samba merges a second [global] section into the
+        first; the include leaves the parser in the prepared file's last share."""
+        site = self.site
+        lines = [
+            "[global]",
+            f"include = {prepared}",
+            "[global]",
+            f"smb ports = {self.port}",
+            "interfaces = 127.0.0.1",
+            "bind interfaces only = yes",
+            f"lock directory = {site.lock_dir}",
+            f"state directory = {site.state_dir}",
+            f"cache directory = {site.cache_dir}",
+            f"pid directory = {site.pid_dir}",
+            f"ncalrpc dir = {site.ncalrpc_dir}",
+            "logging = file",
+            f"log file = {site.log_file}",
+        ]
+        self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
     def start(self) -> SambaServer:
         out = (self.root / "smbd.out").open("ab")
         self.proc = subprocess.Popen(
@@ -152,6 +175,12 @@ class SambaServer:
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=60, check=False, cwd=cwd
         )
+
+    def shares(self, user: str, password: str) -> subprocess.CompletedProcess[str]:
+        """smbclient -L: the share list the box offers to ``user`` (a device's browse)."""
+        argv = ["smbclient", "-p", str(self.port), "-L", "127.0.0.1", "-g"]
+        argv += ["-U", f"{user}%{password}"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def owner_ids() -> tuple[int, int]:

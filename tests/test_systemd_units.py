@@ -10,9 +10,13 @@ that root.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import re
+import select
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,6 +32,7 @@ from gateway.appliance.nettrial import (
 )
 from gateway.appliance.network import APPLIED_FILE, NETWORK_FILE, TIMESYNCD_FILE
 from gateway.cli import build_parser
+from gateway.configstore import marker_path, write_durably, write_marker
 from gateway.spool.durable import write_bytes_durably
 from tests.peers import require_tool
 from tests.systemd_sandbox import service_settings, unit_entries
@@ -577,3 +582,107 @@ def test_tmpfiles_make_the_request_spool_with_its_privilege_boundary(tmp_path: P
         assert (spool / "requests/1.json").stat().st_gid == gid
     finally:
         shutil.rmtree(root)
+
+
+# --- the box's SMB shares follow gateway.toml (issue 12) ---------------------------------------
+
+
+def _gateway_config() -> Path:
+    """The configuration file the gateway unit runs with (its ExecStart's --config)."""
+    args = _exec_args("dicom-gateway.service")
+    return Path(args.config)
+
+
+def test_share_unit_reload_makes_the_accounts_and_smb_conf_before_smbd_rereads_it() -> None:
+    smb = service_settings(SYSTEMD / "dicom-gateway-smb.service")
+    first, hup = smb["ExecReload"]  # systemd runs several ExecReload= lines in order
+    prepare = _exec_args_of(first)
+    assert (prepare.command, prepare.share_cmd) == ("share", "prepare")
+    assert Path(prepare.config) == _gateway_config()
+    # The file smbd serves is the one the reload rewrites.
+    start = shlex.split(smb["ExecStart"][-1])
+    assert f"--configfile={prepare.out}" in start
+    assert shlex.split(hup) == ["/bin/kill", "-HUP", "$MAINPID"]
+    # The start makes the same accounts and file (one command for both).
+    assert smb["ExecStartPre"] == [first]
+
+
+def test_a_changed_gateway_toml_reloads_or_starts_the_share_unit(tmp_path: Path) -> None:
+    path = _unit_values("dicom-gateway-smb-config.path")
+    assert path["PathChanged"] == [str(_gateway_config())]
+    assert path["Unit"] == ["dicom-gateway-smb-config.service"]
+    assert path["WantedBy"] == ["paths.target"]
+    # The watch is set on the data partition's folder (a bind mount), not the one below it.
+    assert str(_gateway_config().parent) in " ".join(path["RequiresMountsFor"]).split()
+    assert "MakeDirectory" not in path  # it would make gateway.toml a folder
+    service = _unit_values("dicom-gateway-smb-config.service")
+    assert "WantedBy" not in service  # started by the path unit only
+    argv = shlex.split(
+        service_settings(SYSTEMD / "dicom-gateway-smb-config.service")["ExecStart"][-1]
+    )
+    assert Path(argv[0]).name == "systemctl"
+    # Reload when running; start (ExecCondition decides again) when it was skipped; queued
+    # only, so the path unit watches again while the reload runs.
+    assert argv[1:] == ["--no-block", "reload-or-restart", "dicom-gateway-smb.service"]
+    assert exposure(make_root(tmp_path), "dicom-gateway-smb-config.service") <= OK_EXPOSURE
+
+
+# systemd 252's inotify masks for PathChanged= (src/core/path.c, path_spec_watch): the file
+# itself, and each folder on the way to it; only an event on the file's own watch triggers.
+IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO = 0x4, 0x8, 0x40, 0x80
+IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF = 0x100, 0x200, 0x400, 0x800
+PATH_CHANGED_FILE_MASK = (
+    IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_CREATE
+    | IN_DELETE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+)
+PATH_CHANGED_FOLDER_MASK = IN_MOVE_SELF | IN_DELETE_SELF | IN_ATTRIB | IN_CREATE | IN_MOVED_TO
+
+
+def test_the_panels_rename_into_place_fires_path_changed_as_systemd_watches(
+    tmp_path: Path,
+) -> None:
+    """The panel replaces gateway.toml by temporary file and rename (configstore); the file
+    systemd watched is then unlinked, which the kernel reports on that file's watch (IN_ATTRIB,
+    its link count): PathChanged= fires. Another file written beside it (the trial marker) only
+    makes systemd watch again, without triggering."""
+    watched = Path(_unit_values("dicom-gateway-smb-config.path")["PathChanged"][0])
+    assert watched == _gateway_config()
+    libc = ctypes.CDLL(None, use_errno=True)
+    config = tmp_path / "etc" / watched.name
+    config.parent.mkdir()
+    config.write_text("[gateway]\n")
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+
+        def watch(path: Path, mask: int) -> int:
+            wd = libc.inotify_add_watch(fd, str(path).encode(), mask)
+            assert wd >= 0, os.strerror(ctypes.get_errno())
+            return int(wd)
+
+        def events() -> list[tuple[int, int]]:
+            found: list[tuple[int, int]] = []
+            while select.select([fd], [], [], 0)[0]:
+                data = os.read(fd, 65536)
+                offset = 0
+                while offset < len(data):
+                    wd, mask, _, size = struct.unpack_from("iIII", data, offset)
+                    found.append((wd, mask))
+                    offset += 16 + size
+            return found
+
+        watch(config.parent, PATH_CHANGED_FOLDER_MASK)
+        primary = watch(config, PATH_CHANGED_FILE_MASK)
+        write_marker(config, {"state": "trial"})  # beside it, as a trial does
+        assert marker_path(config).parent == config.parent
+        assert all(wd != primary for wd, _ in events())
+        write_durably(config, b"[gateway]\nlog_level = 'DEBUG'\n", 0o640)
+        assert any(wd == primary and mask & IN_ATTRIB for wd, mask in events())
+    finally:
+        os.close(fd)

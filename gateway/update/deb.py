@@ -81,6 +81,9 @@ IMAGE_ONLY_UNITS = (
     # The box's own smbd and CIFS mount: on a site's machine Samba and its mounts are the site
     # admin's (samba is only Suggested), and our smbd on port 445 would collide with theirs.
     "dicom-gateway-smb.service",
+    # It reloads the share unit above when gateway.toml changes: nothing to follow without it.
+    "dicom-gateway-smb-config.path",
+    "dicom-gateway-smb-config.service",
     "dicom-gateway-cifs.service",
 )
 JOURNALD_CONF = Path("etc/systemd/journald.conf.d/dicom-gateway.conf")

@@ -6,11 +6,15 @@ smbd runs on a loopback port picked at run time with the smb.conf the gateway re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pwd
+import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,9 +26,12 @@ from gateway.clock import SystemClock
 from gateway.config import parse_config
 from gateway.ingest.folder import FolderWatcher
 from gateway.ingest.remote.accounts import DeviceAccountError
+from gateway.ingest.remote.smbconf import private_dir
+from gateway.spool.durable import write_bytes_durably
 from tests.harness import wait_until
 from tests.ingest.support import Taker
-from tests.smbpeer import SambaServer, owner_ids, unix_accounts
+from tests.smbpeer import OWNER, SambaServer, owner_ids, unix_accounts
+from tests.systemd_sandbox import service_settings
 
 pytestmark = pytest.mark.peers
 
@@ -208,3 +215,111 @@ def test_a_file_written_in_pieces_over_smb_is_taken_only_whole(
         assert len(taker.calls) == 1
     finally:
         watcher.stop()
+
+
+# --- a share added in the panel reaches smbd without a restart (issue 12) ----------------------
+
+SMB_UNIT = Path(__file__).resolve().parents[2] / "systemd/dicom-gateway-smb.service"
+GATEWAY = "/opt/dicom-gateway/current/bin/dicom-gateway"
+# Accounts of this test's own (the fixture's names may be in use by a test running beside it).
+FIRST_DEVICE, NEW_DEVICE = "dgwtest-reload1", "dgwtest-reload2"
+
+
+def _folders_toml(state: Path, shared: Path, folders: dict[str, str]) -> str:
+    """gateway.toml with one shared drop folder per ``name: account``."""
+    text = f'[gateway]\nstate_dir = "{state}"\n'
+    for name, account in folders.items():
+        text += (
+            f'\n[[ingest.folder]]\nname = "{name}"\npath = "{shared / name}"\n'
+            f'share = "{name}"\nshare_user = "{account}"\n'
+        )
+    return text
+
+
+def _as_run_here(line: str, config: Path, prepared: Path, smbd_pid: int | None) -> list[str]:
+    """One ExecReload= line of the share unit as this test runs it: our program through this
+    interpreter, the box's gateway.toml and smb.conf mapped to the test's, $MAINPID to smbd's."""
+    argv = shlex.split(line)
+    if argv[0] == GATEWAY:
+        argv = [sys.executable, "-m", "gateway", *argv[1:]]
+        argv[argv.index("--config") + 1] = str(config)
+        return [*argv, "--out", str(prepared), "--owner", OWNER]
+    assert smbd_pid is not None, line
+    return [str(smbd_pid) if word == "$MAINPID" else word for word in argv]
+
+
+def _share_names(listing: subprocess.CompletedProcess[str]) -> set[str]:
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    return {line.split("|")[1] for line in listing.stdout.splitlines() if line.startswith("Disk|")}
+
+
+def test_a_share_added_to_gateway_toml_is_served_after_the_units_reload(
+    tmp_path: Path, shared: Path
+) -> None:
+    """share prepare for a box with one shared folder, smbd serving what it wrote; then the
+    panel adds a second shared folder (gateway.toml replaced by rename) and the share unit's
+    ExecReload= lines run as systemd runs them: the new device's account is made, smb.conf has
+    the share, and the same smbd (no restart) lists and serves it."""
+    config, prepared, state = tmp_path / "gateway.toml", tmp_path / "smb.conf", tmp_path / "state"
+    for name in ("export", "other"):
+        (shared / name).mkdir()
+    config.write_text(_folders_toml(state, shared, {"export": FIRST_DEVICE}))
+    with unix_accounts([]), contextlib.ExitStack() as cleanup:
+        for name in (FIRST_DEVICE, NEW_DEVICE):
+            # Made by share prepare below, as on the box (none left by an interrupted run).
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+            cleanup.callback(subprocess.run, ["userdel", name], check=False, capture_output=True)
+        uid, gid = owner_ids()
+        for name in ("export", "other"):
+            os.chown(shared / name, uid, gid)
+            os.chmod(shared / name, 0o2770)
+        # The unit's start: ExecStartPre= as systemd runs it.
+        (start_line,) = service_settings(SMB_UNIT)["ExecStartPre"]
+        first = subprocess.run(
+            _as_run_here(start_line, config, prepared, smbd_pid=None),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert first.returncode == 0, first.stderr
+        assert "[export]" in prepared.read_text() and "[other]" not in prepared.read_text()
+        pwd.getpwnam(FIRST_DEVICE)
+        with pytest.raises(KeyError):
+            pwd.getpwnam(NEW_DEVICE)
+
+        server = SambaServer(tmp_path / "samba", parse_config({}), private=private_dir(state))
+        server.serve_prepared(prepared)
+        server.accounts.set_password(FIRST_DEVICE, PASSWORD)
+        server.start()
+        cleanup.callback(server.stop)
+        assert server.proc is not None
+        smbd_pid = server.proc.pid
+        assert _share_names(server.shares(FIRST_DEVICE, PASSWORD)) == {"export"}
+
+        # The panel's "Save and apply": the file replaced by temporary file and rename.
+        new = _folders_toml(state, shared, {"export": FIRST_DEVICE, "other": NEW_DEVICE})
+        write_bytes_durably(config, new.encode(), 0o640)
+        reload = service_settings(SMB_UNIT)["ExecReload"]
+        for line in reload:
+            done = subprocess.run(
+                _as_run_here(line, config, prepared, smbd_pid),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, (line, done.stdout + done.stderr)
+
+        text = prepared.read_text()
+        assert "[other]" in text and f"valid users = {NEW_DEVICE}" in text
+        pwd.getpwnam(NEW_DEVICE)  # made by the reload: the panel can now set its password
+        server.accounts.set_password(NEW_DEVICE, OTHER_PASSWORD)
+        assert wait_until(
+            lambda: "other" in _share_names(server.shares(FIRST_DEVICE, PASSWORD)), 20
+        ), server.log()
+        own = server.client("other", NEW_DEVICE, OTHER_PASSWORD, "ls")
+        assert own.returncode == 0, own.stdout + own.stderr
+        assert server.client("export", FIRST_DEVICE, PASSWORD, "ls").returncode == 0
+        assert server.proc is not None and server.proc.pid == smbd_pid
+        assert server.proc.poll() is None  # reloaded, not restarted
