@@ -92,8 +92,8 @@ class SambaAccounts:
             pwd.getpwnam(account)
         except KeyError:
             raise DeviceAccountError(
-                f"the account {account} does not exist on the box yet: it is made when the "
-                "share service starts (after the configuration with this share is applied)"
+                f"the account {account} does not exist on the box yet: the share service makes "
+                "it within seconds of applying a configuration with this share; try again"
             ) from None
         self._prepare()
         secret = f"{password}\n{password}\n".encode()
