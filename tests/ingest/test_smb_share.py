@@ -248,6 +248,15 @@ def _as_run_here(line: str, config: Path, prepared: Path, smbd_pid: int | None) 
     return [str(smbd_pid) if word == "$MAINPID" else word for word in argv]
 
 
+def _open_fifo_writer(fifo: Path, into: list[int]) -> bool:
+    """Open ``fifo`` for writing if a reader has it open (non-blocking); the fd goes in ``into``."""
+    try:
+        into.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        return False
+    return True
+
+
 def _share_names(listing: subprocess.CompletedProcess[str]) -> set[str]:
     assert listing.returncode == 0, listing.stdout + listing.stderr
     return {line.split("|")[1] for line in listing.stdout.splitlines() if line.startswith("Disk|")}
@@ -256,10 +265,12 @@ def _share_names(listing: subprocess.CompletedProcess[str]) -> set[str]:
 def test_a_share_added_to_gateway_toml_is_served_after_the_units_reload(
     tmp_path: Path, shared: Path
 ) -> None:
-    """share prepare for a box with one shared folder, smbd serving what it wrote; then the
-    panel adds a second shared folder (gateway.toml replaced by rename) and the share unit's
+    """The share unit's start for a box with one shared folder, smbd serving what it wrote; then
+    the panel adds a second shared folder (gateway.toml replaced by rename) and the unit's
     ExecReload= lines run as systemd runs them: the new device's account is made, smb.conf has
-    the share, and the same smbd (no restart) lists and serves it."""
+    the share, and the same smbd (no restart) lists and serves it. Then the first folder is
+    unshared while the second device uploads: the upload completes whole, the removed share is
+    no longer offered."""
     config, prepared, state = tmp_path / "gateway.toml", tmp_path / "smb.conf", tmp_path / "state"
     for name in ("export", "other"):
         (shared / name).mkdir()
@@ -297,20 +308,22 @@ def test_a_share_added_to_gateway_toml_is_served_after_the_units_reload(
         smbd_pid = server.proc.pid
         assert _share_names(server.shares(FIRST_DEVICE, PASSWORD)) == {"export"}
 
-        # The panel's "Save and apply": the file replaced by temporary file and rename.
-        new = _folders_toml(state, shared, {"export": FIRST_DEVICE, "other": NEW_DEVICE})
-        write_bytes_durably(config, new.encode(), 0o640)
-        reload = service_settings(SMB_UNIT)["ExecReload"]
-        for line in reload:
-            done = subprocess.run(
-                _as_run_here(line, config, prepared, smbd_pid),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert done.returncode == 0, (line, done.stdout + done.stderr)
+        def apply(folders: dict[str, str]) -> None:
+            """The panel's "Save and apply" (the file replaced by temporary file and rename),
+            then the share unit's ExecReload= lines, in order, as systemd runs them."""
+            text = _folders_toml(state, shared, folders)
+            write_bytes_durably(config, text.encode(), 0o640)
+            for line in service_settings(SMB_UNIT)["ExecReload"]:
+                done = subprocess.run(
+                    _as_run_here(line, config, prepared, smbd_pid),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                assert done.returncode == 0, (line, done.stdout + done.stderr)
 
+        apply({"export": FIRST_DEVICE, "other": NEW_DEVICE})
         text = prepared.read_text()
         assert "[other]" in text and f"valid users = {NEW_DEVICE}" in text
         pwd.getpwnam(NEW_DEVICE)  # made by the reload: the panel can now set its password
@@ -321,5 +334,42 @@ def test_a_share_added_to_gateway_toml_is_served_after_the_units_reload(
         own = server.client("other", NEW_DEVICE, OTHER_PASSWORD, "ls")
         assert own.returncode == 0, own.stdout + own.stderr
         assert server.client("export", FIRST_DEVICE, PASSWORD, "ls").returncode == 0
+
+        # A device uploading to "other" while "export" is unshared: the reload does not cut it.
+        fifo = tmp_path / "device-file"
+        os.mkfifo(fifo)
+        head, tail = bytes(17 * 1024 * 1024), bytes(range(256)) * 4096
+        result: list[subprocess.CompletedProcess[str]] = []
+        put = threading.Thread(
+            target=lambda: result.append(
+                server.client("other", NEW_DEVICE, OTHER_PASSWORD, f'put "{fifo}" upload.bin')
+            )
+        )
+        put.start()
+        landed = shared / "other" / "upload.bin"
+        try:
+            # Opened only once smbclient reads it (ENXIO before): a client that fails to connect
+            # fails the test instead of hanging it.
+            writer: list[int] = []
+            assert wait_until(lambda: _open_fifo_writer(fifo, writer), 30), result
+            os.set_blocking(writer[0], True)
+            with os.fdopen(writer[0], "wb") as device:
+                device.write(head)
+                device.flush()
+                assert wait_until(
+                    lambda: landed.exists() and landed.stat().st_size >= 16 * 1024 * 1024, 30
+                ), server.log()
+                apply({"other": NEW_DEVICE})
+                device.write(tail)
+        finally:
+            put.join(60)
+        assert result and result[0].returncode == 0, result
+        assert landed.read_bytes() == head + tail
+        assert "[export]" not in prepared.read_text()
+        assert wait_until(
+            lambda: _share_names(server.shares(NEW_DEVICE, OTHER_PASSWORD)) == {"other"}, 20
+        ), server.log()
+        gone = server.client("export", FIRST_DEVICE, PASSWORD, "ls")
+        assert "NT_STATUS_BAD_NETWORK_NAME" in gone.stdout + gone.stderr, gone
         assert server.proc is not None and server.proc.pid == smbd_pid
         assert server.proc.poll() is None  # reloaded, not restarted
