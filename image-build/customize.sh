@@ -45,6 +45,11 @@ systemd-tmpfiles --create --exclude-prefix=/dev --exclude-prefix=/proc --exclude
 
 # --- accounts: root locked, no password anywhere -------------------------------------------------
 passwd -l root
+# The devices' SMB accounts are made on the box, after the image is built, where /etc is
+# read-only: NSS reads them from libnss-extrausers' folder, bound from the data partition.
+sed -i -E 's/^(passwd|group|shadow):([[:space:]]+)files( |$)/\1:\2files extrausers\3/' /etc/nsswitch.conf
+grep -q '^passwd:.*extrausers' /etc/nsswitch.conf
+mkdir -p /var/lib/extrausers
 
 # --- units --------------------------------------------------------------------------------------
 # The project's (dicom-gateway*, whoever wrote them), then the appliance's own services.

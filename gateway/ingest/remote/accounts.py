@@ -8,6 +8,13 @@ only the NT hash. A Samba account needs a Unix user of the same name: ``ensure_u
 makes a system user without home and with /usr/sbin/nologin (run as root by ``dicom-gateway
 share prepare`` when dicom-gateway-smb.service starts); it owns nothing, since smbd writes every
 file as the gateway (``force user``), and cannot log in anywhere.
+
+On the appliance /etc is on the read-only root file system, where ``useradd`` cannot even take
+its lock. There the account goes into libnss-extrausers' ``/var/lib/extrausers/passwd`` (on the
+data partition; the image's nsswitch.conf reads it after /etc/passwd): one line, written by
+temporary file and rename, with the lowest uid of ``EXTRAUSERS_UIDS`` no account uses, the
+``nogroup`` group, no home and nologin. A box with that folder uses it; any other machine (a
+``.deb`` install) gets ``useradd``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,12 @@ from pathlib import Path
 
 MAX_DEVICE_PASSWORD = 127  # what Windows' own dialogs accept for an SMB password
 NOLOGIN = "/usr/sbin/nologin"
+EXTRAUSERS_DIR = Path("/var/lib/extrausers")  # libnss-extrausers, the appliance's writable NSS
+# The top of Debian's dynamic system range (adduser takes 100-999 from the bottom up; the
+# image's accounts were all made at build time): clear of DynamicUser's 61184-65519.
+EXTRAUSERS_UIDS = range(900, 1000)
+NOGROUP_GID = 65534
+COMMENT = "DICOM gateway device account (SMB only)"
 COMMAND_TIMEOUT = 30.0
 
 Runner = Callable[[Sequence[str], bytes], "subprocess.CompletedProcess[bytes]"]
@@ -121,11 +134,57 @@ def _reason(result: subprocess.CompletedProcess[bytes]) -> str:
     return f"Samba refused: {last[-1] if last else f'exit status {result.returncode}'}"
 
 
-def ensure_unix_account(account: str, runner: Runner = run_command) -> bool:
-    """Make the system user a Samba account needs (no home, no login); True when made now."""
+def extrausers_line(account: str, passwd_text: str, taken_uids: set[int]) -> str | None:
+    """The passwd line for ``account`` in extrausers' ``passwd_text``; None when it is there.
+
+    Pure: the uid is the lowest of EXTRAUSERS_UIDS neither in ``taken_uids`` (every account
+    NSS knows) nor in the file; DeviceAccountError when the range is used up.
+    """
+    in_file = set()
+    for line in passwd_text.splitlines():
+        fields = line.split(":")
+        if fields[0] == account:
+            return None
+        if len(fields) > 2 and fields[2].isdigit():
+            in_file.add(int(fields[2]))
+    free = [uid for uid in EXTRAUSERS_UIDS if uid not in taken_uids | in_file]
+    if not free:
+        raise DeviceAccountError("no free uid left for another device account")
+    return f"{account}:x:{free[0]}:{NOGROUP_GID}:{COMMENT}:/nonexistent:{NOLOGIN}\n"
+
+
+def _add_extrausers(account: str, folder: Path) -> bool:
+    from gateway.spool.durable import write_bytes_durably
+
+    passwd = folder / "passwd"
+    try:
+        text = passwd.read_text("utf-8")
+    except FileNotFoundError:
+        text = ""
+    line = extrausers_line(account, text, {p.pw_uid for p in pwd.getpwall()})
+    if line is None:
+        return False
+    if text and not text.endswith("\n"):
+        text += "\n"
+    try:
+        write_bytes_durably(passwd, (text + line).encode("utf-8"), 0o644)
+    except OSError as exc:
+        raise DeviceAccountError(f"cannot write {passwd}: {exc.strerror or exc}") from exc
+    return True
+
+
+def ensure_unix_account(
+    account: str, runner: Runner = run_command, extrausers: Path = EXTRAUSERS_DIR
+) -> bool:
+    """Make the system user a Samba account needs (no home, no login); True when made now.
+
+    In ``extrausers`` when that folder exists (the appliance), else with useradd.
+    """
     with contextlib.suppress(KeyError):
         pwd.getpwnam(account)
         return False
+    if extrausers.is_dir():
+        return _add_extrausers(account, extrausers)
     result = runner(
         [
             "useradd",
@@ -139,7 +198,7 @@ def ensure_unix_account(account: str, runner: Runner = run_command) -> bool:
             "--gid",
             "nogroup",
             "--comment",
-            "DICOM gateway device account (SMB only)",
+            COMMENT,
             account,
         ],
         b"",
