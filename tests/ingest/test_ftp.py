@@ -222,29 +222,21 @@ def test_an_ftps_upload_arrives_whole_and_is_taken_once(make_box: MakeBox) -> No
     assert box.receiver.stats["received"] == 1
 
 
+def curl_upload(curl: str, box: Box, source: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """curl (someone else's FTP client) uploads ``source`` as ``name`` over FTPS, as the device."""
+    return subprocess.run(
+        [curl, "--silent", "--show-error", "--ssl-reqd", "--cacert", str(box.ca),
+         "--user", f"{DEVICE}:{PASSWORD}", "--upload-file", str(source),
+         f"ftp://127.0.0.1:{box.port}/{name}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def test_curl_uploads_over_ftps_with_the_box_certificate(make_box: MakeBox) -> None:
     curl = require_tool("curl")
     box = make_box()
     jpeg = _jpeg()
-    done = subprocess.run(
-        [
-            curl,
-            "--silent",
-            "--show-error",
-            "--ssl-reqd",
-            "--cacert",
-            str(box.ca),
-            "--user",
-            f"{DEVICE}:{PASSWORD}",
-            "--upload-file",
-            str(JPEG),
-            f"ftp://127.0.0.1:{box.port}/from-curl.jpg",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = curl_upload(curl, box, JPEG, "from-curl.jpg")
     assert done.returncode == 0, done.stderr
     assert wait_until(lambda: bool(box.taker.taken), 10)
     assert box.taker.taken == {box.folder / "from-curl.jpg": jpeg}
@@ -506,25 +498,7 @@ def test_curl_uploading_a_name_twice_keeps_both(make_box: MakeBox) -> None:
     box = make_box(watch=False)
     first, second = _two_jpegs()
     for source in JPEGS[:2]:
-        done = subprocess.run(
-            [
-                curl,
-                "--silent",
-                "--show-error",
-                "--ssl-reqd",
-                "--cacert",
-                str(box.ca),
-                "--user",
-                f"{DEVICE}:{PASSWORD}",
-                "--upload-file",
-                str(source),
-                f"ftp://127.0.0.1:{box.port}/exam.jpg",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = curl_upload(curl, box, source, "exam.jpg")
         assert done.returncode == 0, done.stderr
     assert (box.folder / "exam.jpg").read_bytes() == first
     assert (box.folder / "ftp-duplicate-2" / "exam.jpg").read_bytes() == second
