@@ -4,7 +4,8 @@ One box, two boots, in the order a field engineer meets it:
 
 1. The card as flashed, plus what an engineer may put on its FAT partition from a laptop: a
    ``dicom-gateway.toml`` naming the device's drop folder, and ``ssh/authorized_keys``.
-2. First boot: the gateway reaches READY (its panel answers /healthz over HTTPS) within
+2. First boot (on a card 1 GiB larger than the image: the data partition and its ext4 are grown
+   to the card's end, online): the gateway reaches READY (its panel answers /healthz over HTTPS) within
    the boot budget; the setup token is read off the FAT with mtools, never over the network.
 3. The panel (HTTPS, forwarded port): no default credential is accepted; the token sets the first
    engineer's password; a destination is set through the panel's destination form, pointing at a
@@ -44,7 +45,7 @@ import pydicom
 import pytest
 
 from tests.harness import wait_until
-from tests.image.box import GUEST_HOST, Box, fat_of, sparse_copy
+from tests.image.box import GUEST_HOST, Box, fat_of, partitions, sparse_copy
 from tests.peers import StoreSCP, dciodvfy, require_tool
 
 pytestmark = pytest.mark.image
@@ -64,6 +65,7 @@ DEFAULTS = [
     ("pi", "raspberry"),
     ("dicom-gateway", "dicom-gateway"),
 ]
+CARD_EXTRA = 1 << 30  # the card is this much larger than the image
 PACS_GUEST_PORT = 11112  # the PACS as the box sees it: GUEST_HOST:11112 -> storescp
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOKEN_RE = re.compile(r"^\s{4}(\S+)\s*$", re.MULTILINE)
@@ -250,6 +252,10 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         require_tool(tool)
     work = tmp_path_factory.mktemp("box")
     disk = sparse_copy(image_path(), work / "card.img")
+    # A card larger than the image, as every real one is: first boot grows the data partition
+    # and its mounted ext4 for real (online resize2fs under the box's own kernel).
+    with disk.open("r+b") as card:
+        card.truncate(disk.stat().st_size + CARD_EXTRA)
     running = Box(disk, work)
     yield running
     running.stop()
@@ -404,6 +410,11 @@ def test_flashed_card_to_first_study_power_cut_and_reboot(box: Box, tmp_path: Pa
         assert ds.PatientID == "P001" and str(ds.PatientName) == "DOE^JANE"
         assert wait_until(lambda: ssh.run("ls -A /srv/drop").strip() == "", 120, interval=2)
         before = firstboot_markers(ssh)
+        # The data partition was grown to the card's end and its file system with it.
+        data_bytes = int(ssh.run("df -B1 --output=size /data | tail -1").strip())
+        shipped = partitions(image)[-1].size
+        assert data_bytes > shipped + CARD_EXTRA // 2, (data_bytes, shipped)
+        measured["data_filesystem_bytes"] = data_bytes
         measured["idle_first_boot"] = box_memory(ssh)
 
         # --- 5. a study queued while the PACS is down, then the plug is pulled -------------
