@@ -5,8 +5,9 @@ One box, two boots, in the order a field engineer meets it:
 1. The card as flashed, plus what an engineer may put on its FAT partition from a laptop: a
    ``dicom-gateway.toml`` naming the device's drop folder, and ``ssh/authorized_keys``.
 2. First boot (on a card 1 GiB larger than the image: the data partition and its ext4 are grown
-   to the card's end, online): the gateway reaches READY (its panel answers /healthz over HTTPS) within
-   the boot budget; the setup token is read off the FAT with mtools, never over the network.
+   to the card's end, online): the gateway reaches READY (its panel answers /healthz over HTTPS)
+   within the boot budget; the setup token is read off the FAT with mtools, never over the
+   network.
 3. The panel (HTTPS, forwarded port): no default credential is accepted; the token sets the first
    engineer's password; a destination is set through the panel's destination form, pointing at a
    DCMTK storescp on the host's loopback (GUEST_HOST:11112 from inside the box, the only place
