@@ -448,30 +448,42 @@ def test_the_same_name_uploaded_twice_before_it_is_taken_keeps_both(
     assert len(box.taker.calls) == 2
 
 
-def test_the_same_file_sent_again_is_kept_once(
-    make_box: MakeBox, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The device missed the 226 and sends the same file again, twice: its bytes are already
-    waiting, so no second copy is made (it would become a second instance at the PACS, the
-    SOP Instance UID being derived from the file's path)."""
+def test_the_same_file_sent_again_is_kept_twice(make_box: MakeBox) -> None:
+    """The device missed the 226 and sends the same file again: both copies are kept (a second
+    instance at the PACS can be deleted; an image dropped as "the same" cannot come back, and
+    a file and its sidecar cannot be judged the same one at a time)."""
     box = make_box(watch=False)
-    first, second = _two_jpegs()
+    first, _ = _two_jpegs()
     ftp = box.login()
     _store(ftp, "IMG0001.JPG", first)
-    _store(ftp, "IMG0001.JPG", second)  # the next study: kept beside
-    for resent in (first, second):
-        answer = _store(ftp, "IMG0001.JPG", resent)
-        assert answer.startswith("226") and "already waiting" in answer
+    answer = _store(ftp, "IMG0001.JPG", first)
     ftp.quit()
+    assert answer.startswith("226") and "ftp-duplicate-2/" in answer
     assert (box.folder / "IMG0001.JPG").read_bytes() == first
-    assert (box.folder / "ftp-duplicate-2" / "IMG0001.JPG").read_bytes() == second
-    assert sorted(p.relative_to(box.folder).as_posix() for p in box.folder.rglob("*")) == [
-        ".ftp-incoming",
-        "IMG0001.JPG",
-        "ftp-duplicate-2",
-        "ftp-duplicate-2/IMG0001.JPG",
-    ]
-    assert _count(caplog, "ftp upload identical to a waiting file; one kept") == 2
+    assert (box.folder / "ftp-duplicate-2" / "IMG0001.JPG").read_bytes() == first
+
+
+def test_an_identical_sidecar_does_not_part_the_next_image_from_its_own(
+    make_box: MakeBox,
+) -> None:
+    """Study 1 (image A and its sidecar) waits; the device then sends study 2 sidecar first,
+    whose bytes happen to equal study 1's (same patient), then a different image B. Dropping
+    the "identical" sidecar sent B alone into ftp-duplicate-2: bound without its identity."""
+    box = make_box(watch=False)
+    first, second = _two_jpegs()
+    sidecar = b'{"patient_id": "P1", "accession_number": "A1"}'
+    ftp = box.login()
+    _store(ftp, "IMG1.jpg", first)
+    _store(ftp, "IMG1.jpg.json", sidecar)
+    ftp.quit()
+    ftp = box.login()  # study 2
+    _store(ftp, "IMG1.jpg.json", sidecar)
+    _store(ftp, "IMG1.jpg", second)
+    ftp.quit()
+    aside = box.folder / "ftp-duplicate-2"
+    assert sorted(p.name for p in aside.iterdir()) == ["IMG1.jpg", "IMG1.jpg.json"]
+    assert (aside / "IMG1.jpg").read_bytes() == second
+    assert (box.folder / "IMG1.jpg").read_bytes() == first
 
 
 def test_a_running_watcher_takes_the_file_that_landed_beside(make_box: MakeBox) -> None:

@@ -112,18 +112,24 @@ def test_the_data_and_every_name_are_synced_before_it_counts_as_landed(
     assert os.path.samefile(landed.parent.parent, folder)
 
 
-def test_the_same_bytes_already_waiting_are_the_landing(upload: tuple[Path, Path]) -> None:
+def test_the_same_bytes_waiting_are_kept_beside_never_dropped(upload: tuple[Path, Path]) -> None:
     part, folder = upload
-    (folder / "a.jpg").write_bytes(b"first study")
-    (folder / "ftp-duplicate-2").mkdir()
-    (folder / "ftp-duplicate-2" / "a.jpg").write_bytes(b"second study")
+    data = part.read_bytes()
+    (folder / "a.jpg").write_bytes(data)
     landing = land(part, folder / "a.jpg")
-    assert landing == Landing(folder / "ftp-duplicate-2" / "a.jpg", already=True)
+    assert landing == Landing(folder / "ftp-duplicate-2" / "a.jpg")
+    assert (folder / "a.jpg").read_bytes() == data == landing.place.read_bytes()
     assert not part.exists()
-    assert not (folder / "ftp-duplicate-3").exists()
-    # Same size, one byte different: not the same file.
-    part.write_bytes(b"second studY")
-    assert land(part, folder / "a.jpg") == Landing(folder / "ftp-duplicate-3" / "a.jpg")
+
+
+def test_an_upload_whose_folder_is_gone_is_refused_with_that_reason(
+    upload: tuple[Path, Path],
+) -> None:
+    part, folder = upload
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        land(part, folder / "removed" / "a.jpg")
+    assert part.exists()
+    assert not (folder / "removed").exists()
 
 
 def test_a_file_landed_onto_itself_stays(upload: tuple[Path, Path]) -> None:

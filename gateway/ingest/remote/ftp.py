@@ -406,10 +406,7 @@ class _Control(TlsMixin, FTPHandler):  # type: ignore[misc]
     def _report_landing(self, asked: Path, landing: Landing) -> str | None:
         """Remember where ``asked`` landed, report it; what to tell the device, if anything."""
         self._remember(asked, landing.place)
-        if landing.already:
-            self.receiver.already_waiting(self.username)
-            return "the same file was already waiting in the folder."
-        if landing.place == asked:
+        if landing.already or landing.place == asked:
             return None
         self.receiver.kept_beside(self.username, landing.place.parent.name)
         try:
@@ -575,14 +572,6 @@ class FtpReceiver:
             "ftp upload named like a waiting file; both kept",
             account=account,
             folder=folder,
-        )
-
-    def already_waiting(self, account: str) -> None:
-        event(
-            self._log,
-            logging.INFO,
-            "ftp upload identical to a waiting file; one kept",
-            account=account,
         )
 
     def login_refused(self, account: str, address: str) -> None:

@@ -17,10 +17,14 @@ move and the checks: :func:`land`):
   and its sidecar stay together when only one of them met a waiting name;
 * nothing is replaced, ever: each place is taken by :func:`rename_noreplace`, so a name that
   another connection (or an SMB writer) took since is skipped, and both files are kept;
-* a place that already holds a file with the very same bytes is where the upload landed: the
-  device sent it again (its ``226`` lost), and a second copy would become a second instance
-  at the PACS (the SOP Instance UID is derived from the file's path, so that two files are
-  never one instance). The upload is then dropped: nothing is lost, its bytes are there;
+* a file with the very same bytes waiting under the name is NOT taken for this upload: a file
+  and its sidecar are judged one at a time here, so dropping an "identical" one could part a
+  new image from its sidecar (an identical sidecar dropped, the new image then landing alone
+  in a subfolder) or leave a new sidecar stray. Both are kept; a file the device really sent
+  twice becomes a second instance at the PACS, which a person can delete, where a lost or
+  unbound image cannot be brought back;
+* the upload's folder gone (removed while the upload ran): refused at once with that reason,
+  not after trying every subfolder;
 * ``MAX_DUPLICATES`` subfolders at most; past them the upload is refused (the device keeps it).
 
 The duplicate subfolders are left in place once empty (the watcher removes files, not folders)
@@ -44,7 +48,7 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Landing:
-    """Where an upload is now: ``place``; ``already`` when the same bytes were there before."""
+    """Where an upload is now: ``place``; ``already`` when it was renamed onto itself."""
 
     place: Path
     already: bool = False
@@ -74,6 +78,8 @@ def land(part: Path, final: Path, beside: Path | None = None) -> Landing:
     the move fails (``part`` is then where it was).
     """
     fsync_file(part)
+    if not final.parent.is_dir():
+        raise FileNotFoundError(f"the folder {final.parent.name!r} is gone")
     for place in landing_places(final, beside):
         aside = place.parent != final.parent
         if aside and not _real_folder(place.parent, make=place.parent != beside):
@@ -85,10 +91,6 @@ def land(part: Path, final: Path, beside: Path | None = None) -> Landing:
                 raise
             if _same_file(part, place):
                 return Landing(place, already=True)  # renamed onto itself: nothing to move
-            if _same_bytes(part, place):
-                part.unlink()
-                fsync_dir(part.parent)
-                return Landing(place, already=True)
             continue  # taken (or a companion's folder gone): the next place
         fsync_dir(place.parent)
         if aside:
@@ -103,23 +105,6 @@ def _same_file(part: Path, waiting: Path) -> bool:
         return part.samefile(waiting)
     except OSError:
         return False
-
-
-def _same_bytes(part: Path, waiting: Path) -> bool:
-    """Whether ``waiting`` is a regular file holding exactly the bytes of ``part``."""
-    try:
-        st = waiting.lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size != part.stat().st_size:
-            return False
-        with part.open("rb") as ours, waiting.open("rb") as theirs:
-            while True:
-                chunk = ours.read(CHUNK)
-                if chunk != theirs.read(CHUNK):
-                    return False
-                if not chunk:
-                    return True
-    except OSError:
-        return False  # gone or unreadable: not the same file, try the next place
 
 
 def _real_folder(folder: Path, *, make: bool) -> bool:
