@@ -36,18 +36,42 @@ def _load(args: argparse.Namespace) -> GatewayConfig:
     return load_config(Path(args.config), os.environ.get("CREDENTIALS_DIRECTORY"))
 
 
-def _install_stop_signals(stop: threading.Event) -> None:
+class StopRequests:
+    """Why the run ends: a stop signal (SIGTERM/SIGINT) or the panel's restart in place.
+
+    Rules: either sets ``stop``. A signal wins over a restart whenever it comes: a restart asked
+    for after a signal is ignored, and one asked for before it no longer counts
+    (``restart_wanted`` False), so the daemon tells systemd STOPPING=1, not RELOADING=1, and
+    the process exits instead of exec'ing itself into systemd's stop state, where it would be
+    killed at TimeoutStopSec half-started.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._restart = threading.Event()
+        self._signalled = threading.Event()
+
+    def signal(self) -> None:
+        self._signalled.set()
+        self.stop.set()
+
+    def ask_restart(self) -> None:
+        if self._signalled.is_set():
+            return
+        self._restart.set()
+        self.stop.set()
+
+    def restart_wanted(self) -> bool:
+        return self._restart.is_set() and not self._signalled.is_set()
+
+
+def _install_stop_signals(requests: StopRequests) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger("gateway.cli").info("signal received", extra={"signal": signum})
-        stop.set()
+        requests.signal()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _restart(restart: threading.Event, stop: threading.Event) -> None:
-    restart.set()
-    stop.set()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -66,9 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             configstore.exec_same_command()
         raise
     setup_logging(config.gateway.log_level)
-    stop = threading.Event()
-    restart = threading.Event()
-    _install_stop_signals(stop)
+    requests = StopRequests()
+    _install_stop_signals(requests)
     gateway = Gateway(
         config,
         SystemClock(),
@@ -76,13 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY"),
         config_path=path,
         on_ready=lambda: configstore.confirm(path),
-        request_restart=lambda: _restart(restart, stop),
+        request_restart=requests.ask_restart,
+        restart_wanted=requests.restart_wanted,
     )
-    code = gateway.run(stop)
+    code = gateway.run(requests.stop)
     failed_start = code != 0 and not gateway.reached_ready
     if failed_start and configstore.rollback(path, "a service did not start with it"):
         configstore.exec_same_command()
-    if restart.is_set() and code == 0:
+    if requests.restart_wanted() and code == 0:
         # Same PID, same NOTIFY_SOCKET: systemd sees the service come up again with READY=1.
         configstore.exec_same_command()
     return code
@@ -210,9 +234,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo.runner import run_demo
 
     setup_logging("WARNING" if not args.verbose else "INFO")
-    stop = threading.Event()
-    _install_stop_signals(stop)
-    return run_demo(stop, duration=args.duration, workdir=args.dir)
+    requests = StopRequests()
+    _install_stop_signals(requests)
+    return run_demo(requests.stop, duration=args.duration, workdir=args.dir)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,6 +111,8 @@ class Gateway:
     config_path: Path | None = None  # the file the gateway runs from (the panel edits it)
     on_ready: Callable[[], object] | None = None  # after READY=1 (confirms a config on trial)
     request_restart: Callable[[], None] | None = None  # stop, then start again from the file
+    # Whether the restart still stands when the loop ends (a stop signal since overrules it).
+    restart_wanted: Callable[[], bool] = field(default=lambda: True)
     reached_ready: bool = field(init=False, default=False)
     restarting: bool = field(init=False, default=False)  # the stop is the panel's restart
     supervisor: Supervisor = field(init=False)
@@ -485,7 +487,7 @@ class Gateway:
         except RestartBudgetExceededError as exc:
             event(log, logging.CRITICAL, "giving up", reason=str(exc))
             code = 1
-        if self.restarting and code == 0:
+        if self.restarting and code == 0 and self.restart_wanted():
             self.notifier.reloading(RESTART_ALLOWANCE)  # same PID, READY=1 again (gateway.notify)
         else:
             self.notifier.stopping()
