@@ -210,7 +210,8 @@ def own_tree(path: Path, owner: Owner | None) -> None:
 
 
 def _open_no_follow(path: Path) -> int | None:
-    """A read-only descriptor of ``path`` itself; None when it is missing or a symbolic link.
+    """A read-only descriptor of ``path`` itself; None when it is missing, a symbolic link or
+    a socket (then replaced like any other thing that is not the file).
 
     O_NONBLOCK: a FIFO put under the name must not hang the boot (no effect on files).
     """
@@ -219,7 +220,8 @@ def _open_no_follow(path: Path) -> int | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+        # O_NOFOLLOW's answer for a link; a socket cannot be opened (ENXIO, EOPNOTSUPP).
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP):
             return None
         raise
 

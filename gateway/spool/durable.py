@@ -151,23 +151,15 @@ def durable_move(src: Path, dst: Path) -> None:
     """
     fsync_file(src)
     try:
-        _place_without_replacing(src, dst)
+        rename_noreplace(src, dst)  # one step: the name moves (the link fallback: both synced)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         _copy_then_remove(src, dst)
         return
-    fsync_dir(dst.parent)  # the new name is durable before the old one goes
-    linked = src.exists() and src.samefile(dst)
-    if linked:
-        src.unlink()
-    if linked or src.parent.resolve() != dst.parent.resolve():
+    fsync_dir(dst.parent)
+    if src.parent.resolve() != dst.parent.resolve():
         fsync_dir(src.parent)
-
-
-def _place_without_replacing(src: Path, dst: Path) -> None:
-    """Give ``src``'s file the name ``dst``, never replacing ``dst`` (see rename_noreplace)."""
-    rename_noreplace(src, dst)
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
@@ -224,7 +216,7 @@ def _copy_then_remove(src: Path, dst: Path) -> None:
     tmp = temp_sibling(dst)
     try:
         synced_copy(src, tmp)
-        _place_without_replacing(tmp, dst)
+        rename_noreplace(tmp, dst)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -55,3 +55,16 @@ def test_a_fifo_under_the_name_does_not_hang_the_write(tmp_path: Path) -> None:
     os.mkfifo(name)
     assert write_file(name, b"x\n", 0o644)
     assert stat.S_ISREG(name.lstat().st_mode) and name.read_bytes() == b"x\n"
+
+
+def test_a_socket_under_the_name_is_replaced_by_the_file(tmp_path: Path) -> None:
+    import socket
+
+    name = tmp_path / "firstboot-report.json"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(name))
+        assert write_file(name, b"{}\n", 0o644)
+    finally:
+        listener.close()
+    assert stat.S_ISREG(name.lstat().st_mode) and name.read_bytes() == b"{}\n"

@@ -29,9 +29,11 @@ from pathlib import Path
 MAX_DEVICE_PASSWORD = 127  # what Windows' own dialogs accept for an SMB password
 NOLOGIN = "/usr/sbin/nologin"
 EXTRAUSERS_DIR = Path("/var/lib/extrausers")  # libnss-extrausers, the appliance's writable NSS
-# The top of Debian's dynamic system range (adduser takes 100-999 from the bottom up; the
-# image's accounts were all made at build time): clear of DynamicUser's 61184-65519.
-EXTRAUSERS_UIDS = range(900, 1000)
+# The top of Debian's range for people's accounts (adduser counts up from 1000; the box has no
+# login accounts at all): clear of the system range, where systemd-sysusers counts down from
+# 999 and adduser --system up from 100, so an OS update's new system user can never take one,
+# and of DynamicUser's 61184-65519.
+EXTRAUSERS_UIDS = range(59000, 60000)
 NOGROUP_GID = 65534
 COMMENT = "DICOM gateway device account (SMB only)"
 COMMAND_TIMEOUT = 30.0
