@@ -22,6 +22,9 @@ from gateway.ingest.remote.accounts import (
 )
 
 
+RUN_ARGV = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
 def refuse(argv: Sequence[str], stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     """useradd as on the read-only root: it never gets its lock."""
     return subprocess.CompletedProcess(argv, 1, b"", b"useradd: cannot lock /etc/passwd\n")
@@ -56,3 +59,28 @@ def test_the_uid_range_used_up_is_a_clear_error() -> None:
     text = "".join(f"d{u}:x:{u}:65534::/nonexistent:{NOLOGIN}\n" for u in EXTRAUSERS_UIDS)
     with pytest.raises(DeviceAccountError, match="no free uid"):
         extrausers_line("late", text, set())
+
+
+def test_pdbedit_works_under_the_gateway_units_seccomp_rules(tmp_path: Path) -> None:
+    """The panel sets a device password from inside the gateway's unit, which refuses netlink
+    sockets: on the booted image pdbedit then failed ("Could not determine network
+    interfaces"). The real pdbedit, under the unit's own filters (tests/systemd_sandbox)."""
+    import os
+    import sys
+
+    from gateway.ingest.remote.accounts import SambaAccounts
+    from tests.peers import require_tool
+    from tests.systemd_sandbox import sandbox_environment
+
+    require_tool("pdbedit")
+    unit = Path(__file__).resolve().parents[2] / "systemd/dicom-gateway.service"
+    env = {**os.environ, **sandbox_environment(unit, tmp_path / "sandbox")}
+    accounts = SambaAccounts(tmp_path / "samba")
+    accounts._prepare()
+    argv = accounts._argv("-L")
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_ARGV, *argv],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+

@@ -94,6 +94,10 @@ class SambaAccounts:
             f"--option=lock directory={d / 'lock'}",
             f"--option=state directory={d / 'lock'}",
             f"--option=cache directory={d / 'lock'}",
+            # Samba enumerates the network interfaces at start (netlink); the gateway's unit
+            # refuses AF_NETLINK, and pdbedit then stops ("Could not determine network
+            # interfaces", seen on the booted box). It serves nothing: loopback will do.
+            "--option=interfaces=127.0.0.1/8",
             *args,
         ]
 
