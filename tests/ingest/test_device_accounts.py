@@ -21,7 +21,6 @@ from gateway.ingest.remote.accounts import (
     extrausers_line,
 )
 
-
 RUN_ARGV = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
 
 
@@ -83,4 +82,3 @@ def test_pdbedit_works_under_the_gateway_units_seccomp_rules(tmp_path: Path) -> 
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-
