@@ -51,6 +51,7 @@ def fat(tmp_path_factory: pytest.TempPathFactory) -> Fat:
             out.write(chunk)
             left -= len(chunk)
         xz.kill()
+        xz.stdout.close()
         xz.wait()
     first = partitions(head)[0]
     return Fat(head, first.offset)
