@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.spool.durable import write_bytes_durably
+
 MAX_DEVICE_PASSWORD = 127  # what Windows' own dialogs accept for an SMB password
 NOLOGIN = "/usr/sbin/nologin"
 EXTRAUSERS_DIR = Path("/var/lib/extrausers")  # libnss-extrausers, the appliance's writable NSS
@@ -160,8 +162,6 @@ def extrausers_line(account: str, passwd_text: str, taken_uids: set[int]) -> str
 
 
 def _add_extrausers(account: str, folder: Path) -> bool:
-    from gateway.spool.durable import write_bytes_durably
-
     passwd = folder / "passwd"
     try:
         text = passwd.read_text("utf-8")

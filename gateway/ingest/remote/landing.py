@@ -43,7 +43,6 @@ from gateway.spool.durable import fsync_dir, fsync_file, rename_noreplace
 
 DUPLICATES = "ftp-duplicate-"  # + 2, 3, ...: visible names, so the watcher looks in them
 MAX_DUPLICATES = 999
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
